@@ -1,0 +1,41 @@
+"""rvmatte: robust human video matting.
+
+Public API::
+
+    model = rvmatte.load_model()                      # bundled MobileNetV3 weights, eval mode
+    out = model(src, state=None, downsample_ratio=1)  # MattingOutput(fgr, pha, state)
+    rvmatte.convert_video("in.mp4", output="out.mp4", alpha="alpha.mp4")
+    matter = rvmatte.Matter(); pha, fgr = matter.process(frames)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first use so `import rvmatte` stays light.
+_LAZY = {
+    "load_model": "rvmatte.weights",
+    "MattingOutput": "rvmatte.models.matting",
+    "MattingNetwork": "rvmatte.models.matting",
+    "build_model": "rvmatte.models.registry",
+    "convert_video": "rvmatte.inference.convert",
+    "Matter": "rvmatte.inference.session",
+    "RvmatteError": "rvmatte.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rvmatte' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,55 @@
+"""The ``rvmatte`` command: thin argument parsing over the Python API.
+
+Each subcommand lives in its own module with ``register(subparsers)`` that adds a parser and
+sets ``func`` (called with the parsed namespace, returns an exit code). Modules whose optional
+dependencies are missing are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import RvmatteError
+
+# Subcommand modules, in the order they appear in --help.
+SUBCOMMANDS = ("convert", "demo", "evaluate", "benchmark", "diagnose", "train", "export",
+               "serve", "live")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="rvmatte", description="Robust human video matting.")
+    parser.add_argument("--version", action="version", version=f"rvmatte {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("rvmatte.cli."):
+                continue  # subcommand not implemented in this build
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RvmatteError as e:
+        print(f"rvmatte: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rvmatte: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Refiners that upsample the low-resolution prediction to full resolution.
+
+``FastGuidedFilterRefiner`` (He & Sun 2015; r=1, eps=1e-5, zero-padded box filter) has no
+parameters and is what the official TF.js weights use. ``DeepGuidedFilterRefiner`` (Wu et al.
+2018) learns the linear coefficients from local statistics and the decoder's hidden features.
+Both take ``fine_src (N,3,H,W)``, ``base_src (N,3,h,w)``, ``base_fgr (N,3,h,w)`` (residual),
+``base_pha (N,1,h,w)``, ``base_hid (N,16,h,w)`` (or the same with a ``(B,T)`` lead) and return
+``(fgr_residual, pha)`` at ``H x W``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .time import per_frame
+
+
+def box_filter(x: Tensor, r: int) -> Tensor:
+    """Mean over a (2r+1)^2 window with zero padding (the official PyTorch semantics)."""
+    k = 2 * r + 1
+    c = x.shape[1]
+    kx = torch.full((c, 1, 1, k), 1 / k, device=x.device, dtype=x.dtype)
+    ky = torch.full((c, 1, k, 1), 1 / k, device=x.device, dtype=x.dtype)
+    x = F.conv2d(x, kx, padding=(0, r), groups=c)
+    return F.conv2d(x, ky, padding=(r, 0), groups=c)
+
+
+def _with_gray(x: Tensor) -> Tensor:
+    return torch.cat([x, x.mean(1, keepdim=True)], dim=1)
+
+
+def _resize(x: Tensor, size) -> Tensor:
+    return F.interpolate(x, size, mode="bilinear", align_corners=False)
+
+
+class FastGuidedFilterRefiner(nn.Module):
+    def __init__(self, r: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.r = r
+        self.eps = eps
+
+    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor) -> tuple[Tensor, Tensor]:
+        lr_x = _with_gray(base_src)
+        lr_y = torch.cat([base_fgr, base_pha], dim=1)
+        hr_x = _with_gray(fine_src)
+        mean_x = box_filter(lr_x, self.r)
+        mean_y = box_filter(lr_y, self.r)
+        cov_xy = box_filter(lr_x * lr_y, self.r) - mean_x * mean_y
+        var_x = box_filter(lr_x * lr_x, self.r) - mean_x * mean_x
+        a = cov_xy / (var_x + self.eps)
+        b = mean_y - a * mean_x
+        size = hr_x.shape[2:]
+        out = _resize(a, size) * hr_x + _resize(b, size)
+        return out.split([3, 1], dim=1)
+
+    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return per_frame(self._single, fine_src, base_src, base_fgr, base_pha)
+
+
+class DeepGuidedFilterRefiner(nn.Module):
+    def __init__(self, hid_channels: int = 16) -> None:
+        super().__init__()
+        self.box_filter = nn.Conv2d(4, 4, kernel_size=3, padding=1, bias=False, groups=4)
+        self.box_filter.weight.data[...] = 1 / 9
+        self.conv = nn.Sequential(
+            nn.Conv2d(4 * 2 + hid_channels, hid_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(hid_channels),
+            nn.ReLU(True),
+            nn.Conv2d(hid_channels, hid_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(hid_channels),
+            nn.ReLU(True),
+            nn.Conv2d(hid_channels, 4, kernel_size=1, bias=True),
+        )
+
+    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> tuple[Tensor, Tensor]:
+        fine_x = _with_gray(fine_src)
+        base_x = _with_gray(base_src)
+        base_y = torch.cat([base_fgr, base_pha], dim=1)
+        mean_x = self.box_filter(base_x)
+        mean_y = self.box_filter(base_y)
+        cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
+        var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
+        a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
+        b = mean_y - a * mean_x
+        size = fine_src.shape[2:]
+        out = _resize(a, size) * fine_x + _resize(b, size)
+        return out.split([3, 1], dim=1)
+
+    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> tuple[Tensor, Tensor]:
+        return per_frame(self._single, fine_src, base_src, base_fgr, base_pha, base_hid)
+
+
+REFINERS: dict[str, type[nn.Module]] = {
+    "deep_guided_filter": DeepGuidedFilterRefiner,
+    "fast_guided_filter": FastGuidedFilterRefiner,
+}

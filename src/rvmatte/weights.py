@@ -1,0 +1,199 @@
+"""Model weights: the bundled default, our own checkpoints and official RVM ``.pth`` files.
+
+Nothing is downloaded. The default MobileNetV3 weights ship inside the package
+(``rvmatte/assets/``), converted once from the official TensorFlow.js release by
+``scripts/convert_tfjs_weights.py``; their sha256 is pinned here and checked at load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import WeightsError
+from .models import MattingNetwork, build_model
+
+
+@dataclass(frozen=True)
+class BundledWeights:
+    """A weights file shipped in ``rvmatte/assets``."""
+
+    filename: str
+    sha256: str
+    variant: str
+    refiner: str  # the refiner the weights were trained/converted with
+
+
+# The official MobileNetV3 model converted from TF.js: it carries the Fast Guided Filter
+# (parameter-free) and no Deep Guided Filter parameters.
+BUNDLED: dict[str, BundledWeights] = {
+    "mobilenetv3": BundledWeights(
+        filename="rvm_mobilenetv3_fgf.pth",
+        sha256="__SHA256__",
+        variant="mobilenetv3",
+        refiner="fast_guided_filter",
+    ),
+}
+
+# Keys that a Deep-Guided-Filter checkpoint has and a Fast-Guided-Filter model lacks.
+_DGF_PREFIX = "refiner."
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundled_path(variant: str = "mobilenetv3") -> Path:
+    """Path of the bundled weights file for ``variant`` (checked to exist)."""
+    if variant not in BUNDLED:
+        raise WeightsError(
+            f"no bundled weights for variant {variant!r} (bundled: {', '.join(BUNDLED)}); "
+            "pass weights=PATH to a checkpoint")
+    path = Path(str(resources.files("rvmatte") / "assets" / BUNDLED[variant].filename))
+    if not path.is_file():
+        raise WeightsError(f"bundled weights file is missing: {path} (reinstall rvmatte)")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` safely (``weights_only=True``).
+
+    Accepts a plain state dict (official RVM ``.pth``, ours) or a training checkpoint with a
+    ``"model"`` entry. Raises :class:`WeightsError` naming the file on any problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.is_dir():
+        raise WeightsError(f"weights path is a directory, expected a .pth file: {path}")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError,
+            OSError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"cannot read weights file {path}: not a valid PyTorch checkpoint ({first})") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    # Checkpoints saved from DDP or torch.compile wrap the keys.
+    for prefix in ("module.", "_orig_mod."):
+        if obj and all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def infer_variant(state_dict: dict[str, torch.Tensor]) -> str:
+    """Which encoder a state dict belongs to."""
+    if any(k.startswith("backbone.features.") for k in state_dict):
+        return "mobilenetv3"
+    if any(k.startswith("backbone.layer1.") for k in state_dict):
+        return "resnet50"
+    raise WeightsError("state dict matches neither the MobileNetV3 nor the ResNet-50 encoder")
+
+
+def load_state_dict(model: MattingNetwork, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load strictly; a Fast-Guided-Filter model ignores Deep-Guided-Filter keys it has no use for."""
+    if model.refiner_name == "fast_guided_filter":
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_DGF_PREFIX)}
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        if len(msg) > 300:
+            msg = msg[:300] + "..."
+        raise WeightsError(f"weights in {source} do not fit the {model.variant} model: {msg}") from None
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise WeightsError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("device 'cuda' requested but CUDA is not available (use --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise WeightsError("device 'mps' requested but MPS is not available (use --device cpu)")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise WeightsError(f"unknown dtype {dtype!r}; choose from float32, float16, bfloat16") from None
+
+
+def load_model(variant: str = "mobilenetv3", *, refiner: str | None = None,
+               weights: str | os.PathLike | None = "default", device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> MattingNetwork:
+    """Build the network and load weights; returned in eval mode.
+
+    variant: ``"mobilenetv3"`` or ``"resnet50"``.
+    refiner: ``"fast_guided_filter"`` or ``"deep_guided_filter"``. Default: the refiner the
+        weights come with (FGF for the bundled weights, DGF for a checkpoint that has DGF keys).
+    weights: ``"default"`` (bundled, sha256-checked), ``None`` (random init) or a path to a
+        checkpoint (ours or an official RVM ``.pth``; loaded with ``weights_only=True``).
+    device: ``None``/``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
+    dtype: ``float32`` (default), ``float16`` or ``bfloat16``.
+    """
+    from .models import VARIANTS, REFINER_NAMES
+
+    if variant not in VARIANTS:
+        raise WeightsError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if refiner is not None and refiner not in REFINER_NAMES:
+        raise WeightsError(f"unknown refiner {refiner!r}; choose from {', '.join(REFINER_NAMES)}")
+    state_dict = None
+    source = "random init"
+    if isinstance(weights, str) and weights == "default":
+        spec = BUNDLED.get(variant)
+        path = bundled_path(variant)
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            raise WeightsError(f"bundled weights {path} are corrupt (sha256 {digest[:12]}..., "
+                               f"expected {spec.sha256[:12]}...); reinstall rvmatte")
+        state_dict = read_checkpoint(path)
+        refiner = refiner or spec.refiner
+        source = str(path)
+    elif weights is not None:
+        state_dict = read_checkpoint(weights)
+        found = infer_variant(state_dict)
+        if found != variant:
+            raise WeightsError(f"weights file {weights} holds a {found} model, not {variant} "
+                               f"(pass variant={found!r} / --variant {found})")
+        has_dgf = any(k.startswith(_DGF_PREFIX) for k in state_dict)
+        refiner = refiner or ("deep_guided_filter" if has_dgf else "fast_guided_filter")
+        if refiner == "deep_guided_filter" and not has_dgf:
+            raise WeightsError(f"weights file {weights} has no Deep Guided Filter parameters; "
+                               "use refiner='fast_guided_filter'")
+        source = str(weights)
+    model = build_model(variant=variant, refiner=refiner or "deep_guided_filter")
+    if state_dict is not None:
+        load_state_dict(model, state_dict, source=source)
+    return model.to(device=_resolve_device(device), dtype=resolve_dtype(dtype)).eval()
