@@ -23,3 +23,9 @@ class OutputError(RvmatteError):
 
 class WeightsError(RvmatteError):
     """A weights file is missing, corrupt or does not match the model."""
+
+
+class Cancelled(RvmatteError):
+    """A job was cancelled by its caller (e.g. the web server's DELETE)."""
+
+    exit_code = 130
