@@ -37,7 +37,7 @@ class BundledWeights:
 BUNDLED: dict[str, BundledWeights] = {
     "mobilenetv3": BundledWeights(
         filename="rvm_mobilenetv3_fgf.pth",
-        sha256="__SHA256__",
+        sha256="c7274612114615943497b85310951cc0a8f4122092e6a8c2c0072da72911b1eb",
         variant="mobilenetv3",
         refiner="fast_guided_filter",
     ),
