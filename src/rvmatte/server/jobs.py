@@ -1,0 +1,331 @@
+"""The job queue: options, a bounded pool of worker threads, retention and restart.
+
+Each job converts one uploaded video with :func:`rvmatte.inference.convert.convert_video`
+(through a *runner*, injectable so the queue can be exercised on its own). Jobs live in the
+SQLite :class:`~rvmatte.server.store.JobStore`; a server that starts and finds jobs left
+``running`` re-queues them and the runner resumes them from the pipeline's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..errors import Cancelled, InputError, RvmatteError
+from . import store as st
+
+log = logging.getLogger("rvmatte.server")
+
+OUTPUT_KINDS = ("composite", "alpha", "foreground")
+FORMATS = {"mp4": ".mp4", "webm": ".webm", "mov": ".mov"}
+ALPHA_FORMATS = ("webm", "mov")  # containers/codecs that carry an alpha channel
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_id(value: str) -> bool:
+    """Server ids are 32 lowercase hex digits; anything else is rejected before any lookup."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def parse_options(*, outputs: str | None, background: str | None, format: str | None,
+                  ratio: str | None, background_upload: str | None = None) -> dict[str, Any]:
+    """Validate job options given as in the CLI; return them as a JSON-able dict.
+
+    ``outputs``: comma-separated subset of composite, alpha, foreground (default composite).
+    ``background``: colour name or #rrggbb, ``blur``/``blur:R``, ``transparent``, or
+    ``image`` together with ``background_upload`` (an uploaded image's id).
+    ``format``: mp4, webm or mov (default mp4, or webm for a transparent background).
+    ``ratio``: ``auto`` or a downsample ratio in (0, 1].
+    """
+    from ..inference.downsample import parse_downsample_ratio
+    from ..live.compose import parse_background
+
+    kinds = [k.strip().lower() for k in (outputs or "composite").split(",") if k.strip()]
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad or not kinds:
+        raise InputError(f"bad outputs {outputs!r}: use a comma-separated list of "
+                         f"{', '.join(OUTPUT_KINDS)}")
+    kinds = list(dict.fromkeys(kinds))
+
+    bg_text = (background or "green").strip()
+    if bg_text.lower() == "image":
+        if not background_upload:
+            raise InputError("background 'image' needs an image: send background_file "
+                             "or background_upload")
+        bg = {"kind": "image", "spec": None}
+    else:
+        if background_upload:
+            raise InputError("background_file/background_upload given but background is "
+                             f"{bg_text!r}, not 'image'")
+        if "/" in bg_text or "\\" in bg_text:  # never let a client name a server path
+            raise InputError(f"bad background {bg_text!r}: use a colour, blur, transparent "
+                             "or image (with an uploaded image)")
+        b = parse_background(bg_text)
+        if b.kind == "image":
+            raise InputError(f"bad background {bg_text!r}: upload images as background_file")
+        bg = {"kind": b.kind, "spec": b.spec()}
+
+    fmt = (format or ("webm" if bg["kind"] == "transparent" else "mp4")).strip().lower()
+    if fmt not in FORMATS:
+        raise InputError(f"bad format {format!r}: use one of {', '.join(FORMATS)}")
+    if bg["kind"] == "transparent" and "composite" in kinds and fmt not in ALPHA_FORMATS:
+        raise InputError(f"a transparent background needs a format with alpha "
+                         f"({' or '.join(ALPHA_FORMATS)}), not {fmt}")
+
+    r = parse_downsample_ratio(ratio if ratio not in (None, "") else "auto")
+    return {"outputs": kinds, "background": bg, "background_upload": background_upload,
+            "format": fmt, "ratio": "auto" if r is None else r}
+
+
+@dataclass
+class JobSpec:
+    """What a runner needs to convert one job."""
+
+    id: str
+    input: Path
+    outputs: dict[str, Path]          # kind -> final path
+    background: str | None            # convert_video's background argument
+    downsample_ratio: str | float
+    workdir: Path
+
+
+ProgressFn = Callable[[Any], None]
+
+
+class Runner(Protocol):
+    def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
+                 resume: bool) -> dict[str, str]: ...
+
+
+class ConvertRunner:
+    """The production runner: :func:`convert_video` with one model shared by all jobs."""
+
+    def __init__(self, model_provider: Callable[[], Any]) -> None:
+        self.model_provider = model_provider
+
+    def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
+                 resume: bool) -> dict[str, str]:
+        from ..inference.convert import convert_video
+
+        o = spec.outputs
+        result = convert_video(
+            str(spec.input), output=_s(o.get("composite")), alpha=_s(o.get("alpha")),
+            foreground=_s(o.get("foreground")), background=spec.background,
+            downsample_ratio=spec.downsample_ratio, model=self.model_provider(),
+            overwrite=True, resume=resume, progress=progress, cancel=cancel)
+        return {k: str(v) for k, v in result.outputs.items()}
+
+
+def _s(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+@dataclass
+class _Running:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deleted: bool = False
+
+
+class JobManager:
+    """Runs queued jobs on ``workers`` threads; keeps the store and the files in step."""
+
+    def __init__(self, store: st.JobStore, data_dir: Path, runner: Runner, *, workers: int = 1,
+                 max_queued: int = 100, retention_s: float = 86400.0,
+                 sweep_interval_s: float = 60.0) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.jobs_dir = self.data_dir / "jobs"
+        self.uploads_dir = self.data_dir / "uploads"
+        self.runner = runner
+        self.workers = workers
+        self.max_queued = max_queued
+        self.retention_s = retention_s
+        self.sweep_interval_s = sweep_interval_s
+        self._cond = threading.Condition()
+        self._running: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.resumed_at_start: list[str] = []
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.resumed_at_start = self.store.requeue_interrupted()
+        if self.resumed_at_start:
+            log.info("resuming %d interrupted job(s)", len(self.resumed_at_start))
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"rvmatte-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.retention_s > 0:
+            t = threading.Thread(target=self._janitor, name="rvmatte-janitor", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers. Running jobs are cancelled and left queued, to resume later."""
+        self._stopping.set()
+        with self._cond:
+            for r in self._running.values():
+                r.cancel.set()
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    # -- API used by the HTTP layer --------------------------------------------------------
+    def submit(self, upload: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        if self.store.count(st.QUEUED) >= self.max_queued:
+            raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); "
+                            "try again later")
+        job = self.store.add_job(id=new_id(), upload_id=upload["id"],
+                                 filename=upload["filename"], options=options)
+        with self._cond:
+            self._cond.notify()
+        return job
+
+    def delete(self, job_id: str) -> bool:
+        """Cancel (if running) and delete a job with its files. False if there is none."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            return False
+        with self._cond:
+            running = self._running.get(job_id)
+            self.store.delete_job(job_id)
+            if running is not None:
+                running.deleted = True       # the worker removes the files when it stops
+                running.cancel.set()
+                return True
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+        return True
+
+    def output_path(self, job: dict[str, Any], kind: str) -> Path | None:
+        """The file of a finished job's output ``kind``, checked to lie in its directory."""
+        raw = job["outputs"].get(kind)
+        if raw is None:
+            return None
+        path = Path(raw).resolve()
+        root = (self.jobs_dir / job["id"]).resolve()
+        if root not in path.parents or not path.is_file():
+            return None
+        return path
+
+    def spec_for(self, job: dict[str, Any]) -> JobSpec:
+        opts = job["options"]
+        upload = self.store.get_upload(job["upload_id"])
+        if upload is None:
+            raise InputError("the uploaded video of this job is gone")
+        workdir = self.jobs_dir / job["id"]
+        ext = FORMATS[opts["format"]]
+        outputs = {k: workdir / f"{k}{ext}" for k in opts["outputs"]}
+        bg = opts["background"]
+        background = bg["spec"]
+        if bg["kind"] == "image":
+            img = self.store.get_upload(opts["background_upload"] or "")
+            if img is None:
+                raise InputError("the background image of this job is gone")
+            background = str(self.data_dir / img["path"])
+        return JobSpec(id=job["id"], input=self.data_dir / upload["path"], outputs=outputs,
+                       background=background, downsample_ratio=opts["ratio"], workdir=workdir)
+
+    # -- workers ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            with self._cond:
+                job = None if self._stopping.is_set() else self.store.claim_next()
+                if job is None:
+                    self._cond.wait(timeout=1.0)
+                    continue
+                running = self._running[job["id"]] = _Running()
+            try:
+                self._run(job, running)
+            finally:
+                with self._cond:
+                    self._running.pop(job["id"], None)
+                if running.deleted:
+                    shutil.rmtree(self.jobs_dir / job["id"], ignore_errors=True)
+
+    def _run(self, job: dict[str, Any], running: _Running) -> None:
+        job_id = job["id"]
+        last = [0.0]
+
+        def progress(info: Any) -> None:
+            now = time.monotonic()
+            done, total = int(info.done), info.total
+            if now - last[0] < 0.25 and not (total and done >= total):
+                return  # at most a few database writes per second
+            last[0] = now
+            self.store.update_progress(job_id, done=done, total=total, fps=info.fps,
+                                       eta=info.eta_seconds)
+
+        try:
+            spec = self.spec_for(job)
+            spec.workdir.mkdir(parents=True, exist_ok=True)
+            resume = job["attempts"] > 1
+            log.info("job %s: %s (attempt %d)", job_id, "resuming" if resume else "starting",
+                     job["attempts"])
+            outputs = self.runner(spec, progress=progress, cancel=running.cancel,
+                                  resume=resume)
+            self.store.finish(job_id, st.DONE, outputs={k: str(v) for k, v in outputs.items()})
+            log.info("job %s: done", job_id)
+        except Cancelled:
+            if running.deleted:
+                return
+            if self._stopping.is_set():
+                self.store.requeue(job_id)  # the next start resumes it
+                return
+            self.store.finish(job_id, st.CANCELLED, error="cancelled")
+        except RvmatteError as e:
+            log.warning("job %s failed: %s", job_id, e)
+            self.store.finish(job_id, st.FAILED, error=str(e))
+        except Exception as e:  # a bug: record it, keep the worker alive
+            log.exception("job %s crashed", job_id)
+            self.store.finish(job_id, st.FAILED, error=f"internal error: {type(e).__name__}: {e}")
+
+    # -- retention ---------------------------------------------------------------------
+    def _janitor(self) -> None:
+        while not self._stopping.wait(self.sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception:  # never let the janitor die
+                log.exception("retention sweep failed")
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Delete finished jobs and unused uploads older than the retention time."""
+        if self.retention_s <= 0:
+            return {"jobs": 0, "uploads": 0}
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        jobs = 0
+        for job in self.store.expired_jobs(cutoff):
+            self.store.delete_job(job["id"])
+            shutil.rmtree(self.jobs_dir / job["id"], ignore_errors=True)
+            jobs += 1
+        uploads = 0
+        for up in self.store.unreferenced_uploads(cutoff):
+            self.store.delete_upload(up["id"])
+            (self.data_dir / up["path"]).unlink(missing_ok=True)
+            uploads += 1
+        for part in self.uploads_dir.glob("*.part"):  # uploads cut off mid-transfer
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+            except FileNotFoundError:
+                pass
+        return {"jobs": jobs, "uploads": uploads}
+
+
+class QueueFull(RvmatteError):
+    """Too many jobs waiting."""

@@ -1,0 +1,32 @@
+"""Run the server with uvicorn (what ``rvmatte serve`` calls)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..errors import RvmatteError
+from .app import ServerConfig, create_app, generate_token, is_loopback
+
+
+def serve(config: ServerConfig, *, port: int = 8000, log_level: str = "info") -> None:
+    """Serve until interrupted. Binding to a non-loopback address without a token makes one
+    up and prints it."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise RvmatteError("the server needs its extra: pip install 'rvmatte[server]'") from None
+    if not is_loopback(config.host) and not config.token:
+        config.token = generate_token()
+        print(f"rvmatte: access token for this server: {config.token}", file=sys.stderr)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(config)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host}:{port}/" + (f"?token={config.token}" if config.token else "")
+    print(f"rvmatte: web UI at {url}  (API docs at /docs)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=config.host, port=port, log_level=log_level,
+                    timeout_graceful_shutdown=5)
+    except OSError as e:  # e.g. the port is taken
+        raise RvmatteError(f"cannot listen on {config.host}:{port}: {e.strerror or e}") from None

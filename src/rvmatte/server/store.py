@@ -1,0 +1,188 @@
+"""SQLite persistence for uploads and jobs.
+
+One small database file in the server's data directory. Every method opens its own short
+transaction under a lock, so the store can be shared by the HTTP handlers and the worker
+threads. Rows are returned as plain dicts (JSON columns decoded).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+# Job states. "running" rows found at start-up belong to a server that died mid-job: they go
+# back to "queued" and are resumed from the pipeline's checkpoint.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,          -- 'video' | 'image'
+    path        TEXT NOT NULL,          -- server-chosen name inside the data directory
+    filename    TEXT NOT NULL,          -- the client's name, sanitised, for display only
+    size        INTEGER NOT NULL,
+    info        TEXT NOT NULL,          -- JSON: width, height, frames, fps, ...
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    upload_id    TEXT NOT NULL,
+    filename     TEXT NOT NULL,
+    options      TEXT NOT NULL,         -- JSON: outputs, background, format, ratio
+    outputs      TEXT NOT NULL,         -- JSON: kind -> path, filled when done
+    done_frames  INTEGER NOT NULL DEFAULT 0,
+    total_frames INTEGER,
+    fps          REAL,
+    eta_seconds  REAL,
+    error        TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    finished_at  REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+"""
+
+_JSON_COLUMNS = ("info", "options", "outputs")
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    d = dict(row)
+    for key in _JSON_COLUMNS:
+        if key in d and d[key] is not None:
+            d[key] = json.loads(d[key])
+    return d
+
+
+class JobStore:
+    """Uploads and jobs in one SQLite file (``path``; ``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _one(self, sql: str, args: tuple = ()) -> dict[str, Any] | None:
+        with self._lock:
+            return _row(self._db.execute(sql, args).fetchone())
+
+    def _all(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_row(r) for r in self._db.execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    def _exec(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # -- uploads -------------------------------------------------------------------------
+    def add_upload(self, *, id: str, kind: str, path: str, filename: str, size: int,
+                   info: dict[str, Any]) -> dict[str, Any]:
+        self._exec("INSERT INTO uploads VALUES (?,?,?,?,?,?,?)",
+                   (id, kind, path, filename, size, json.dumps(info), time.time()))
+        return self.get_upload(id)  # type: ignore[return-value]
+
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM uploads WHERE id=?", (upload_id,))
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._exec("DELETE FROM uploads WHERE id=?", (upload_id,))
+
+    def unreferenced_uploads(self, older_than: float) -> list[dict[str, Any]]:
+        """Uploads created before ``older_than`` that no job still needs."""
+        return self._all(
+            "SELECT * FROM uploads u WHERE created_at < ? AND NOT EXISTS ("
+            " SELECT 1 FROM jobs j WHERE j.upload_id = u.id"
+            "  OR json_extract(j.options, '$.background_upload') = u.id)", (older_than,))
+
+    # -- jobs ----------------------------------------------------------------------------
+    def add_job(self, *, id: str, upload_id: str, filename: str,
+                options: dict[str, Any]) -> dict[str, Any]:
+        self._exec(
+            "INSERT INTO jobs (id, state, upload_id, filename, options, outputs, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (id, QUEUED, upload_id, filename, json.dumps(options), "{}", time.time()))
+        return self.get_job(id)  # type: ignore[return-value]
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+
+    def count(self, state: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state=?",
+                                    (state,)).fetchone()[0]
+
+    def claim_next(self) -> dict[str, Any] | None:
+        """Atomically move the oldest queued job to ``running`` and return it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE state=? ORDER BY created_at LIMIT 1",
+                (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=?, error=NULL"
+                " WHERE id=?", (RUNNING, time.time(), row["id"]))
+            return self.get_job(row["id"])
+
+    def requeue_interrupted(self) -> list[str]:
+        """At start-up: jobs left ``running`` by a dead server go back to the queue."""
+        with self._lock:
+            ids = [r["id"] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE state=?", (RUNNING,)).fetchall()]
+            self._db.execute("UPDATE jobs SET state=? WHERE state=?", (QUEUED, RUNNING))
+            return ids
+
+    def requeue(self, job_id: str) -> None:
+        self._exec("UPDATE jobs SET state=? WHERE id=? AND state=?", (QUEUED, job_id, RUNNING))
+
+    def update_progress(self, job_id: str, *, done: int, total: int | None,
+                        fps: float | None, eta: float | None) -> None:
+        self._exec("UPDATE jobs SET done_frames=?, total_frames=?, fps=?, eta_seconds=?"
+                   " WHERE id=? AND state=?", (done, total, fps, eta, job_id, RUNNING))
+
+    def finish(self, job_id: str, state: str, *, outputs: dict[str, str] | None = None,
+               error: str | None = None) -> None:
+        assert state in FINISHED_STATES
+        with self._lock:
+            if outputs is not None:
+                self._db.execute("UPDATE jobs SET outputs=? WHERE id=?",
+                                 (json.dumps(outputs), job_id))
+            self._db.execute(
+                "UPDATE jobs SET state=?, error=?, finished_at=?, eta_seconds=?"
+                " WHERE id=?", (state, error, time.time(),
+                                0.0 if state == DONE else None, job_id))
+            if state == DONE:
+                self._db.execute("UPDATE jobs SET done_frames=COALESCE(total_frames,"
+                                 " done_frames) WHERE id=?", (job_id,))
+
+    def delete_job(self, job_id: str) -> None:
+        self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def expired_jobs(self, older_than: float) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM jobs WHERE state IN (?,?,?) AND finished_at < ?",
+                         (*FINISHED_STATES, older_than))
+
+    def iter_jobs(self) -> Iterator[dict[str, Any]]:
+        yield from self._all("SELECT * FROM jobs")
