@@ -1,0 +1,588 @@
+"""``convert_video``: matte a video (or image sequence / image) into any combination of outputs.
+
+Pipeline (three threads, bounded queues, flat memory)::
+
+    decode thread:  Source.frames() -> chunks of seq_chunk uint8 frames      --q_in-->
+    caller thread:  Matter.step() -> composite / alpha / foreground as uint8 --q_out-->
+    encode thread:  segment writers (video) / PNG files; checkpoints at segment ends
+
+Every ``segment`` frames (a multiple of ``seq_chunk``) the encode thread closes the segment
+files and saves a checkpoint (frame index, last timestamp, recurrent state, segment list) in
+``<first output>.rvmatte-resume/``. A job killed at any point (even ``kill -9``) continues
+from there with ``resume=True``. When all frames are done the segments are remuxed with the
+input's audio into temporary files that are renamed into place; the checkpoint is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled, InputError, OutputError, RvmatteError
+from ..io.compose import Background, ColorBackground, NAMED, parse_background, to_uint8
+from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
+from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
+                          check_output_target, image_name, move_images, plan_output,
+                          replace_into_place, write_png)
+from .downsample import parse_downsample_ratio
+
+CHECKPOINT_VERSION = 1
+DEFAULT_BACKGROUND = NAMED["green"]
+_QUEUE_CHUNKS = 3  # chunks buffered between threads (bounds memory)
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    """Passed to a ``progress`` callable after each chunk of frames."""
+
+    done: int                      # frames processed so far (including resumed ones)
+    total: Optional[int]           # frames expected (None if the container does not say)
+    fps: float                     # frames per second in this run
+    eta_seconds: Optional[float]
+
+
+@dataclass
+class ConversionResult:
+    frames: int                    # frames in the outputs
+    seconds: float                 # wall time of this run
+    fps: float                     # frames processed per second in this run
+    outputs: dict = field(default_factory=dict)   # kind -> path
+    audio: Optional[str] = None    # "copy", "aac", "opus" or None (no audio carried)
+    resumed_from: int = 0          # frame index this run started at (0 = from scratch)
+    downsample_ratio: float = 1.0
+    input: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        return {"input": self.input, "frames": self.frames, "seconds": round(self.seconds, 3),
+                "fps": round(self.fps, 3), "outputs": {k: str(v) for k, v in self.outputs.items()},
+                "audio": self.audio, "resumed_from": self.resumed_from,
+                "downsample_ratio": self.downsample_ratio}
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def _default_seq_chunk(device: torch.device) -> int:
+    return 12 if device.type in ("cuda", "mps") else 4
+
+
+def _fingerprint(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _expected_frames(info: SourceInfo, rng) -> Optional[int]:
+    total = info.frames
+    if rng.empty or total is None:
+        return total
+    if rng.unit == "f":
+        s = int(rng.start or 0)
+        e = int(rng.end) if rng.end is not None else total
+        return max(0, min(e, total) - s)
+    dur = info.duration if info.duration is not None else total / float(info.rate)
+    s = rng.start or 0.0
+    e = min(rng.end, dur) if rng.end is not None else dur
+    return max(0, int(round((e - s) * float(info.rate))))
+
+
+class _Tqdm:
+    def __init__(self, total, initial):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="frame", file=sys.stderr,
+                        dynamic_ncols=True, leave=True)
+
+    def __call__(self, p: ProgressInfo):
+        self.bar.update(p.done - self.bar.n)
+
+    def close(self):
+        self.bar.close()
+
+
+def _make_matter(model, **kw):
+    from .session import Matter
+
+    if isinstance(model, Matter):
+        model.reset()
+        if kw.get("downsample_ratio") is not None:
+            model.ratio = parse_downsample_ratio(kw["downsample_ratio"])
+        return model
+    return Matter(model, **kw)
+
+
+# ---- the job --------------------------------------------------------------------------------
+
+class _Job:
+    """State shared by the three threads of one conversion."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.lock = threading.Lock()
+
+    def fail(self, e: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = e
+        self.stop.set()
+
+
+def _put(q: queue.Queue, item, job: _Job) -> bool:
+    while not job.stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, job: _Job):
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if job.stop.is_set():
+                return None
+
+
+def convert_video(input, output=None, *, alpha=None, foreground=None, background=None,
+                  downsample_ratio="auto", variant="mobilenetv3", weights="default", refiner=None,
+                  device=None, dtype=None, backend="torch", seq_chunk=None, start=None, end=None,
+                  codec=None, quality=None, overwrite=False, resume=False, progress=None,
+                  cancel=None, model=None, alpha_bits: int = 8,
+                  segment_frames: Optional[int] = None) -> ConversionResult:
+    """Matte ``input`` and write any combination of ``output`` (composite), ``alpha`` and
+    ``foreground``.
+
+    input: a video file, an image folder, a ``%06d.png`` pattern or a single image.
+    output / alpha / foreground: paths; the format follows the extension (``.mp4``/``.mkv``
+        H.264, ``.mov`` ProRes 4444, ``.webm`` VP9, a folder or ``%06d.png`` pattern for PNG).
+    background: colour (name or ``#rrggbb``), image path, video path, ``blur[:SIGMA]`` or
+        ``transparent``. Default: transparent where the format stores alpha, else green.
+    downsample_ratio: ``"auto"`` (longest side at most 512 px) or a float in (0, 1].
+    start / end: seconds (``12.5``, ``"1:02"``) or frames (``"150f"``).
+    codec / quality: ``h264``/``h265``/``vp9``/``prores``/``ffv1``/``qtrle``/``png``; CRF-like.
+    resume: continue a killed job from its checkpoint (``<output>.rvmatte-resume/``).
+    progress: None/False, True (tqdm on stderr) or a callable receiving :class:`ProgressInfo`.
+    cancel: a ``threading.Event``; when set the job stops with :class:`~rvmatte.errors.Cancelled`
+        and keeps its checkpoint.
+    model: an already loaded network (or a :class:`~rvmatte.inference.session.Matter`).
+    alpha_bits: 8 or 16 (alpha written as PNG).
+    segment_frames: frames per checkpoint segment (default about 10 s of video).
+    """
+    t_start = time.perf_counter()
+    ratio_value = parse_downsample_ratio(downsample_ratio)  # validates early
+    rng = parse_range(start, end)
+    requested = [(k, p) for k, p in (("composite", output), ("alpha", alpha),
+                                     ("foreground", foreground)) if p is not None]
+    if not requested:
+        raise InputError("no output requested: give an output path (-o), --alpha or --foreground")
+    if seq_chunk is not None and (not isinstance(seq_chunk, int) or seq_chunk < 1):
+        raise InputError(f"invalid seq_chunk {seq_chunk!r}: must be a positive integer")
+
+    in_path = Path(input)
+    info = probe(in_path)
+    still = info.kind == "image"
+    bg = parse_background(background)
+
+    specs: list[OutputSpec] = []
+    for kind, p in requested:
+        transparent = None
+        if kind == "composite":
+            transparent = True if bg == "transparent" else (None if bg is None else False)
+        try:
+            spec = plan_output(kind, p, codec=codec, transparent=transparent, quality=quality,
+                               alpha_bits=alpha_bits, still=still)
+        except OutputError:
+            if kind != "composite" and codec is not None:
+                # --codec targets the composite; side outputs keep their format's default
+                spec = plan_output(kind, p, codec=None, transparent=transparent,
+                                   quality=quality, alpha_bits=alpha_bits, still=still)
+            else:
+                raise
+        specs.append(spec)
+    paths = [s.path.resolve() for s in specs]
+    if len(set(paths)) != len(paths):
+        raise OutputError("two outputs have the same path")
+    inputs = [in_path] + ([Path(str(background))] if isinstance(bg, Background)
+                          and Path(str(background)).exists() else [])
+    for s in specs:
+        check_output_target(s, overwrite=overwrite, inputs=inputs)
+    comp_bg: Optional[Background] = None
+    for s in specs:
+        if s.kind == "composite" and not s.rgba:
+            comp_bg = bg if isinstance(bg, Background) else ColorBackground(DEFAULT_BACKGROUND)
+
+    matter = _make_matter(model, variant=variant, weights=weights, refiner=refiner,
+                          device=device, dtype=dtype, downsample_ratio=downsample_ratio,
+                          backend=backend)
+    if seq_chunk is None:
+        seq_chunk = _default_seq_chunk(matter.device)
+    if segment_frames is None:
+        segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
+    else:
+        segment_frames = max(1, -(-int(segment_frames) // seq_chunk)) * seq_chunk
+    ratio = matter.ratio_for(info.height, info.width)
+
+    # ---- checkpoint folder --------------------------------------------------------------
+    job_dir = Path(str(specs[0].path).replace("%", "_") + ".rvmatte-resume")
+    st = in_path.stat() if in_path.exists() else None
+    fp = _fingerprint({
+        "v": CHECKPOINT_VERSION, "input": str(in_path.resolve()),
+        "size": st.st_size if st else None, "mtime": st.st_mtime_ns if st else None,
+        "outputs": [(s.kind, str(s.path.resolve()), s.mode, s.codec, s.rgba, s.alpha_bits,
+                     s.quality) for s in specs],
+        "background": getattr(comp_bg, "name", None), "ratio": ratio, "variant": variant,
+        "weights": str(weights) if model is None else f"model:{type(model).__name__}",
+        "refiner": refiner, "dtype": str(matter.dtype), "backend": backend,
+        "seq_chunk": seq_chunk, "segment": segment_frames, "range": [rng.start, rng.end, rng.unit],
+    })
+    ckpt = None
+    if job_dir.exists():
+        meta_path = job_dir / "job.json"
+        if resume and meta_path.is_file() and (job_dir / "state.pt").is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                meta = None
+            if meta and meta.get("fingerprint") == fp:
+                ckpt = meta
+        if ckpt is None:
+            shutil.rmtree(job_dir, ignore_errors=True)  # stale or different job: start over
+    try:
+        job_dir.mkdir(exist_ok=True)
+        (job_dir / "segments").mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {job_dir}: {e.strerror or e}") from None
+
+    state = None
+    resume_index, last_pts, range_offset = 0, None, None
+    segments: dict[str, list] = {s.kind: [] for s in specs}
+    if ckpt is not None:
+        resume_index = int(ckpt["done"])
+        last_pts = ckpt["last_pts"]
+        range_offset = ckpt["range_offset"]
+        segments = {k: [(job_dir / "segments" / name, pts) for name, pts in v]
+                    for k, v in ckpt["segments"].items()}
+        loaded = torch.load(job_dir / "state.pt", map_location="cpu", weights_only=True)
+        state = tuple(t.to(matter.device, matter.dtype) for t in loaded) if loaded else None
+        # drop anything written after the checkpoint
+        keep = {p.name for v in segments.values() for p, _ in v}
+        for f in (job_dir / "segments").iterdir():
+            if f.name not in keep:
+                f.unlink()
+
+    total = _expected_frames(info, rng)
+    reporter: Optional[Callable] = None
+    bar = None
+    if progress is True:
+        bar = _Tqdm(total, resume_index)
+        reporter = bar
+    elif callable(progress):
+        reporter = progress
+
+    source = Source(info, rng)
+    job = _Job()
+    q_in: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    q_out: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    time_base, rate = info.time_base, info.rate
+    width, height = info.width, info.height
+    need = {s.channels + (":" + s.kind) for s in specs}
+    image_dirs = {s.kind: job_dir / f"{s.kind}_frames" for s in specs if s.mode == "images"}
+    for d in image_dirs.values():
+        d.mkdir(exist_ok=True)
+    shared = {"range_offset": range_offset, "done_written": resume_index, "last_pts": last_pts}
+
+    # ---- decode thread ------------------------------------------------------------------
+    def decode() -> None:
+        try:
+            buf, idx, pts = [], [], []
+            resume_pts = None if last_pts is None else last_pts + 1
+            for fr in source.frames(resume_index, resume_pts):
+                if job.stop.is_set():
+                    return
+                buf.append(fr.image)
+                idx.append(fr.index)
+                pts.append(fr.pts)
+                if len(buf) == seq_chunk:
+                    if not _put(q_in, (idx, pts, np.stack(buf)), job):
+                        return
+                    buf, idx, pts = [], [], []
+            if buf:
+                _put(q_in, (idx, pts, np.stack(buf)), job)
+            _put(q_in, None, job)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller thread
+            job.fail(e)
+
+    # ---- encode thread ------------------------------------------------------------------
+    writers: dict[str, SegmentWriter] = {}
+
+    def close_segment() -> None:
+        for kind, w in list(writers.items()):
+            w.close()
+            segments[kind].append((w.path, w.start_pts))
+            del writers[kind]
+
+    def save_checkpoint(done: int, last: int, state_cpu) -> None:
+        torch.save(list(state_cpu) if state_cpu is not None else [], job_dir / "state.pt.tmp")
+        os.replace(job_dir / "state.pt.tmp", job_dir / "state.pt")
+        meta = {"fingerprint": fp, "done": done, "last_pts": last,
+                "range_offset": shared["range_offset"], "input": str(in_path),
+                "segments": {k: [(p.name, s) for p, s in v] for k, v in segments.items()}}
+        _atomic_write(job_dir / "job.json", json.dumps(meta).encode())
+
+    def encode() -> None:
+        try:
+            while True:
+                item = _get(q_out, job)
+                if item is None or job.stop.is_set():
+                    return
+                if item[0] == "end":
+                    close_segment()
+                    return
+                if item[0] == "checkpoint":
+                    _, done, last, state_cpu = item
+                    close_segment()
+                    save_checkpoint(done, last, state_cpu)
+                    shared["done_written"] = done
+                    continue
+                _, idx, pts, arrays = item
+                for j, (i, p) in enumerate(zip(idx, pts)):
+                    out_pts = p - shared["range_offset"]
+                    for s in specs:
+                        arr = arrays[s.channels + ":" + s.kind][j]
+                        if s.mode == "video":
+                            w = writers.get(s.kind)
+                            if w is None:
+                                _, ext = SEGMENT_FORMAT[s.codec]
+                                seg_path = job_dir / "segments" / f"{s.kind}_{i:09d}{ext}"
+                                w = writers[s.kind] = SegmentWriter(s, seg_path, width, height,
+                                                                    time_base, rate, out_pts)
+                            w.write(arr, out_pts)
+                        elif s.mode == "images":
+                            write_png(image_dirs[s.kind] / image_name(s, i), arr, bits=s.alpha_bits)
+                        else:
+                            write_png(job_dir / f"{s.kind}{s.path.suffix.lower()}", arr, bits=s.alpha_bits)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller thread
+            job.fail(e)
+
+    def outputs_for(src: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, first: int) -> dict:
+        out = {}
+        for key in need:
+            ch, kind = key.split(":")
+            if kind == "alpha":
+                if alpha_bits == 16:
+                    a = pha[:, 0].float().mul(65535.0).add_(0.5).clamp_(0, 65535).to(torch.int32)
+                    out[key] = a.cpu().numpy().astype(np.uint16)
+                else:
+                    out[key] = to_uint8(pha[:, 0]).cpu().numpy()
+            elif kind == "foreground":
+                x = torch.cat([fgr, pha], 1) if ch == "rgba" else fgr
+                out[key] = to_uint8(x).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            else:
+                if ch == "rgba":
+                    x = torch.cat([fgr, pha], 1)
+                else:
+                    b = comp_bg.get(src, first)
+                    x = fgr * pha + b.to(fgr.dtype) * (1 - pha)
+                out[key] = to_uint8(x).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return out
+
+    threads = [threading.Thread(target=decode, name="rvmatte-decode", daemon=True),
+               threading.Thread(target=encode, name="rvmatte-encode", daemon=True)]
+    for t in threads:
+        t.start()
+    done = resume_index
+    t_run = time.perf_counter()
+    cancelled = False
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                job.stop.set()
+                break
+            item = _get(q_in, job)
+            if item is None:
+                if job.stop.is_set():
+                    break
+                _put(q_out, ("end",), job)
+                break
+            idx, pts, frames = item
+            if shared["range_offset"] is None:
+                shared["range_offset"] = pts[0] if not rng.empty and rng.start else 0
+            src = matter.to_tensor(frames)
+            fgr, pha, state = matter.step(src, state)
+            arrays = outputs_for(src, fgr, pha, idx[0])
+            if not _put(q_out, ("frames", idx, pts, arrays), job):
+                break
+            done = idx[-1] + 1
+            shared["last_pts"] = pts[-1]
+            if done % segment_frames == 0:
+                state_cpu = [t.detach().to("cpu", torch.float32 if matter.dtype == torch.float32
+                                            else matter.dtype).clone() for t in state]
+                if not _put(q_out, ("checkpoint", done, pts[-1], state_cpu), job):
+                    break
+            if reporter is not None:
+                el = time.perf_counter() - t_run
+                fps = (done - resume_index) / el if el > 0 else 0.0
+                eta = (total - done) / fps if (total and fps > 0 and total >= done) else None
+                reporter(ProgressInfo(done, total, fps, eta))
+    except BaseException as e:  # noqa: BLE001 - includes KeyboardInterrupt: stop the threads
+        job.fail(e)
+    finally:
+        if job.error is not None or cancelled:
+            job.stop.set()
+        for t in threads:
+            t.join()
+        if bar is not None:
+            bar.close()
+        if job.error is not None or cancelled:
+            for w in writers.values():
+                w.abort()
+            if comp_bg is not None:
+                comp_bg.close()
+    if cancelled:
+        raise Cancelled(f"conversion of {in_path} cancelled at frame {shared['done_written']} "
+                        "(run again with resume to continue)")
+    if job.error is not None:
+        e = job.error
+        if isinstance(e, RvmatteError):
+            raise e
+        if isinstance(e, OSError) and e.errno in (28, 27):
+            raise OutputError(f"disk full while writing outputs ({e.strerror})") from None
+        raise e
+    if comp_bg is not None:
+        comp_bg.close()
+    if done == 0:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise InputError(f"{in_path}: the selected range contains no frames")
+
+    # ---- finalize: assemble + atomic rename ---------------------------------------------
+    audio_mode = None
+    audio_plan = None
+    if info.audio is not None and info.kind == "video":
+        off = float(shared["range_offset"] * time_base) if shared["range_offset"] else 0.0
+        a_start = a_end = None
+        if not rng.empty:
+            if rng.unit == "s":
+                a_start = (info.start_pts * time_base) + rng.start if rng.start else None
+                a_end = float(info.start_pts * time_base) + rng.end if rng.end is not None else None
+                a_start = float(a_start) if a_start is not None else None
+            else:
+                a_start = off if rng.start else None
+                if rng.end is not None and shared["last_pts"] is not None:
+                    a_end = float(shared["last_pts"] * time_base) + 1.0 / float(rate)
+        audio_plan = AudioPlan(info.path, info.audio["index"], a_start, a_end, off)
+    outputs = {}
+    for s in specs:
+        if s.mode == "video":
+            tmp = s.path.with_name(f".{s.path.stem}.rvmatte-tmp{s.path.suffix}")
+            try:
+                mode = assemble(s, segments[s.kind], tmp, time_base=time_base, rate=rate,
+                                audio=audio_plan if s.kind == "composite" else None)
+                if s.kind == "composite":
+                    audio_mode = mode
+                replace_into_place(tmp, s.path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        elif s.mode == "images":
+            move_images(image_dirs[s.kind], s)
+        else:
+            replace_into_place(job_dir / f"{s.kind}{s.path.suffix.lower()}", s.path)
+        outputs[s.kind] = str(s.path)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    seconds = time.perf_counter() - t_start
+    return ConversionResult(frames=done, seconds=seconds,
+                            fps=(done - resume_index) / max(time.perf_counter() - t_run, 1e-9),
+                            outputs=outputs, audio=audio_mode, resumed_from=resume_index,
+                            downsample_ratio=ratio, input=str(in_path))
+
+
+# ---- batch ------------------------------------------------------------------------------
+
+@dataclass
+class BatchResult:
+    results: dict = field(default_factory=dict)   # input path -> ConversionResult
+    failed: dict = field(default_factory=dict)    # input path -> error message
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+_BATCH_SUFFIX = {"composite": "", "alpha": "_alpha", "foreground": "_fgr"}
+
+
+def batch_target(template, kind: str, stem: str) -> Optional[str]:
+    """``out/`` -> ``out/<stem>.mp4`` (``_alpha``/``_fgr`` for side outputs);
+    ``out/{stem}.webm`` -> ``out/<stem>.webm``."""
+    if template is None:
+        return None
+    t = str(template)
+    if "{stem}" in t:
+        return t.replace("{stem}", stem)
+    return str(Path(t) / f"{stem}{_BATCH_SUFFIX[kind]}.mp4")
+
+
+def convert_folder(folder, output=None, *, alpha=None, foreground=None,
+                   on_error: Optional[Callable[[Path, str], None]] = None,
+                   on_done: Optional[Callable[[Path, ConversionResult], None]] = None,
+                   **kwargs: Any) -> BatchResult:
+    """Batch: convert every video in ``folder``; outputs are folders (created if missing) or
+    templates containing ``{stem}``. A failing file is reported and skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"input folder not found: {folder}")
+    videos = list_videos(folder)
+    if not videos:
+        raise InputError(f"folder {folder} contains no videos")
+    for t in (output, alpha, foreground):
+        if t is not None and "{stem}" not in str(t):
+            p = Path(t)
+            if p.exists() and not p.is_dir():
+                raise OutputError(f"batch output {p} must be a folder")
+            if not p.parent.is_dir():
+                raise OutputError(f"output folder {p.parent} does not exist")
+            p.mkdir(exist_ok=True)
+    model = kwargs.pop("model", None)
+    if model is None:
+        model = _make_matter(None, **{k: kwargs.pop(k) for k in list(kwargs)
+                                      if k in ("variant", "weights", "refiner", "device", "dtype",
+                                               "downsample_ratio", "backend")})
+    batch = BatchResult()
+    for v in videos:
+        try:
+            r = convert_video(v, batch_target(output, "composite", v.stem),
+                              alpha=batch_target(alpha, "alpha", v.stem),
+                              foreground=batch_target(foreground, "foreground", v.stem),
+                              model=model, **kwargs)
+            batch.results[str(v)] = r
+            if on_done:
+                on_done(v, r)
+        except Cancelled:
+            raise
+        except RvmatteError as e:
+            batch.failed[str(v)] = str(e)
+            if on_error:
+                on_error(v, str(e))
+    return batch

@@ -1,0 +1,134 @@
+"""``Matter``: a streaming matting session, the only place in rvmatte where the model runs.
+
+Everything that mattes frames (file conversion, evaluation, the web server, live sources)
+goes through :meth:`Matter.step` (device tensors) or :meth:`Matter.process` (numpy frames).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..errors import RvmatteError
+from ..models.matting import MattingOutput, State
+from .downsample import parse_downsample_ratio, resolve_downsample_ratio
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def _load_onnx_runner(**kwargs: Any):
+    try:
+        mod = importlib.import_module("rvmatte.export.runtime")
+        runner_cls = getattr(mod, "OnnxRuntimeRunner")
+    except (ImportError, AttributeError) as e:
+        raise RvmatteError(
+            "backend 'onnxruntime' is not available in this installation "
+            f"({e}); install it with: pip install 'rvmatte[onnx]', or use --backend torch"
+        ) from None
+    return runner_cls(**kwargs)
+
+
+class Matter:
+    """A stateful matting session over a stream of frames.
+
+    ``Matter(model=None, *, variant="mobilenetv3", weights="default", refiner=None,
+    device=None, dtype=None, downsample_ratio="auto", backend="torch")``
+
+    - ``step(src, state)``: ``src`` (T,3,H,W) float in [0, 1] on :attr:`device`; returns
+      ``MattingOutput(fgr (T,3,H,W), pha (T,1,H,W), state)``. Stateless: the caller carries
+      ``state`` (``None`` for the first frames of a clip).
+    - ``process(frames)``: ``frames`` uint8 RGB, (H,W,3) or (T,H,W,3); returns
+      ``(pha (T,H,W) float32, fgr (T,H,W,3) float32)`` as numpy, keeping the state inside.
+    - ``reset()``: forget the kept state (new clip). A change of frame size resets it too.
+    """
+
+    def __init__(self, model: Optional[torch.nn.Module] = None, *, variant: str = "mobilenetv3",
+                 weights: Any = "default", refiner: Optional[str] = None, device: Any = None,
+                 dtype: Any = None, downsample_ratio: Any = "auto", backend: str = "torch") -> None:
+        from ..weights import _resolve_device, resolve_dtype
+
+        if backend not in BACKENDS:
+            raise RvmatteError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.ratio = parse_downsample_ratio(downsample_ratio)  # None = auto per frame size
+        self._runner = None
+        if backend == "onnxruntime":
+            self.device = _resolve_device(device) if model is None else next(model.parameters()).device
+            self.dtype = resolve_dtype(dtype)
+            kwargs = dict(variant=variant, weights=weights, refiner=refiner,
+                          device=str(self.device), dtype=dtype)
+            if model is not None:
+                kwargs = dict(model=model, device=str(self.device), dtype=dtype)
+            self._runner = _load_onnx_runner(**kwargs)
+            self.model = model
+        else:
+            if model is None:
+                from ..weights import load_model
+
+                model = load_model(variant, refiner=refiner, weights=weights, device=device,
+                                   dtype=dtype)
+            self.model = model.eval()
+            p = next(model.parameters())
+            self.device, self.dtype = p.device, p.dtype
+        self.state: Optional[State] = None
+        self._size: Optional[tuple[int, int]] = None
+
+    # -- device tensors ---------------------------------------------------------------
+    def ratio_for(self, h: int, w: int) -> float:
+        """The downsample ratio used for an ``h`` x ``w`` frame."""
+        return resolve_downsample_ratio(self.ratio, h, w)
+
+    def step(self, src: torch.Tensor, state: Optional[State] = None) -> MattingOutput:
+        """Matte ``src``: (T,3,H,W) float in [0, 1] on :attr:`device` (any float dtype).
+
+        Returns ``MattingOutput(fgr (T,3,H,W), pha (T,1,H,W), state)`` on the same device,
+        in the model's dtype.
+        """
+        if src.ndim == 3:
+            src = src.unsqueeze(0)
+        if src.ndim != 4 or src.shape[1] != 3:
+            raise ValueError(f"src must be (T,3,H,W), got {tuple(src.shape)}")
+        h, w = src.shape[-2:]
+        ratio = self.ratio_for(h, w)
+        with torch.inference_mode():
+            x = src.to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
+            if self._runner is not None:
+                fgr, pha, state = self._runner(x, state, ratio)
+            else:
+                fgr, pha, state = self.model(x, state, ratio)
+        return MattingOutput(fgr[0], pha[0], tuple(state))
+
+    # -- numpy frames -----------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the recurrent state (start of a new clip)."""
+        self.state = None
+        self._size = None
+
+    def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T,H,W,3) or (H,W,3) -> (T,3,H,W) float in [0, 1] on the device."""
+        arr = np.asarray(frames)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"frames must be (H,W,3) or (T,H,W,3) RGB, got {arr.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device, non_blocking=True)
+        scale = 255.0 if arr.dtype == np.uint8 else (65535.0 if arr.dtype == np.uint16 else 1.0)
+        return t.permute(0, 3, 1, 2).to(self.dtype).div_(scale)
+
+    def process(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matte the next frame(s) of the stream, keeping the state.
+
+        ``frames``: RGB uint8 (H,W,3) or (T,H,W,3) (float arrays in [0, 1] also accepted).
+        Returns ``(pha (T,H,W) float32, fgr (T,H,W,3) float32)`` in [0, 1].
+        """
+        src = self.to_tensor(frames)
+        size = tuple(src.shape[-2:])
+        if size != self._size:
+            self.state = None
+            self._size = size
+        fgr, pha, self.state = self.step(src, self.state)
+        return (pha[:, 0].float().cpu().numpy(),
+                fgr.permute(0, 2, 3, 1).float().cpu().numpy())

@@ -1,0 +1,501 @@
+"""Writers: output formats, video segments, image sequences, final assembly with audio.
+
+Video outputs are encoded in *segments* (fixed frame ranges, the unit of a resume checkpoint)
+inside a job folder; when the job is complete the segments' packets are remuxed, without
+re-encoding, into the final container together with the input's audio (stream copy where the
+container allows it, else re-encoded), into a temporary file that is renamed into place.
+Segment boundaries are fixed frame indices, so an interrupted-and-resumed job writes exactly
+the bytes an uninterrupted one writes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from ..errors import InputError, OutputError
+from .readers import IMAGE_EXTS, is_pattern
+
+# user-facing codec name -> PyAV encoder
+CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvpx-vp9",
+          "prores": "prores_ks", "ffv1": "ffv1", "png": "png", "qtrle": "qtrle"}
+ALPHA_CODECS = {"vp9", "prores", "ffv1", "png", "qtrle"}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    format: str          # libavformat muxer
+    codecs: tuple        # allowed user codec names, first = default
+    audio_copy: tuple    # audio codecs that can be stream-copied into it
+    audio_encoder: str   # encoder used when the input's audio cannot be copied
+
+
+CONTAINERS = {
+    ".mp4": ContainerSpec("mp4", ("h264", "h265"), ("aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"), "aac"),
+    ".m4v": ContainerSpec("mp4", ("h264", "h265"), ("aac", "mp3", "alac", "ac3", "eac3"), "aac"),
+    ".mkv": ContainerSpec("matroska", ("h264", "h265", "vp9", "ffv1"),
+                          ("aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "alac",
+                           "pcm_s16le", "pcm_s24le", "pcm_f32le"), "aac"),
+    ".mov": ContainerSpec("mov", ("prores", "h264", "h265", "qtrle", "png"),
+                          ("aac", "mp3", "alac", "ac3", "pcm_s16le", "pcm_s24le"), "aac"),
+    ".webm": ContainerSpec("webm", ("vp9",), ("opus", "vorbis"), "libopus"),
+}
+# Segments are stored in a container that keeps each codec's timestamps exactly (decode
+# timestamps included: Matroska drops them for B-frames).
+SEGMENT_FORMAT = {"h264": ("mp4", ".mp4"), "h265": ("mp4", ".mp4"), "vp9": ("webm", ".webm"),
+                  "prores": ("mov", ".mov"), "qtrle": ("mov", ".mov"), "png": ("mov", ".mov"),
+                  "ffv1": ("matroska", ".mkv")}
+DEFAULT_QUALITY = {"h264": 18, "h265": 22, "vp9": 28}
+
+
+@dataclass
+class OutputSpec:
+    """One requested output. ``kind``: composite | alpha | foreground."""
+
+    kind: str
+    path: Path
+    mode: str                 # "video" | "images" | "image"
+    codec: str = "png"        # user-facing codec name
+    rgba: bool = False        # frames carry an alpha channel (transparent composite / foreground)
+    alpha_bits: int = 8       # alpha as PNG: 8 or 16 bit grayscale
+    quality: Optional[int] = None
+
+    @property
+    def container(self) -> Optional[ContainerSpec]:
+        return CONTAINERS.get(self.path.suffix.lower()) if self.mode == "video" else None
+
+    @property
+    def channels(self) -> str:
+        """What the encode thread feeds: "rgb", "rgba" or "gray"."""
+        if self.kind == "alpha":
+            return "gray"
+        return "rgba" if self.rgba else "rgb"
+
+    def describe(self) -> str:
+        if self.mode == "video":
+            return f"{self.codec}{' +alpha' if self.rgba else ''}"
+        return "png" + (" rgba" if self.rgba else (f" gray{self.alpha_bits}" if self.kind == "alpha" else ""))
+
+
+def plan_output(kind: str, path, *, codec: Optional[str], transparent: Optional[bool],
+                quality: Optional[int] = None, alpha_bits: int = 8, still: bool = False) -> OutputSpec:
+    """Decide how to write ``path``. ``transparent``: True (must store alpha), False (opaque),
+    None (store alpha if the format can). Raises :class:`OutputError` for impossible requests."""
+    p = Path(path)
+    if alpha_bits not in (8, 16):
+        raise OutputError(f"alpha bit depth must be 8 or 16, got {alpha_bits}")
+    codec_name = codec.lower() if codec else None
+    if codec_name is not None and codec_name not in CODECS:
+        raise OutputError(f"unknown codec {codec!r}; choose from {', '.join(sorted(set(CODECS) - {'hevc'}))}")
+    suffix = p.suffix.lower()
+    if is_pattern(p) or (not suffix and not still) or (p.is_dir() and not still):
+        if is_pattern(p) and suffix != ".png":
+            raise OutputError(f"image-sequence output {p} must end in .png (e.g. frames/%06d.png)")
+        if codec_name not in (None, "png"):
+            raise OutputError(f"image-sequence output {p} is written as PNG; --codec {codec} does not apply")
+        mode = "images"
+    elif suffix in IMAGE_EXTS:
+        if not still:
+            raise OutputError(f"output {p} is an image but the input is a video; use a video "
+                              "extension (.mp4 .mkv .mov .webm) or a folder / %06d.png pattern")
+        mode = "image"
+    elif suffix in CONTAINERS:
+        if still:
+            raise OutputError(f"the input is a single image; write an image (.png) instead of {p}")
+        mode = "video"
+    else:
+        raise OutputError(f"unknown output extension {suffix or '(none)'!r} for {p}; use .mp4 .mkv "
+                          ".mov .webm, a folder, a %06d.png pattern" + (" or .png/.jpg" if still else ""))
+    if mode == "video":
+        spec = CONTAINERS[suffix]
+        if codec_name == "hevc":
+            codec_name = "h265"
+        if codec_name is None:
+            codec_name = spec.codecs[0]
+            if transparent and codec_name not in ALPHA_CODECS:
+                codec_name = next((c for c in spec.codecs if c in ALPHA_CODECS), codec_name)
+        if codec_name not in spec.codecs:
+            raise OutputError(f"codec {codec_name} cannot be written to {suffix} files; "
+                              f"{suffix} takes {', '.join(spec.codecs)}")
+        can_alpha = codec_name in ALPHA_CODECS
+    elif mode == "image":
+        can_alpha = suffix in (".png", ".webp", ".tif", ".tiff")
+        codec_name = suffix.lstrip(".")
+    else:
+        can_alpha = True
+        codec_name = "png"
+    if kind == "alpha":
+        rgba = False
+    elif transparent is True and not can_alpha:
+        raise OutputError(f"{p}: {codec_name} {suffix or 'output'} cannot store transparency; use "
+                          ".mov (ProRes 4444), .webm (VP9), .png frames, or pick a background colour")
+    else:
+        rgba = can_alpha if transparent is None else bool(transparent)
+    if quality is not None and not (0 <= int(quality) <= 63):
+        raise OutputError(f"invalid quality {quality}: use a CRF-like value, 0 (best) .. 51")
+    return OutputSpec(kind=kind, path=p, mode=mode, codec=codec_name, rgba=rgba,
+                      alpha_bits=alpha_bits, quality=quality)
+
+
+def _pix_fmt(spec: OutputSpec, width: int, height: int) -> str:
+    odd = width % 2 or height % 2
+    c = spec.codec
+    if c in ("h264", "h265"):
+        return "yuv444p" if odd else "yuv420p"   # 4:2:0 needs even sizes; keep the exact size
+    if c == "vp9":
+        return "yuva420p" if spec.rgba else "yuv420p"
+    if c == "prores":
+        return "yuva444p10le" if spec.rgba else "yuv444p10le"
+    if c == "ffv1":
+        return "bgra" if spec.rgba else ("gray" if spec.channels == "gray" else "bgr0")
+    if c == "qtrle":
+        return "argb" if spec.rgba else "rgb24"
+    if c == "png":
+        return "rgba" if spec.rgba else ("gray" if spec.channels == "gray" else "rgb24")
+    raise OutputError(f"no pixel format for codec {c}")
+
+
+def _ndarray_format(channels: str) -> str:
+    return {"rgb": "rgb24", "rgba": "rgba", "gray": "gray"}[channels]
+
+
+class SegmentWriter:
+    """Encodes one segment (a fixed frame range) of one video output into its own file.
+    Timestamps in the segment start at 0; :func:`assemble` adds the segment's offset back."""
+
+    def __init__(self, spec: OutputSpec, path: Path, width: int, height: int,
+                 time_base: Fraction, rate: Fraction, start_pts: int) -> None:
+        import av
+
+        self.spec, self.path, self.start_pts = spec, path, start_pts
+        fmt, _ = SEGMENT_FORMAT[spec.codec]
+        try:
+            self.container = av.open(str(path), "w", format=fmt)
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"cannot write {path}: {e}") from None
+        s = self.container.add_stream(CODECS[spec.codec], rate=rate)
+        s.width, s.height = width, height
+        s.pix_fmt = _pix_fmt(spec, width, height)
+        s.time_base = time_base
+        s.codec_context.time_base = time_base
+        q = spec.quality if spec.quality is not None else DEFAULT_QUALITY.get(spec.codec)
+        opts = {}
+        if spec.codec == "h264":
+            opts = {"crf": str(q), "preset": "medium"}
+        elif spec.codec == "h265":
+            opts = {"crf": str(q), "preset": "medium", "x265-params": "log-level=error"}
+        elif spec.codec == "vp9":
+            opts = {"crf": str(q), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+            if spec.rgba:
+                opts["auto-alt-ref"] = "0"  # required by libvpx for alpha
+        elif spec.codec == "prores":
+            opts = {"profile": "4", "vendor": "apl0"}  # 4444 (alpha when rgba)
+            if spec.quality is not None:
+                opts["qscale"] = str(max(1, min(32, int(spec.quality))))
+        s.options = opts
+        self.stream = s
+        self._fmt = _ndarray_format(spec.channels)
+        self._last = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(image, format=self._fmt)
+        rel = pts - self.start_pts
+        if self._last is not None and rel <= self._last:
+            rel = self._last + 1
+        self._last = rel
+        frame.pts = rel
+        frame.time_base = self.stream.codec_context.time_base
+        try:
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        except av.error.FFmpegError as e:
+            raise _write_error(self.path, e) from None
+        self.frames += 1
+
+    def close(self) -> None:
+        import av
+
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+        except av.error.FFmpegError as e:
+            raise _write_error(self.path, e) from None
+        except OSError as e:
+            raise _write_error(self.path, e) from None
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - best effort on an error path; the file is discarded
+            pass
+
+
+def _write_error(path, e) -> OutputError:
+    text = str(e)
+    if "No space" in text or getattr(e, "errno", None) == 28:
+        return OutputError(f"disk full while writing {path}")
+    if "File too large" in text or getattr(e, "errno", None) == 27:
+        return OutputError(f"file size limit reached while writing {path} (disk full?)")
+    return OutputError(f"cannot write {path}: {text.strip().splitlines()[0] if text.strip() else type(e).__name__}")
+
+
+def write_png(path: Path, image: np.ndarray, *, bits: int = 8) -> None:
+    """Write an RGB, RGBA or grayscale (uint8, or uint16 when ``bits`` is 16) PNG/image."""
+    from PIL import Image
+
+    if image.ndim == 2 and image.dtype == np.uint16:
+        im = Image.fromarray(image.astype(np.uint16), mode="I;16")
+    elif image.ndim == 2:
+        im = Image.fromarray(image, mode="L")
+    else:
+        im = Image.fromarray(image, mode="RGBA" if image.shape[-1] == 4 else "RGB")
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), None)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        im.save(tmp, format=fmt or "PNG")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from None
+
+
+def image_name(spec: OutputSpec, index: int) -> str:
+    if is_pattern(spec.path):
+        return spec.path.name % index
+    return f"{index:06d}.png"
+
+
+# ---- final assembly ------------------------------------------------------------------------
+
+@dataclass
+class AudioPlan:
+    path: Path
+    index: int
+    start: Optional[float]   # seconds of input to keep (None = from the start)
+    end: Optional[float]
+    offset: float            # seconds subtracted from input timestamps
+
+
+def _packets(container, stream, offset_pts: int) -> Iterator:
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        packet.pts += offset_pts
+        if packet.dts is not None:
+            packet.dts += offset_pts
+        yield packet
+
+
+def assemble(spec: OutputSpec, segments: list, final_path: Path, *, time_base: Fraction,
+             rate: Fraction, audio: Optional[AudioPlan]) -> Optional[str]:
+    """Remux ``segments`` [(path, start_pts)] (+ audio) into ``final_path``. Returns how the
+    audio was carried ("copy", "aac", ... or None)."""
+    import av
+
+    cspec = spec.container
+    opened = []
+    try:
+        out = av.open(str(final_path), "w", format=cspec.format)
+    except (av.error.FFmpegError, OSError) as e:
+        raise _write_error(final_path, e) from None
+    audio_mode = None
+    try:
+        for seg_path, _ in segments:
+            opened.append(av.open(str(seg_path), "r"))
+        template = opened[0].streams.video[0]
+        vs = out.add_stream_from_template(template)
+        vs.time_base = time_base
+        try:
+            vs.codec_context.framerate = rate
+        except (AttributeError, ValueError):
+            pass
+
+        def video_iter():
+            for c, (_, start_pts) in zip(opened, segments):
+                st = c.streams.video[0]
+                off = int(round(start_pts * time_base / st.time_base))
+                for packet in _packets(c, st, off):
+                    packet.stream = vs
+                    yield (float(packet.dts if packet.dts is not None else packet.pts) * float(st.time_base), 0, packet)
+
+        streams = [video_iter()]
+        audio_in = None
+        if audio is not None:
+            audio_in = av.open(str(audio.path), "r")
+            opened.append(audio_in)
+            a = audio_in.streams[audio.index]
+            if a.codec_context.name in cspec.audio_copy:
+                os_ = out.add_stream_from_template(a)
+                streams.append(_audio_copy(audio_in, a, os_, audio,
+                                           drop_negative=cspec.format in ("matroska", "webm")))
+                audio_mode = "copy"
+            else:
+                streams.append(_audio_encode(audio_in, a, out, cspec.audio_encoder, audio))
+                audio_mode = cspec.audio_encoder.replace("lib", "")
+        for _, _, packet in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
+            out.mux(packet)
+        out.close()
+    except av.error.FFmpegError as e:
+        try:
+            out.close()
+        except Exception:  # noqa: BLE001 - already failing; report the first error
+            pass
+        final_path.unlink(missing_ok=True)
+        raise _write_error(final_path, e) from None
+    except OSError as e:
+        final_path.unlink(missing_ok=True)
+        raise _write_error(final_path, e) from None
+    finally:
+        for c in opened:
+            c.close()
+    return audio_mode
+
+
+def _audio_copy(container, stream, out_stream, plan: AudioPlan, drop_negative: bool = False):
+    tb = float(stream.time_base)
+    off = int(round(plan.offset / tb))
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        t = packet.pts * tb
+        if plan.start is not None and t < plan.start - 1e-6:
+            continue
+        if plan.end is not None and t >= plan.end - 1e-6:
+            break
+        packet.pts -= off
+        if packet.dts is not None:
+            packet.dts -= off
+        if drop_negative and packet.pts + (packet.duration or 0) <= 0:
+            # encoder priming before t=0 (mp4 hides it with an edit list; Matroska cannot
+            # store negative times and would shift the video instead)
+            continue
+        packet.stream = out_stream
+        yield (float((packet.dts if packet.dts is not None else packet.pts) * tb) - plan.offset, 1, packet)
+
+
+def _audio_encode(container, stream, out, encoder: str, plan: AudioPlan):
+    import av
+
+    rate = 48000 if encoder == "libopus" else (stream.rate or 48000)
+    layout = "stereo" if (stream.channels or 2) >= 2 else "mono"
+    os_ = out.add_stream(encoder, rate=rate)
+    os_.layout = layout
+    fmt = "flt" if encoder == "libopus" else "fltp"
+    os_.format = fmt
+    os_.time_base = Fraction(1, rate)
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+    fifo = av.AudioFifo()
+
+    def gen():
+        next_pts = None
+        frame_size = None
+
+        def drain(final=False):
+            nonlocal next_pts
+            fs = os_.codec_context.frame_size or 1024
+            while fifo.samples >= fs or (final and fifo.samples > 0):
+                fr = fifo.read(min(fs, fifo.samples) if final else fs)
+                fr.pts = next_pts
+                fr.time_base = Fraction(1, rate)
+                next_pts += fr.samples
+                for p in os_.encode(fr):
+                    yield (float(p.pts * p.time_base) if p.pts is not None else 0.0, 1, p)
+
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            if plan.start is not None and t < plan.start - 1e-6:
+                continue
+            if plan.end is not None and t >= plan.end - 1e-6:
+                break
+            if next_pts is None:
+                next_pts = int(round((t - plan.offset) * rate))
+            for rf in resampler.resample(frame):
+                rf.pts = None
+                fifo.write(rf)
+            yield from drain()
+        if next_pts is None:
+            return
+        for rf in resampler.resample(None):
+            rf.pts = None
+            fifo.write(rf)
+        yield from drain(final=True)
+        for p in os_.encode(None):
+            yield (float(p.pts * p.time_base) if p.pts is not None else 1e18, 1, p)
+
+    return gen()
+
+
+def replace_into_place(tmp: Path, final: Path) -> None:
+    """Atomic rename (same folder) of a finished temporary output."""
+    try:
+        os.replace(tmp, final)
+    except OSError as e:
+        raise _write_error(final, e) from None
+
+
+def move_images(tmp_dir: Path, spec: OutputSpec) -> None:
+    """Move finished PNG frames from ``tmp_dir`` to the output folder / pattern location."""
+    if is_pattern(spec.path):
+        target = spec.path.parent if str(spec.path.parent) else Path(".")
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp_dir.iterdir()):
+            os.replace(f, target / f.name)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return
+    target = spec.path
+    if not target.exists():
+        os.replace(tmp_dir, target)  # the whole folder appears at once
+        return
+    for f in sorted(tmp_dir.iterdir()):
+        os.replace(f, target / f.name)
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def check_output_target(spec: OutputSpec, *, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse outputs equal to the input, existing outputs without overwrite, missing or
+    unwritable folders."""
+    p = spec.path
+    for inp in inputs:
+        try:
+            if p.exists() and inp.exists() and os.path.samefile(p, inp):
+                raise OutputError(f"output {p} is the input file; choose another name")
+        except OSError:
+            pass
+        if p.resolve() == inp.resolve():
+            raise OutputError(f"output {p} is the input file; choose another name")
+    if spec.mode == "images":
+        folder = (p.parent if str(p.parent) else Path(".")) if is_pattern(p) else p
+        parent = folder if is_pattern(p) else (p.parent if str(p.parent) else Path("."))
+        if not is_pattern(p) and p.exists() and not p.is_dir():
+            raise OutputError(f"output folder {p} exists and is a file")
+        if not is_pattern(p) and p.is_dir() and any(p.iterdir()) and not overwrite:
+            raise OutputError(f"output folder {p} is not empty (use --overwrite to write into it)")
+        if is_pattern(p) and folder.is_dir() and not overwrite:
+            if (folder / (p.name % 0)).exists() or (folder / (p.name % 1)).exists():
+                raise OutputError(f"output frames {p} already exist (use --overwrite)")
+        check_folder = parent if not parent.exists() or not is_pattern(p) else folder
+    else:
+        if p.is_dir():
+            raise OutputError(f"output {p} is a directory; expected a file name such as out.mp4")
+        if p.exists() and not overwrite:
+            raise OutputError(f"output {p} exists (use --overwrite to replace it)")
+        check_folder = p.parent if str(p.parent) else Path(".")
+    if not check_folder.exists():
+        raise OutputError(f"output folder {check_folder} does not exist")
+    if not check_folder.is_dir():
+        raise OutputError(f"output folder {check_folder} is not a folder")
+    if not os.access(check_folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {check_folder} is not writable")
