@@ -1,0 +1,123 @@
+"""``rvmatte convert``: matte a video, image folder/pattern, image, or a folder of videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+EPILOG = """examples:
+  rvmatte convert in.mp4 -o out.mp4 --alpha alpha.mp4          # green composite + alpha
+  rvmatte convert in.mp4 -o out.mov                             # ProRes 4444 with transparency
+  rvmatte convert in.mp4 -o out.webm --background transparent   # VP9 with alpha
+  rvmatte convert in.mp4 -o out.mp4 --background beach.jpg      # or #rrggbb, blur, video.mp4
+  rvmatte convert in.mp4 --alpha frames/%06d.png --alpha-bits 16
+  rvmatte convert clips/ -o matted/                             # batch: one output per video
+  rvmatte convert long.mp4 -o out.mp4 --resume                  # continue a killed job
+"""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--variant", default="mobilenetv3", choices=["mobilenetv3", "resnet50"])
+    g.add_argument("--weights", default="default",
+                   help="'default' (bundled), a .pth checkpoint, or 'none' (random init, testing)")
+    g.add_argument("--refiner", default=None, choices=["fast_guided_filter", "deep_guided_filter"])
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16")
+    g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    g.add_argument("--downsample", default="auto", metavar="auto|R",
+                   help="downsample ratio in (0, 1]; auto = longest side of the working image "
+                        "at most 512 px")
+    g.add_argument("--seq-chunk", type=int, default=None, metavar="N",
+                   help="frames per model call (default 4 on CPU, 12 on GPU)")
+
+
+def model_kwargs(args) -> dict:
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    return dict(variant=args.variant, weights=weights, refiner=args.refiner,
+                device=None if args.device == "auto" else args.device, dtype=args.dtype,
+                backend=args.backend, downsample_ratio=args.downsample)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="matte a video (or images, or a folder of videos)",
+        description="Matte people in a video: composite, alpha and/or foreground outputs in one "
+                    "pass, audio and timing preserved.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="video file, image folder, %%06d.png pattern, image, or a "
+                                 "folder of videos (batch)")
+    o = p.add_argument_group("outputs (any combination; the extension picks the format)")
+    o.add_argument("-o", "--output", help="composite: .mp4/.mkv (H.264), .mov (ProRes 4444 + alpha), "
+                                          ".webm (VP9 + alpha), folder or %%06d.png (PNG)")
+    o.add_argument("--alpha", help="alpha matte output (video, folder or %%06d.png)")
+    o.add_argument("--foreground", help="foreground output (with alpha where the format allows)")
+    o.add_argument("--background", default=None,
+                   help="colour name or #rrggbb, image, video, blur[:SIGMA], transparent "
+                        "(default: transparent where the format stores alpha, else green)")
+    o.add_argument("--codec", default=None, help="h264 | h265 | vp9 | prores | ffv1 | qtrle | png")
+    o.add_argument("--quality", type=int, default=None,
+                   help="CRF-like, lower is better (h264 default 18, h265 22, vp9 28)")
+    o.add_argument("--alpha-bits", type=int, default=8, choices=[8, 16],
+                   help="bit depth of PNG alpha output")
+    o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    r = p.add_argument_group("range and job")
+    r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
+    r.add_argument("--end", default=None, help="seconds, [hh:]mm:ss, or frame number (300f)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue a killed job from its checkpoint (<output>.rvmatte-resume/)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def _is_batch(path: Path) -> bool:
+    from ..io.readers import list_videos
+
+    return path.is_dir() and bool(list_videos(path))
+
+
+def run(args) -> int:
+    from ..inference.convert import convert_folder, convert_video
+
+    if not (args.output or args.alpha or args.foreground):
+        raise InputError("no output requested: give -o OUTPUT, --alpha and/or --foreground")
+    common = dict(background=args.background, seq_chunk=args.seq_chunk, start=args.start,
+                  end=args.end, codec=args.codec, quality=args.quality,
+                  overwrite=args.overwrite, resume=args.resume, alpha_bits=args.alpha_bits,
+                  **model_kwargs(args))
+    inp = Path(args.input)
+    if _is_batch(inp):
+        def on_error(path, msg):
+            print(f"rvmatte: error: {path.name}: {msg}", file=sys.stderr)
+
+        def on_done(path, res):
+            if not args.quiet and not args.json:
+                print(f"{path.name}: {res.frames} frames -> {', '.join(res.outputs.values())}",
+                      file=sys.stderr)
+
+        batch = convert_folder(inp, args.output, alpha=args.alpha, foreground=args.foreground,
+                               on_error=on_error, on_done=on_done,
+                               progress=not (args.quiet or args.json), **common)
+        if args.json:
+            print(json.dumps({"results": {k: v.as_dict() for k, v in batch.results.items()},
+                              "failed": batch.failed}, indent=2))
+        elif not args.quiet:
+            print(f"{len(batch.results)} converted, {len(batch.failed)} failed", file=sys.stderr)
+        return 0 if batch.ok else 1
+    res = convert_video(inp, args.output, alpha=args.alpha, foreground=args.foreground,
+                        progress=not (args.quiet or args.json), **common)
+    if args.json:
+        print(json.dumps(res.as_dict(), indent=2))
+    elif not args.quiet:
+        extra = f", audio {res.audio}" if res.audio else ""
+        print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{extra})",
+              file=sys.stderr)
+        for kind, path in res.outputs.items():
+            print(f"  {kind}: {path}", file=sys.stderr)
+    return 0
