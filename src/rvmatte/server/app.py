@@ -333,7 +333,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         from PIL import Image
 
         from ..inference.session import Matter
-        from ..live.compose import composite, parse_background
+        from ..live.compose import composite, load_background
 
         up = get_upload_or_404(upload_id, "video")
         if view not in ("composite", "alpha"):
@@ -342,9 +342,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                              ratio=ratio, background_upload=background_upload)
         if opts["background"]["kind"] == "image":
             img = get_upload_or_404(background_upload or "", "image")
-            bg = parse_background(str(data_dir / img["path"]))
+            bg = load_background(str(data_dir / img["path"]))
         else:
-            bg = parse_background(opts["background"]["spec"])
+            bg = load_background(opts["background"]["spec"])
         rgb = media.read_frame(data_dir / up["path"], frame)
         matter = Matter(get_model(), downsample_ratio=opts["ratio"])
         pha, fgr = matter.process(rgb)

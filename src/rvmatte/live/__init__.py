@@ -1,0 +1,171 @@
+"""Live matting (``rvmatte live``): camera, file or stream in; window, virtual camera or file out.
+
+One :class:`~rvmatte.inference.session.Matter` carries the recurrent state from frame to
+frame. When frames take longer than the source's frame interval, :class:`RatioController`
+lowers the downsample ratio (and raises it again when there is headroom); the state is reset
+at such a change, because its size follows the working resolution.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..errors import InputError
+
+__all__ = ["run_live", "LiveStats", "RatioController"]
+
+RATIO_STEP = 0.75
+
+
+class RatioController:
+    """Chooses the downsample ratio from measured frame times.
+
+    Measures over windows of ``window`` frames. A window slower than ``target_fps`` by more
+    than 10 % lowers the ratio by ``RATIO_STEP`` (not below ``min_ratio``); one faster than
+    1.6x the target raises it back towards ``max_ratio``. Changes are at least ``cooldown``
+    frames apart, so each ratio is measured before the next decision.
+    """
+
+    def __init__(self, ratio: float, target_fps: Optional[float], *, min_ratio: float = 0.1,
+                 max_ratio: Optional[float] = None, window: int = 8, cooldown: int = 8) -> None:
+        self.ratio = ratio
+        self.target_fps = target_fps
+        self.min_ratio = min(min_ratio, ratio)
+        self.max_ratio = ratio if max_ratio is None else max_ratio
+        self.window, self.cooldown = window, cooldown
+        self._times: list[float] = []
+        self._since_change = 0
+        self.changes: list[tuple[float, float]] = []  # (old, new)
+
+    def update(self, seconds: float) -> Optional[float]:
+        """Record one frame's processing time; return the new ratio when it changes."""
+        self._since_change += 1
+        if not self.target_fps:
+            return None
+        self._times.append(seconds)
+        if len(self._times) < self.window or self._since_change < self.cooldown:
+            return None
+        fps = len(self._times) / max(sum(self._times), 1e-9)
+        self._times.clear()
+        new = self.ratio
+        if fps < 0.9 * self.target_fps and self.ratio > self.min_ratio:
+            new = max(self.min_ratio, round(self.ratio * RATIO_STEP, 4))
+        elif fps > 1.6 * self.target_fps and self.ratio < self.max_ratio:
+            new = min(self.max_ratio, round(self.ratio / RATIO_STEP, 4))
+        if new == self.ratio:
+            return None
+        self.changes.append((self.ratio, new))
+        self.ratio, self._since_change = new, 0
+        return new
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    ratio: float = 1.0
+    ratio_changes: list = field(default_factory=list)
+    stopped_by_user: bool = False
+
+
+def run_live(source: str, output: str, *, background: Optional[str] = None,
+             downsample_ratio: Any = "auto", target_fps: Optional[float] = None,
+             adapt: bool = True, min_ratio: float = 0.1, max_frames: Optional[int] = None,
+             variant: str = "mobilenetv3", weights: Any = "default",
+             device: Any = None, dtype: Any = None, model: Any = None,
+             overwrite: bool = False, status: Optional[Callable[[str], None]] = None
+             ) -> LiveStats:
+    """Matte ``source`` frame by frame into ``output`` until it ends, ``max_frames`` is
+    reached, the window is closed or Ctrl-C.
+
+    ``source``: camera index (``"0"``), video file or URL. ``output``: ``"window"``,
+    ``"virtualcam"`` or a file path (.mp4/.mkv/.mov/.webm). ``background`` as in convert
+    (default green; ``transparent`` only into .webm). ``target_fps``: the rate to keep up
+    with (default: the source's rate); with ``adapt`` the ratio is lowered to keep up.
+    ``status``: called about once a second with a line like ``"24.3 fps, ratio 0.25"``.
+    """
+    from ..inference.downsample import auto_downsample_ratio, parse_downsample_ratio
+    from ..inference.session import Matter
+    from .compose import composite, load_background
+    from .sinks import make_sink
+    from .sources import LiveSource, parse_source
+
+    fixed_ratio = parse_downsample_ratio(downsample_ratio)
+    if max_frames is not None and max_frames < 1:
+        raise InputError("--max-frames must be at least 1")
+    if not 0 < min_ratio <= 1:
+        raise InputError(f"bad minimum ratio {min_ratio}: must be in (0, 1]")
+    spec = parse_source(source)
+    bg = load_background(background)
+    sink = make_sink(output, overwrite=overwrite)
+    if bg is None and not sink.alpha_ok:
+        raise InputError("a transparent background needs an output that keeps alpha "
+                         "(a .webm file); use a colour, an image or blur here")
+    if model is None:
+        from ..weights import load_model
+
+        model = load_model(variant, weights=weights, device=device, dtype=dtype)
+
+    stats = LiveStats()
+    src = LiveSource(spec).open()
+    opened = False
+    try:
+        target = target_fps or src.fps or 30.0
+        matter = controller = None
+        t_start = last_status = time.monotonic()
+        fps_ema = None
+        for index, frame in enumerate(src.frames()):
+            if max_frames is not None and index >= max_frames:
+                break
+            t0 = time.monotonic()
+            if matter is None:  # first frame: the size is known now
+                h, w = frame.shape[:2]
+                ratio = fixed_ratio or auto_downsample_ratio(h, w)
+                controller = RatioController(ratio, target if adapt else None,
+                                             min_ratio=min_ratio)
+                matter = Matter(model, downsample_ratio=ratio)
+                sink.open(w, h, src.fps or target)
+                opened = True
+            pha, fgr = matter.process(frame)
+            image = composite(frame, pha[0], fgr[0], bg, index)
+            dt = time.monotonic() - t0
+            fps_ema = 1 / max(dt, 1e-6) if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+            overlay = f"{fps_ema:.1f} fps  ratio {controller.ratio:g}"
+            keep_going = sink.write(image, overlay)
+            stats.frames += 1
+            new_ratio = controller.update(time.monotonic() - t0)
+            if new_ratio is not None:  # the state's size follows the ratio: start it afresh
+                matter = Matter(model, downsample_ratio=new_ratio)
+            if status is not None and time.monotonic() - last_status >= 1.0:
+                last_status = time.monotonic()
+                status(overlay)
+            if not keep_going:
+                stats.stopped_by_user = True
+                break
+        if stats.frames == 0:
+            raise InputError(f"no frames could be read from {source}")
+        stats.seconds = time.monotonic() - t_start
+        stats.fps = stats.frames / max(stats.seconds, 1e-9)
+        stats.ratio = controller.ratio
+        stats.ratio_changes = list(controller.changes)
+    except KeyboardInterrupt:
+        stats.stopped_by_user = True
+        if controller is not None:
+            stats.ratio, stats.ratio_changes = controller.ratio, list(controller.changes)
+    except BaseException:
+        if opened:
+            sink.abort()
+        raise
+    finally:
+        src.close()
+    if opened:
+        sink.close()
+    return stats
+
+
+def print_status(line: str) -> None:
+    print(f"\rlive: {line}   ", end="", file=sys.stderr, flush=True)
