@@ -1,0 +1,300 @@
+"""Export the matting network to ONNX (opset >= 17).
+
+The graph::
+
+    inputs   src               (B, 3, H, W)   float32 | float16, RGB in [0, 1]
+             r1i, r2i, r3i, r4i                recurrent state, same dtype as src; zeros of
+                                               shape (1, 1, 1, 1) on a clip's first frame
+             downsample_ratio  (1,)            float32, in (0, 1]
+    outputs  fgr (B, 3, H, W), pha (B, 1, H, W), r1o, r2o, r3o, r4o   (feed r*o back as r*i)
+
+Batch, height and width are dynamic. The downsample is an ONNX ``Resize`` with the ratio as
+its scale (the semantics of ``interpolate(scale_factor=r, recompute_scale_factor=False)``), and
+the guided-filter refiner sits inside an ``If`` on ``downsample_ratio != 1``, so ratio 1 gives
+exactly what PyTorch gives (no refiner) and ratio < 1 runs it -- one graph for every ratio.
+
+The export traces the model with the legacy (TorchScript-based) exporter: it keeps the ratio a
+runtime input through a custom symbolic, which ``torch.export`` cannot (the working size depends
+on the ratio's value). The ``If`` is made afterwards by moving the refiner's nodes into a
+sub-graph (:func:`_wrap_refiner_in_if`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import OutputError, RvmatteError
+from ..models import MattingNetwork, downsample
+from .wrapper import LowRes, Refine, finish
+
+INPUT_NAMES = ["src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"]
+OUTPUT_NAMES = ["fgr", "pha", "r1o", "r2o", "r3o", "r4o"]
+MIN_OPSET = 17
+DEFAULT_OPSET = 17
+_MARKER = "SelectRefined"
+_TRACE_RATIO = 0.5
+_DOMAIN = "rvmatte"
+
+
+class _SelectRefined(torch.autograd.Function):
+    """Marker: refined outputs when ``ratio != 1``, else the low-resolution ones.
+
+    Exported as a placeholder node that :func:`_wrap_refiner_in_if` turns into an ``If``.
+    """
+
+    @staticmethod
+    def forward(ctx, ratio, fgr_ref, pha_ref, fgr_lo, pha_lo):  # noqa: D102
+        if float(ratio.reshape(-1)[0]) != 1:
+            return fgr_ref.clone(), pha_ref.clone()
+        return fgr_lo.clone(), pha_lo.clone()
+
+    @staticmethod
+    def symbolic(g, ratio, fgr_ref, pha_ref, fgr_lo, pha_lo):  # noqa: D102
+        return g.op(f"{_DOMAIN}::{_MARKER}", ratio, fgr_ref, pha_ref, fgr_lo, pha_lo, outputs=2)
+
+
+class OnnxExportModule(nn.Module):
+    """``(src, r1, r2, r3, r4, downsample_ratio) -> (fgr, pha, r1, r2, r3, r4)`` around a model.
+
+    In eager mode it computes both branches (export only); the exported graph runs one.
+    """
+
+    def __init__(self, model: MattingNetwork) -> None:
+        super().__init__()
+        self.low = LowRes(model)
+        self.refine = Refine(model)
+
+    def forward(self, src, r1, r2, r3, r4, downsample_ratio):
+        # Traced with a fixed ratio; _feed_ratio_to_resize makes the ratio input the Resize scale.
+        src_sm = downsample(src, _TRACE_RATIO)
+        fgr_lo, pha_lo, hid, *rec = self.low(src_sm, r1, r2, r3, r4)
+        fgr_ref, pha_ref = self.refine(src, src_sm, fgr_lo, pha_lo, hid)
+        fgr_res, pha = _SelectRefined.apply(downsample_ratio, fgr_ref, pha_ref, fgr_lo, pha_lo)
+        fgr, pha = finish(src, fgr_res, pha)
+        return (fgr, pha, *rec)
+
+
+def _conv_symbolic(g, input, weight, bias, stride, padding, dilation, transposed, output_padding,
+                   groups, *rest):
+    """``aten::_convolution`` that also exports kernels whose shape the tracer cannot see.
+
+    The Fast Guided Filter builds its box-filter kernel from ``x.shape[1]``, which the tracer
+    records as a computed shape; ONNX ``Conv`` may leave ``kernel_shape`` out (it is taken
+    from the weight), which is what this does when the default symbolic gives up.
+    """
+    from torch.onnx import errors
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as sh
+    from torch.onnx._internal.torchscript_exporter import symbolic_opset9 as op9
+
+    try:
+        return op9._convolution(g, input, weight, bias, stride, padding, dilation, transposed,
+                                output_padding, groups, *rest)
+    except errors.SymbolicValueError:
+        if sh._get_const(transposed, "i", "transposed"):
+            raise
+    stride = sh._get_const(stride, "is", "stride")
+    padding = sh._get_const(padding, "is", "padding")
+    dilation = sh._get_const(dilation, "is", "dilation")
+    args = [input, weight] + ([] if sh._is_none(bias) else [bias])
+    return g.op("Conv", *args, strides_i=stride, pads_i=padding + padding, dilations_i=dilation,
+                group_i=sh._get_const(groups, "i", "groups"))
+
+
+class _ConvSymbolic:
+    """Register :func:`_conv_symbolic` for the duration of one export."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+
+    def __enter__(self):
+        torch.onnx.register_custom_op_symbolic("aten::_convolution", _conv_symbolic, self.opset)
+
+    def __exit__(self, *exc):
+        torch.onnx.unregister_custom_op_symbolic("aten::_convolution", self.opset)
+
+
+def _feed_ratio_to_resize(model_proto):
+    """Make ``downsample_ratio`` the scale of the ``Resize`` that downsamples ``src``.
+
+    (Traced with a constant scale, which keeps every static dim known to the exporter.)
+    """
+    from onnx import TensorProto, helper
+
+    graph = model_proto.graph
+    resizes = [n for n in graph.node if n.op_type == "Resize" and n.input[0] == INPUT_NAMES[0]]
+    if len(resizes) != 1:
+        raise RuntimeError(f"expected one Resize of the source in the exported graph, found {len(resizes)}")
+    resize = resizes[0]
+    graph.initializer.append(helper.make_tensor("rvmatte_scale_nc", TensorProto.FLOAT, [2], [1.0, 1.0]))
+    concat = helper.make_node("Concat", ["rvmatte_scale_nc", INPUT_NAMES[-1], INPUT_NAMES[-1]],
+                              ["rvmatte_scales"], axis=0)
+    if len(resize.input) < 3:
+        raise RuntimeError("the source Resize has no scales input")
+    resize.input[2] = "rvmatte_scales"
+    if len(resize.input) > 3:
+        resize.input[3] = ""
+    nodes = list(graph.node)
+    i = nodes.index(resize)
+    graph.node.insert(i, concat)
+    return model_proto
+
+
+def _wrap_refiner_in_if(model_proto):
+    """Replace the ``SelectRefined`` marker by ``If(ratio != 1)`` holding the refiner's nodes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model_proto.graph
+    nodes = list(graph.node)
+    idx = [i for i, n in enumerate(nodes) if n.op_type == _MARKER]
+    if len(idx) != 1:
+        raise RuntimeError(f"expected one {_MARKER} node in the exported graph, found {len(idx)}")
+    mi = idx[0]
+    marker = nodes[mi]
+    ratio, fgr_ref, pha_ref, fgr_lo, pha_lo = marker.input
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+
+    def ancestors(names, skip_refined: bool) -> set[int]:
+        seen: set[int] = set()
+        stack = [producer[x] for x in names if x in producer]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            ins = nodes[i].input
+            if i == mi and skip_refined:
+                ins = [ratio, fgr_lo, pha_lo]
+            stack.extend(producer[x] for x in ins if x in producer)
+            for attr in nodes[i].attribute:  # values captured by existing sub-graphs
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.extend(producer[x] for sub in attr.g.node for x in sub.input if x in producer)
+        return seen
+
+    keep = ancestors([o.name for o in graph.output], skip_refined=True)
+    branch = sorted(ancestors([fgr_ref, pha_ref], skip_refined=False) - keep)
+    if not branch:
+        raise RuntimeError("the refiner branch of the exported graph is empty")
+    elem = {vi.name: vi for vi in list(graph.value_info)}
+    out_type = next(o.type.tensor_type.elem_type for o in graph.output if o.name == OUTPUT_NAMES[0])
+
+    then_graph = helper.make_graph(
+        [nodes[i] for i in branch], "refine",
+        inputs=[],
+        outputs=[helper.make_tensor_value_info(fgr_ref, out_type, None),
+                 helper.make_tensor_value_info(pha_ref, out_type, None)],
+        value_info=[elem[o] for i in branch for o in nodes[i].output
+                    if o in elem and o not in (fgr_ref, pha_ref)])
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", [fgr_lo], ["else_fgr"]),
+         helper.make_node("Identity", [pha_lo], ["else_pha"])], "no_refine",
+        inputs=[],
+        outputs=[helper.make_tensor_value_info("else_fgr", out_type, None),
+                 helper.make_tensor_value_info("else_pha", out_type, None)])
+    one = helper.make_tensor("rvmatte_one", TensorProto.FLOAT, [1], [1.0])
+    graph.initializer.append(one)
+    new_nodes = [
+        helper.make_node("Equal", [ratio, "rvmatte_one"], ["rvmatte_ratio_is_one"]),
+        helper.make_node("Not", ["rvmatte_ratio_is_one"], ["rvmatte_refine"]),
+        helper.make_node("If", ["rvmatte_refine"], list(marker.output), name="refine_if_downsampled",
+                         then_branch=then_graph, else_branch=else_graph),
+    ]
+    branch_set = set(branch)
+    moved = {o for i in branch for o in nodes[i].output}
+    rebuilt = []
+    for i, n in enumerate(nodes):
+        if i == mi:
+            rebuilt.extend(new_nodes)
+        elif i not in branch_set:
+            rebuilt.append(n)
+    del graph.node[:]
+    graph.node.extend(rebuilt)
+    vis = [vi for vi in graph.value_info if vi.name not in moved]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+    # The marker's custom domain is gone.
+    opsets = [o for o in model_proto.opset_import if o.domain != _DOMAIN]
+    del model_proto.opset_import[:]
+    model_proto.opset_import.extend(opsets)
+    return model_proto
+
+
+def simplify(model_proto):
+    """Run onnxsim (``pip install onnxsim``) on a dynamic-shape model; returns the new proto."""
+    try:
+        import onnxsim
+    except ImportError:
+        raise RvmatteError("onnxsim is not installed (pip install onnxsim)") from None
+    simplified, ok = onnxsim.simplify(model_proto, check_n=0)
+    if not ok:
+        raise RvmatteError("onnxsim could not validate the simplified model")
+    return simplified
+
+
+def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
+                dtype: str | torch.dtype | None = None, opset: int = DEFAULT_OPSET,
+                sample_size: tuple[int, int] = (288, 512), simplify_graph: bool = False,
+                check: bool = True):
+    """Export ``model`` to ONNX; returns the ``onnx.ModelProto`` (also written to ``path``).
+
+    dtype: ``float32`` (default) or ``float16`` (weights and tensors; the ratio stays float32).
+    sample_size: ``(H, W)`` of the tracing input; the graph is dynamic in batch, H and W.
+    simplify_graph: run onnxsim on the result (optional dependency).
+    """
+    import onnx
+
+    from ..weights import resolve_dtype
+
+    if opset < MIN_OPSET:
+        raise RvmatteError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    dt = resolve_dtype(dtype)
+    if dt not in (torch.float32, torch.float16):
+        raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            raise OutputError(f"output is a directory: {path}")
+        if not path.parent.exists():
+            raise OutputError(f"output folder does not exist: {path.parent}")
+    import copy
+
+    m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()
+    wrapper = OnnxExportModule(m).eval()
+    h, w = sample_size
+    src = torch.rand(1, 3, h, w, dtype=dt)
+    zeros = torch.zeros(1, 1, 1, 1, dtype=dt)
+    ratio = torch.tensor([0.5], dtype=torch.float32)
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    dynamic_axes = {"src": spatial, "fgr": spatial, "pha": spatial}
+    for k in range(1, 5):
+        dynamic_axes[f"r{k}i"] = {0: f"r{k}_batch", 1: f"r{k}_channels", 2: f"r{k}_height", 3: f"r{k}_width"}
+        dynamic_axes[f"r{k}o"] = {0: "batch", 2: f"r{k}o_height", 3: f"r{k}o_width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad(), _ConvSymbolic(opset):
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints; sizes are traced
+        torch.onnx.export(wrapper, (src, zeros, zeros, zeros, zeros, ratio), buf, dynamo=False,
+                          opset_version=opset, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True,
+                          custom_opsets={_DOMAIN: 1})
+    proto = onnx.load_from_string(buf.getvalue())
+    proto = _wrap_refiner_in_if(_feed_ratio_to_resize(proto))
+    proto.producer_name = "rvmatte"
+    doc = ("rvmatte RVM {variant}/{refiner} {dtype}. Feed zeros (1,1,1,1) as r1i..r4i on the first "
+           "frame, then r*o of the previous frame; downsample_ratio float32 (1,) in (0, 1].")
+    proto.doc_string = doc.format(variant=model.variant, refiner=model.refiner_name,
+                                  dtype=str(dt).replace("torch.", ""))
+    if simplify_graph:
+        proto = simplify(proto)
+    if check:
+        onnx.checker.check_model(proto)
+    if path is not None:
+        tmp = path.with_name(path.name + ".part")
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    return proto
