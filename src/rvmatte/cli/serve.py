@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queued", type=int, default=100, help="jobs allowed to wait")
     p.add_argument("--retention-hours", type=float, default=24,
                    help="delete results and uploads this long after a job ends (0: keep)")
+    p.add_argument("--checkpoint-frames", type=int, default=None,
+                   help="frames between resume checkpoints (default: about 10 s of video)")
     p.add_argument("--variant", default="mobilenetv3", help="mobilenetv3 | resnet50")
     p.add_argument("--weights", type=_weights, default="default",
                    help="default (bundled), a .pth path, or none (random; testing only)")
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise RvmatteError(f"bad --port {args.port}: use 1-65535")
     if args.workers < 1:
         raise RvmatteError("--workers must be at least 1")
+    if args.checkpoint_frames is not None and args.checkpoint_frames < 1:
+        raise RvmatteError("--checkpoint-frames must be at least 1")
     if args.max_upload_mb <= 0:
         raise RvmatteError("--max-upload-mb must be positive")
     try:
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                           max_upload_bytes=int(args.max_upload_mb * 1e6),
                           max_queued=args.max_queued,
                           retention_s=args.retention_hours * 3600, variant=args.variant,
-                          weights=args.weights, device=args.device)
+                          weights=args.weights, device=args.device,
+                          checkpoint_frames=args.checkpoint_frames)
     serve(config, port=args.port, log_level=args.log_level)
     return 0

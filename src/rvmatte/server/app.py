@@ -55,6 +55,7 @@ class ServerConfig:
     weights: Any = "default"
     device: Optional[str] = None
     runner: Any = None
+    checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
     extra: dict = field(default_factory=dict)
 
 
@@ -148,7 +149,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             return model_box["model"]
 
     store = st.JobStore(data_dir / "jobs.sqlite3")
-    manager = JobManager(store, data_dir, config.runner or ConvertRunner(get_model),
+    manager = JobManager(store, data_dir, config.runner or ConvertRunner(
+        get_model, checkpoint_frames=config.checkpoint_frames),
                          workers=config.workers, max_queued=config.max_queued,
                          retention_s=config.retention_s,
                          sweep_interval_s=config.sweep_interval_s)
@@ -228,7 +230,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                or job["options"]["background"]["kind"]},
             "progress": {"done": done, "total": total, "fraction": frac},
             "fps": job["fps"], "eta_seconds": job["eta_seconds"], "error": job["error"],
-            "attempts": job["attempts"], "created_at": job["created_at"],
+            "attempts": job["attempts"], "resumed_from": job["resumed_from"],
+            "created_at": job["created_at"],
             "started_at": job["started_at"], "finished_at": job["finished_at"],
             "results": results, "url": base,
         }

@@ -98,27 +98,34 @@ ProgressFn = Callable[[Any], None]
 
 
 class Runner(Protocol):
+    """Converts one job. Returns ``{kind: path}`` or an object with ``.outputs`` (and
+    optionally ``.resumed_from``), like :class:`~rvmatte.inference.convert.ConversionResult`.
+    Must honour ``cancel`` by raising :class:`~rvmatte.errors.Cancelled`."""
+
     def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
-                 resume: bool) -> dict[str, str]: ...
+                 resume: bool) -> Any: ...
 
 
 class ConvertRunner:
     """The production runner: :func:`convert_video` with one model shared by all jobs."""
 
-    def __init__(self, model_provider: Callable[[], Any]) -> None:
+    def __init__(self, model_provider: Callable[[], Any], *,
+                 checkpoint_frames: int | None = None) -> None:
         self.model_provider = model_provider
+        self.checkpoint_frames = checkpoint_frames  # None: the pipeline's default (~10 s)
 
     def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
-                 resume: bool) -> dict[str, str]:
+                 resume: bool):
         from ..inference.convert import convert_video
 
         o = spec.outputs
-        result = convert_video(
+        extra = ({} if self.checkpoint_frames is None
+                 else {"segment_frames": self.checkpoint_frames})
+        return convert_video(
             str(spec.input), output=_s(o.get("composite")), alpha=_s(o.get("alpha")),
             foreground=_s(o.get("foreground")), background=spec.background,
             downsample_ratio=spec.downsample_ratio, model=self.model_provider(),
-            overwrite=True, resume=resume, progress=progress, cancel=cancel)
-        return {k: str(v) for k, v in result.outputs.items()}
+            overwrite=True, resume=resume, progress=progress, cancel=cancel, **extra)
 
 
 def _s(p: Path | None) -> str | None:
@@ -273,9 +280,12 @@ class JobManager:
             resume = job["attempts"] > 1
             log.info("job %s: %s (attempt %d)", job_id, "resuming" if resume else "starting",
                      job["attempts"])
-            outputs = self.runner(spec, progress=progress, cancel=running.cancel,
-                                  resume=resume)
-            self.store.finish(job_id, st.DONE, outputs={k: str(v) for k, v in outputs.items()})
+            result = self.runner(spec, progress=progress, cancel=running.cancel,
+                                 resume=resume)
+            outputs = getattr(result, "outputs", result)
+            resumed_from = getattr(result, "resumed_from", None)
+            self.store.finish(job_id, st.DONE, outputs={k: str(v) for k, v in outputs.items()},
+                              resumed_from=resumed_from)
             log.info("job %s: done", job_id)
         except Cancelled:
             if running.deleted:

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     eta_seconds  REAL,
     error        TEXT,
     attempts     INTEGER NOT NULL DEFAULT 0,
+    resumed_from INTEGER,               -- frame the last (successful) run started at
     created_at   REAL NOT NULL,
     started_at   REAL,
     finished_at  REAL
@@ -163,9 +164,12 @@ class JobStore:
                    " WHERE id=? AND state=?", (done, total, fps, eta, job_id, RUNNING))
 
     def finish(self, job_id: str, state: str, *, outputs: dict[str, str] | None = None,
-               error: str | None = None) -> None:
+               error: str | None = None, resumed_from: int | None = None) -> None:
         assert state in FINISHED_STATES
         with self._lock:
+            if resumed_from is not None:
+                self._db.execute("UPDATE jobs SET resumed_from=? WHERE id=?",
+                                 (int(resumed_from), job_id))
             if outputs is not None:
                 self._db.execute("UPDATE jobs SET outputs=? WHERE id=?",
                                  (json.dumps(outputs), job_id))

@@ -1,0 +1,120 @@
+"""Helpers for the server tests (imported by name: keep this module name unique)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from rvmatte.errors import Cancelled
+
+
+def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int = 12) -> Path:
+    """A small H.264 clip of a moving bright square on a dark gradient."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        yy, xx = np.mgrid[0:h, 0:w]
+        for i in range(frames):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[..., 2] = (xx * 255 // w).astype(np.uint8)
+            x0 = (i * 5) % (w - 24)
+            img[20:44, x0:x0 + 24] = (230, 200, 180)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+class CopyRunner:
+    """A small real runner for queue mechanics: decodes the input frame by frame with PyAV,
+    reports progress, honours ``cancel`` and copies the input to each output path.
+
+    ``gate`` (an Event), when given, holds the job after its first frame until set.
+    """
+
+    def __init__(self, gate: threading.Event | None = None, fail: str | None = None):
+        self.gate, self.fail = gate, fail
+        self.calls: list[dict] = []
+
+    def __call__(self, spec, *, progress, cancel, resume):
+        import av
+
+        self.calls.append({"id": spec.id, "resume": resume, "background": spec.background,
+                           "ratio": spec.downsample_ratio})
+        if self.fail:
+            from rvmatte.errors import InputError
+            raise InputError(self.fail)
+        with av.open(str(spec.input)) as c:
+            total = c.streams.video[0].frames or 0
+            for i, _ in enumerate(c.decode(video=0)):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(SimpleNamespace(done=i + 1, total=total, fps=100.0,
+                                         eta_seconds=(total - i - 1) / 100.0))
+                if self.gate is not None:
+                    while not self.gate.wait(0.02):
+                        if cancel.is_set():
+                            raise Cancelled("cancelled")
+        for path in spec.outputs.values():
+            shutil.copyfile(spec.input, path)
+        return dict(spec.outputs)
+
+
+def wait_state(client, job_id: str, states=("done", "failed", "cancelled"), timeout=60.0,
+               headers=None) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/api/jobs/{job_id}", headers=headers or {})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """A real uvicorn server on 127.0.0.1 in a background thread (stopped by ``stop``)."""
+
+    def __init__(self, config) -> None:
+        import uvicorn
+
+        from rvmatte.server.app import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+

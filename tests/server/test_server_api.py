@@ -1,0 +1,301 @@
+"""HTTP API: jobs, results, errors, limits, traversal, tokens, retention (queue mechanics use
+a small real runner that copies the input; the real pipeline is in test_e2e/test_restart)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from server_helpers import CopyRunner, wait_state
+from rvmatte.errors import RvmatteError
+
+
+def submit(client, clip: Path, name="clip.mp4", headers=None, **data):
+    return client.post("/api/jobs", files={"file": (name, clip.read_bytes(), "video/mp4")},
+                       data=data, headers=headers or {})
+
+
+def error_of(resp, status):
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and body["error"]["message"], body
+    return body["error"]
+
+
+def test_health_and_openapi(make_client):
+    c = make_client(CopyRunner())
+    h = c.get("/api/health").json()
+    assert h["status"] == "ok" and h["workers"] == 1 and h["token_required"] is False
+    spec = c.get("/openapi.json").json()
+    for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/result",
+                 "/api/jobs/{job_id}/result/{kind}", "/api/health", "/api/uploads"):
+        assert path in spec["paths"]
+    assert c.get("/docs").status_code == 200
+    page = c.get("/")
+    assert page.status_code == 200 and "rvmatte" in page.text
+    assert c.get("/static/app.js").status_code == 200
+
+
+def test_job_life_cycle(make_client, clip):
+    runner = CopyRunner()
+    c = make_client(runner)
+    r = submit(c, clip, name="my clip.mp4", outputs="composite,alpha", background="blue",
+               format="mp4", ratio="0.5")
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["state"] in ("queued", "running") and len(job["id"]) == 32
+    job = wait_state(c, job["id"])
+    assert job["state"] == "done", job
+    assert job["progress"] == {"done": 12, "total": 12, "fraction": 1.0}
+    assert job["eta_seconds"] == 0 and job["error"] is None
+    assert set(job["results"]) == {"composite", "alpha"}
+    assert runner.calls[0]["background"] == "#0000ff" and runner.calls[0]["ratio"] == 0.5
+    assert runner.calls[0]["resume"] is False
+
+    main = c.get(f"/api/jobs/{job['id']}/result")
+    assert main.status_code == 200 and main.content == clip.read_bytes()
+    assert "my%20clip_composite.mp4" in main.headers["content-disposition"]
+    alpha = c.get(job["results"]["alpha"])
+    assert alpha.status_code == 200 and alpha.headers["content-type"] == "video/mp4"
+    err = error_of(c.get(f"/api/jobs/{job['id']}/result/foreground"), 404)
+    assert "foreground" in err["message"]
+
+    listed = c.get("/api/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+    assert c.delete(f"/api/jobs/{job['id']}").json() == {"id": job["id"], "deleted": True}
+    error_of(c.get(f"/api/jobs/{job['id']}"), 404)
+    assert not (Path(c.app.state.manager.jobs_dir) / job["id"]).exists()
+
+
+def test_upload_then_job_and_image_background(make_client, clip, png_bytes):
+    runner = CopyRunner()
+    c = make_client(runner)
+    up = c.post("/api/uploads", files={"file": ("v.mp4", clip.read_bytes())})
+    assert up.status_code == 201, up.text
+    info = up.json()
+    assert (info["width"], info["height"], info["frames"]) == (96, 64, 12)
+    img = c.post("/api/uploads", files={"file": ("bg.png", png_bytes)}, data={"kind": "image"})
+    assert img.status_code == 201, img.text
+    r = c.post("/api/jobs", data={"upload_id": info["id"], "background": "image",
+                                  "background_upload": img.json()["id"]})
+    assert r.status_code == 201, r.text
+    assert wait_state(c, r.json()["id"])["state"] == "done"
+    bg = runner.calls[0]["background"]
+    assert bg.endswith(".png") and Path(bg).is_file()
+    # the same image sent inline with the job
+    r = c.post("/api/jobs", files={"file": ("v.mp4", clip.read_bytes()),
+                                   "background_file": ("b.png", png_bytes)},
+               data={"background": "image"})
+    assert r.status_code == 201, r.text
+    assert wait_state(c, r.json()["id"])["state"] == "done"
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"outputs": "composite,matte"}, "outputs"),
+    ({"outputs": " , "}, "outputs"),
+    ({"background": "notacolour"}, "background"),
+    ({"background": "../../etc/passwd"}, "background"),
+    ({"background": "/etc/hostname"}, "background"),
+    ({"background": "blur:0"}, "blur"),
+    ({"background": "image"}, "image"),
+    ({"background": "transparent", "format": "mp4"}, "transparent"),
+    ({"format": "avi"}, "format"),
+    ({"ratio": "2"}, "ratio"),
+    ({"ratio": "fast"}, "ratio"),
+])
+def test_bad_options(make_client, clip, data, needle):
+    c = make_client(CopyRunner())
+    err = error_of(submit(c, clip, **data), 422)
+    assert needle in err["message"].lower()
+    assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_bad_requests(make_client, clip, png_bytes, tmp_path):
+    c = make_client(CopyRunner())
+    error_of(c.post("/api/jobs", data={"outputs": "alpha"}), 422)  # no video at all
+    up = c.post("/api/uploads", files={"file": ("v.mp4", clip.read_bytes())}).json()
+    both = c.post("/api/jobs", files={"file": ("v.mp4", clip.read_bytes())},
+                  data={"upload_id": up["id"]})
+    assert "exactly one" in error_of(both, 422)["message"]
+    error_of(c.post("/api/jobs", data={"upload_id": "0" * 32}), 404)
+    error_of(c.post("/api/jobs", data={"upload_id": "nope"}), 404)
+    # an image upload is not a video
+    img = c.post("/api/uploads", files={"file": ("b.png", png_bytes)}, data={"kind": "image"})
+    error_of(c.post("/api/jobs", data={"upload_id": img.json()["id"]}), 404)
+    error_of(c.post("/api/uploads", files={"file": ("v.mp4", b"x")}, data={"kind": "exe"}), 422)
+    error_of(c.get("/api/jobs/" + "f" * 32), 404)
+    error_of(c.delete("/api/jobs/" + "f" * 32), 404)
+    error_of(c.get("/api/jobs/" + "f" * 32 + "/result"), 404)
+    error_of(c.get("/api/jobs?limit=0"), 422)
+    error_of(c.put("/api/jobs"), 405)
+
+
+@pytest.mark.parametrize("name, payload, code", [
+    ("notes.mp4", b"just some text, not a video at all" * 20, "unsupported_type"),
+    ("picture.mp4", None, "unsupported_type"),                      # a PNG named .mp4
+    ("cut.mp4", "truncated", "unsupported_type"),                   # right magic, no video
+    ("empty.mp4", b"", "empty_file"),
+])
+def test_type_checked_by_content(make_client, clip, png_bytes, name, payload, code):
+    c = make_client(CopyRunner())
+    if payload is None:
+        payload = png_bytes
+    elif payload == "truncated":
+        payload = clip.read_bytes()[:64]
+    r = submit_bytes(c, name, payload)
+    assert error_of(r, 415 if code == "unsupported_type" else 422)["code"] == code
+    # nothing kept: no upload row, no file
+    assert list(c.app.state.manager.uploads_dir.iterdir()) == []
+
+
+def submit_bytes(c, name, payload):
+    return c.post("/api/jobs", files={"file": (name, payload, "video/mp4")})
+
+
+def test_image_type_checked_by_content(make_client, clip):
+    c = make_client(CopyRunner())
+    r = c.post("/api/uploads", files={"file": ("bg.png", clip.read_bytes())},
+               data={"kind": "image"})
+    assert error_of(r, 415)["code"] == "unsupported_type"
+
+
+def test_upload_size_limit(make_client, clip):
+    c = make_client(CopyRunner(), max_upload_bytes=2000)
+    assert len(clip.read_bytes()) > 2000
+    err = error_of(submit(c, clip), 413)
+    assert err["code"] == "too_large" and "limit" in err["message"]
+
+    def chunks():  # no Content-Length: the limit is enforced on the bytes received
+        boundary = b"--b0undary"
+        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="v.mp4"'
+        yield b"\r\nContent-Type: video/mp4\r\n\r\n"
+        for _ in range(10):
+            yield b"\0" * 1000
+        yield b"\r\n" + boundary + b"--\r\n"
+
+    r = c.post("/api/jobs", content=chunks(),
+               headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert error_of(r, 413)["code"] == "too_large"
+    assert list(c.app.state.manager.uploads_dir.iterdir()) == []
+
+
+def test_no_path_traversal(make_client, clip, tmp_path):
+    c = make_client(CopyRunner(), data_dir=tmp_path / "srv" / "data")
+    outside = tmp_path / "srv"
+    before = sorted(p.name for p in outside.iterdir())
+    for evil in ("../../evil.mp4", "..\\..\\evil.mp4", "/etc/evil.mp4", "../jobs.sqlite3"):
+        r = submit(c, clip, name=evil)
+        assert r.status_code == 201, r.text
+        job = wait_state(c, r.json()["id"])
+        assert "/" not in job["filename"] and "\\" not in job["filename"]
+        assert not job["filename"].startswith(".")
+        cd = c.get(job["results"]["composite"]).headers["content-disposition"]
+        assert ".." not in cd and "/" not in cd
+    assert sorted(p.name for p in outside.iterdir()) == before  # nothing written next to data
+    assert not Path("/etc/evil.mp4").exists()
+    stored = [p.name for p in c.app.state.manager.uploads_dir.iterdir()]
+    assert stored and all(len(Path(n).stem) == 32 for n in stored)  # server-chosen names
+    for url in ("/api/jobs/..%2F..%2Fjobs.sqlite3", "/api/jobs/../../etc/passwd",
+                "/api/jobs/%2e%2e/result", f"/api/jobs/{job['id']}/result/..%2F..%2Fjobs.sqlite3",
+                "/api/uploads/..%2Fjobs.sqlite3/preview", "/api/jobs/%2e%2e%2f%2e%2e%2fjobs.sqlite3",
+                "/static/..%2Fapp.py", "/static/../app.py"):
+        r = c.get(url)
+        assert r.status_code == 404, (url, r.status_code)
+        assert b"sqlite" not in r.content.lower() or b"error" in r.content
+
+
+def test_result_not_ready_and_cancel(make_client, clip):
+    gate = threading.Event()
+    c = make_client(CopyRunner(gate=gate))
+    job = submit(c, clip).json()
+    wait_state(c, job["id"], states=("running",))
+    err = error_of(c.get(f"/api/jobs/{job['id']}/result"), 409)
+    assert err["code"] == "not_ready"
+    second = submit(c, clip).json()  # one worker: the second job waits
+    time.sleep(0.2)
+    assert c.get(f"/api/jobs/{second['id']}").json()["state"] == "queued"
+    assert c.get("/api/health").json()["running"] == 1
+    assert c.delete(f"/api/jobs/{job['id']}").status_code == 200  # cancels the running job
+    error_of(c.get(f"/api/jobs/{job['id']}"), 404)
+    gate.set()
+    assert wait_state(c, second["id"])["state"] == "done"
+    deadline = time.monotonic() + 5
+    while (c.app.state.manager.jobs_dir / job["id"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (c.app.state.manager.jobs_dir / job["id"]).exists()
+
+
+def test_queue_bound(make_client, clip):
+    gate = threading.Event()
+    c = make_client(CopyRunner(gate=gate), max_queued=1)
+    first = submit(c, clip).json()
+    wait_state(c, first["id"], states=("running",))
+    assert submit(c, clip).status_code == 201
+    assert error_of(submit(c, clip), 503)["code"] == "queue_full"
+    gate.set()
+
+
+def test_failed_job_reports_error(make_client, clip):
+    c = make_client(CopyRunner(fail="the input has no video stream"))
+    job = wait_state(c, submit(c, clip).json()["id"])
+    assert job["state"] == "failed" and job["error"] == "the input has no video stream"
+    assert job["results"] == {}
+    assert error_of(c.get(f"/api/jobs/{job['id']}/result"), 409)["code"] == "not_ready"
+
+
+def test_retention(make_client, clip):
+    c = make_client(CopyRunner(), retention_s=3600)
+    manager = c.app.state.manager
+    job = wait_state(c, submit(c, clip).json()["id"])
+    assert manager.sweep() == {"jobs": 0, "uploads": 0}  # too young
+    assert manager.sweep(now=time.time() + 7200) == {"jobs": 1, "uploads": 1}
+    error_of(c.get(f"/api/jobs/{job['id']}"), 404)
+    assert not (manager.jobs_dir / job["id"]).exists()
+    assert list(manager.uploads_dir.iterdir()) == []
+
+
+def test_token(make_client, clip, tmp_path):
+    from rvmatte.server.app import ServerConfig, create_app
+
+    with pytest.raises(RvmatteError, match="token"):
+        create_app(ServerConfig(data_dir=tmp_path / "x", host="0.0.0.0", runner=CopyRunner()))
+    c = make_client(CopyRunner(), host="0.0.0.0", token="s3cret")  # the test client is local
+    assert c.get("/api/health").json()["token_required"] is True
+    assert error_of(c.get("/api/jobs"), 401)["code"] == "unauthorized"
+    assert error_of(c.get("/api/jobs", headers={"Authorization": "Bearer nope"}), 401)
+    assert error_of(submit(c, clip), 401)
+    ok = {"Authorization": "Bearer s3cret"}
+    assert c.get("/api/jobs", headers=ok).status_code == 200
+    assert c.get("/api/jobs?token=s3cret").status_code == 200
+    job = submit(c, clip, headers=ok)
+    assert job.status_code == 201
+    wait_state(c, job.json()["id"], headers=ok)
+    # the page sets a cookie from ?token= and the UI's requests then carry it
+    r = c.get("/?token=s3cret", follow_redirects=False)
+    assert r.status_code == 303 and "rvmatte_token=s3cret" in r.headers["set-cookie"]
+    assert c.get("/api/jobs").status_code == 200
+
+
+def test_preview(make_client, clip):
+    from io import BytesIO
+
+    from PIL import Image
+
+    c = make_client(CopyRunner())
+    up = c.post("/api/uploads", files={"file": ("v.mp4", clip.read_bytes())}).json()
+    url = f"/api/uploads/{up['id']}/preview"
+    r = c.get(url, params={"background": "#ff0000", "ratio": "0.5"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    im = Image.open(BytesIO(r.content))
+    assert im.size == (96, 64) and im.mode == "RGB"
+    im = Image.open(BytesIO(c.get(url, params={"background": "transparent"}).content))
+    assert im.mode == "RGBA"
+    im = Image.open(BytesIO(c.get(url, params={"view": "alpha"}).content))
+    assert im.mode == "L"
+    error_of(c.get(url, params={"view": "x"}), 422)
+    error_of(c.get(url, params={"background": "/etc/passwd"}), 422)
+    error_of(c.get(f"/api/uploads/{'0' * 32}/preview"), 404)
