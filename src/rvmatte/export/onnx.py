@@ -294,7 +294,7 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
     if check:
         onnx.checker.check_model(proto)
     if path is not None:
-        tmp = path.with_name(path.name + ".part")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     return proto

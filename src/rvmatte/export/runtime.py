@@ -1,0 +1,177 @@
+"""ONNX Runtime backend: run the exported graph with the model's call signature.
+
+``OnnxRuntimeRunner(...)(src, state, downsample_ratio) -> MattingOutput`` takes and returns
+torch tensors like ``MattingNetwork.forward``. Without ``onnx_path`` the model is built with
+:func:`rvmatte.load_model` (same keywords) and exported once into the user cache
+(``$RVMATTE_CACHE_DIR`` or ``~/.cache/rvmatte/onnx/``), keyed by a hash of the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import RvmatteError, WeightsError
+from ..models import MattingNetwork, MattingOutput
+from .onnx import DEFAULT_OPSET, INPUT_NAMES, export_onnx
+
+# Bump when the exported graph changes, so cached files are rebuilt.
+GRAPH_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """rvmatte's user cache folder (created on demand)."""
+    root = os.environ.get("RVMATTE_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rvmatte"
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RvmatteError("onnxruntime is not installed; install it with: pip install 'rvmatte[onnx]'"
+                           ) from None
+    return ort
+
+
+def model_digest(model: MattingNetwork) -> str:
+    """A short hash of the model's architecture and weights (the export cache key)."""
+    h = hashlib.sha256(f"{model.variant}/{model.refiner_name}/{GRAPH_VERSION}".encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_onnx(model: MattingNetwork, *, dtype: str | torch.dtype | None = None,
+                opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None) -> Path:
+    """Export ``model`` to the cache unless an identical export is there; returns its path."""
+    from ..weights import resolve_dtype
+
+    dt = str(resolve_dtype(dtype)).replace("torch.", "")
+    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"rvm_{model.variant}_{model.refiner_name}_{dt}_op{opset}_{model_digest(model)}"
+                     f"_torch{torch.__version__.split('+')[0]}.onnx")
+    if not path.is_file():
+        export_onnx(model, path, dtype=dtype, opset=opset)
+    return path
+
+
+def _providers(device: torch.device, available: Sequence[str]) -> list:
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RvmatteError("onnxruntime has no CUDA execution provider here "
+                               "(pip install onnxruntime-gpu), or use --device cpu")
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    if device.type != "cpu":
+        raise RvmatteError(f"the onnxruntime backend runs on cpu or cuda, not {device.type}")
+    return ["CPUExecutionProvider"]
+
+
+def _resolve_device(device: Any, available: Sequence[str]) -> torch.device:
+    if device is None or device == "auto":
+        cuda = "CUDAExecutionProvider" in available and torch.cuda.is_available()
+        return torch.device("cuda" if cuda else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise RvmatteError(f"invalid device {device!r}: {e}") from None
+
+
+class OnnxRuntimeRunner:
+    """Run RVM with ONNX Runtime; called like the PyTorch model.
+
+    Keywords as :func:`rvmatte.load_model` (``variant``, ``weights``, ``refiner``, ``device``,
+    ``dtype``), or ``model=`` an already-built :class:`MattingNetwork`, or ``onnx_path=`` an
+    exported file (see :mod:`rvmatte.export.onnx`). ``device``: ``cpu`` (CPU execution
+    provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
+    and a GPU are present). ``threads``: intra-op threads (default: onnxruntime's choice).
+    """
+
+    def __init__(self, variant: str = "mobilenetv3", *, weights: Any = "default",
+                 refiner: Optional[str] = None, device: Any = None, dtype: Any = None,
+                 model: Optional[MattingNetwork] = None, onnx_path: str | os.PathLike | None = None,
+                 threads: Optional[int] = None, providers: Optional[Sequence] = None,
+                 opset: int = DEFAULT_OPSET) -> None:
+        from ..weights import resolve_dtype
+
+        ort = _import_ort()
+        available = ort.get_available_providers()
+        self.device = _resolve_device(device, available)
+        self.dtype = resolve_dtype(dtype)
+        if self.dtype not in (torch.float32, torch.float16):
+            raise RvmatteError(f"the onnxruntime backend supports float32 and float16, not {self.dtype}")
+        if onnx_path is None:
+            if model is None:
+                from ..weights import load_model
+
+                model = load_model(variant, refiner=refiner, weights=weights, device="cpu")
+            onnx_path = cached_onnx(model, dtype=self.dtype, opset=opset)
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise WeightsError(f"ONNX file not found: {self.onnx_path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        self.providers = list(providers) if providers else _providers(self.device, available)
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
+                                                providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
+        names = [i.name for i in self.session.get_inputs()]
+        if names != INPUT_NAMES:
+            raise WeightsError(f"{self.onnx_path} is not an rvmatte export (inputs {names})")
+        src_type = self.session.get_inputs()[0].type
+        self._np_dtype = np.float16 if "float16" in src_type else np.float32
+        self._zero = np.zeros((1, 1, 1, 1), dtype=self._np_dtype)
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeRunner({self.onnx_path.name}, providers={self.providers})"
+
+    def _run_frame(self, src: np.ndarray, rec: list, ratio: np.ndarray) -> list[np.ndarray]:
+        feeds = {"src": src, "r1i": rec[0], "r2i": rec[1], "r3i": rec[2], "r4i": rec[3],
+                 "downsample_ratio": ratio}
+        return self.session.run(None, feeds)
+
+    def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
+        """``src``: (B,3,H,W) or (B,T,3,H,W) float in [0, 1]; ``state``: ``None`` or the last
+        call's ``out.state``. Returns ``MattingOutput`` on ``src``'s device, in the graph's dtype.
+        """
+        if src.ndim not in (4, 5) or src.shape[-3] != 3:
+            raise ValueError(f"src must be (B,3,H,W) or (B,T,3,H,W), got {tuple(src.shape)}")
+        r = float(downsample_ratio)
+        if not 0 < r <= 1:
+            raise ValueError(f"downsample_ratio must be in (0, 1], got {downsample_ratio}")
+        out_device = src.device
+        x = src.detach().to("cpu").numpy().astype(self._np_dtype, copy=False)
+        rec = ([self._zero] * 4 if state is None
+               else [s.detach().to("cpu").numpy().astype(self._np_dtype, copy=False) for s in state])
+        ratio = np.array([r], dtype=np.float32)
+        if x.ndim == 4:
+            fgr, pha, *rec = self._run_frame(np.ascontiguousarray(x), rec, ratio)
+        else:
+            fgrs, phas = [], []
+            for t in range(x.shape[1]):
+                f, p, *rec = self._run_frame(np.ascontiguousarray(x[:, t]), rec, ratio)
+                fgrs.append(f)
+                phas.append(p)
+            fgr, pha = np.stack(fgrs, axis=1), np.stack(phas, axis=1)
+
+        def back(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(out_device)
+
+        return MattingOutput(back(fgr), back(pha), tuple(back(s) for s in rec))
