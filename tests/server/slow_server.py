@@ -5,6 +5,7 @@ with a progress hook that sleeps a little per chunk so a test can kill it mid-jo
 """
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ class SlowRunner(ConvertRunner):
     def __call__(self, spec, *, progress, cancel, resume):
         def slow(info):
             progress(info)
-            time.sleep(0.25)
+            time.sleep(0.15)
 
         return super().__call__(spec, progress=slow, cancel=cancel, resume=resume)
 
@@ -34,4 +35,5 @@ if __name__ == "__main__":
         return box["m"]
 
     config.runner = SlowRunner(model, checkpoint_frames=4)
+    threading.Thread(target=model, daemon=True).start()  # like the real server's preload
     serve(config, port=port, log_level="warning")

@@ -62,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
                           max_queued=args.max_queued,
                           retention_s=args.retention_hours * 3600, variant=args.variant,
                           weights=args.weights, device=args.device,
-                          checkpoint_frames=args.checkpoint_frames)
+                          checkpoint_frames=args.checkpoint_frames, preload_model=True)
     serve(config, port=args.port, log_level=args.log_level)
     return 0

@@ -56,6 +56,7 @@ class ServerConfig:
     device: Optional[str] = None
     runner: Any = None
     checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
+    preload_model: bool = False  # load the network at start-up (in the background)
     extra: dict = field(default_factory=dict)
 
 
@@ -148,6 +149,12 @@ def create_app(config: ServerConfig) -> FastAPI:
                                                 device=config.device)
             return model_box["model"]
 
+    def _preload() -> None:
+        try:
+            get_model()
+        except RvmatteError as e:  # reported again, to the client, by the first job
+            log.error("cannot load the model: %s", e)
+
     store = st.JobStore(data_dir / "jobs.sqlite3")
     manager = JobManager(store, data_dir, config.runner or ConvertRunner(
         get_model, checkpoint_frames=config.checkpoint_frames),
@@ -158,6 +165,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.start()
+        if config.preload_model:
+            threading.Thread(target=_preload, name="rvmatte-preload", daemon=True).start()
         try:
             yield
         finally:
