@@ -1,0 +1,245 @@
+"""``rvmatte benchmark run``: our model and the peers on a benchmark made by
+:mod:`rvmatte.evaluation.benchmark_clips`, scored with :mod:`rvmatte.evaluation.metrics`.
+
+Writes into a report folder: ``report.md`` (tables), ``results.json`` (all numbers, per clip and
+per frame), ``mad_curves_<res>.png`` (per-frame MAD of every method) and ``montage.png``
+(input / ground truth / every method, a few frames). Our model runs only through
+:class:`rvmatte.inference.session.Matter`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, OutputError, RvmatteError
+from .evaluate import LABELS
+from .frames import list_clips, list_frames, read_alpha, read_rgb, write_alpha
+from .metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
+from .peers import PEERS, Peer, available_peers
+
+__all__ = ["run_benchmark", "machine_description", "Method"]
+
+REPORT_METRICS = (*ALPHA_METRICS, "fgr_mse")
+
+
+def machine_description() -> dict:
+    """CPU model, core count, OS, torch version and accelerator, for the report."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "gpu": gpu}
+
+
+@dataclass
+class Method:
+    """A thing that mattes a clip: ``run(frames) -> (pha (T,H,W), fgr (T,H,W,3) or None)``."""
+
+    name: str
+    title: str
+    run: Callable[[list[np.ndarray], Any], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _ours(name: str, title: str, ratio_override: Any, chunk: int, **matter_kwargs) -> Method:
+    from ..inference.session import Matter
+
+    matter = Matter(**matter_kwargs, downsample_ratio="auto")
+
+    def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, np.ndarray]:
+        r = ratio_override if ratio_override is not None else ratio
+        matter.ratio = None if r in (None, "auto") else float(r)
+        matter.reset()  # a new clip: no memory of the previous one
+        phas, fgrs = [], []
+        for i in range(0, len(frames), chunk):
+            pha, fgr = matter.process(np.stack(frames[i:i + chunk]))
+            phas.append(pha)
+            fgrs.append(fgr)
+        return np.concatenate(phas), np.concatenate(fgrs)
+
+    return Method(name, title, run)
+
+
+def _peer(name: str, model_dir: Path) -> Method:
+    peer = Peer(name, model_dir)
+
+    def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, None]:
+        return np.stack([peer(f) for f in frames]), None
+
+    return Method(name, PEERS[name].title, run)
+
+
+def build_methods(*, weights: Any = "default", variant: str = "mobilenetv3",
+                  backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
+                  peers: Sequence[str] | None = None, downsample_ratio: Any = None,
+                  chunk: int = 4) -> tuple[list[Method], list[str]]:
+    """The methods to compare and notes on those skipped (missing backend, peer file...)."""
+    methods: list[Method] = []
+    notes: list[str] = []
+    for backend in backends:
+        name = "rvmatte" if backend == "torch" else f"rvmatte_{backend}"
+        title = f"rvmatte {variant} ({backend})"
+        if backend == "onnxruntime" and importlib.util.find_spec("rvmatte.export.runtime") is None:
+            notes.append(f"{name}: skipped, rvmatte.export.runtime is not available in this build")
+            continue
+        try:
+            methods.append(_ours(name, title, downsample_ratio, chunk, variant=variant,
+                                 weights=weights, backend=backend))
+        except RvmatteError as e:
+            if backend == "torch":
+                raise
+            notes.append(f"{name}: skipped, {e}")
+    wanted = list(PEERS) if peers is None else list(peers)
+    for n in wanted:
+        if n not in PEERS:
+            raise InputError(f"unknown peer {n!r} (known: {', '.join(PEERS)})")
+    if wanted:
+        have = available_peers(peers_dir) if peers_dir and Path(peers_dir).is_dir() else []
+        for n in wanted:
+            if n in have:
+                methods.append(_peer(n, Path(peers_dir)))
+            else:
+                notes.append(f"{n}: skipped, {PEERS[n].file} not found in {peers_dir}")
+    return methods, notes
+
+
+def _load_manifest(bench: Path) -> dict:
+    try:
+        return json.loads((bench / "benchmark.json").read_text())
+    except FileNotFoundError:
+        raise InputError(f"{bench} is not a benchmark folder (no benchmark.json); make one with "
+                         "`rvmatte benchmark make`") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read {bench / 'benchmark.json'}: {e}") from None
+
+
+def run_benchmark(bench: str | os.PathLike, out: str | os.PathLike, *, methods: list[Method],
+                  notes: Sequence[str] = (), resolutions: Sequence[str] | None = None,
+                  max_frames: int | None = None, save_predictions: bool = False,
+                  montage_frames: int = 2, overwrite: bool = False,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Score ``methods`` on every clip of the benchmark folder ``bench``; write the report.
+
+    Returns the ``results.json`` object.
+    """
+    bench, out = Path(bench), Path(out)
+    manifest = _load_manifest(bench)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out} exists and is not empty (pass --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    res_names = [r for r in manifest["resolutions"] if (bench / r).is_dir()]
+    if resolutions is not None:
+        missing = [r for r in resolutions if r not in res_names]
+        if missing:
+            raise InputError(f"resolution(s) {missing} not in {bench} (has: {', '.join(res_names)})")
+        res_names = [r for r in res_names if r in resolutions]
+    results: dict = {"machine": machine_description(), "benchmark": {
+        "name": manifest["recipe"]["name"], "seed": manifest["recipe"]["seed"], "path": str(bench)},
+        "methods": {m.name: m.title for m in methods}, "notes": list(notes), "resolutions": {}}
+    montage: list[dict] = []
+    for res in res_names:
+        info = manifest["resolutions"][res]
+        ratio = info.get("downsample_ratio", "auto")
+        per_method: dict[str, dict] = {m.name: {"clips": {}, "per_frame_mad": {}, "seconds": 0.0,
+                                                "frames": 0} for m in methods}
+        clips = list_clips(bench / res / "com")
+        warm = read_rgb(bench / res / "com" / clips[0] / list_frames(bench / res / "com" / clips[0])[0])
+        for m in methods:  # untimed warm-up (first-call allocations, ONNX session setup)
+            m.run([warm], ratio)
+        for ci, clip in enumerate(clips):
+            names = list_frames(bench / res / "com" / clip)[:max_frames]
+            frames = [read_rgb(bench / res / "com" / clip / n) for n in names]
+            gts = [read_alpha(bench / res / "pha" / clip / n) for n in names]
+            fgr_dir = bench / res / "fgr" / clip
+            gt_fgr = [read_rgb(fgr_dir / n).astype(np.float64) / 255 for n in names] \
+                if fgr_dir.is_dir() else None
+            picks = [len(names) // 2] if ci < montage_frames else []  # the middle frame
+            shots = {"res": res, "clip": clip, "frame": names[picks[0]] if picks else None,
+                     "input": frames[picks[0]] if picks else None,
+                     "gt": gts[picks[0]] if picks else None, "preds": {}}
+            for m in methods:
+                if progress:
+                    progress(f"{res} {clip}: {m.name}")
+                t0 = time.perf_counter()
+                pha, fgr = m.run(frames, ratio)
+                dt = time.perf_counter() - t0
+                scorer = ClipScorer(metrics=REPORT_METRICS if fgr is not None and gt_fgr else ALPHA_METRICS)
+                for t, g in enumerate(gts):
+                    scorer.add(pha[t], g, None if fgr is None else fgr[t],
+                               None if gt_fgr is None else gt_fgr[t])
+                pm = per_method[m.name]
+                pm["clips"][clip] = scorer.means()
+                pm["per_frame_mad"][clip] = scorer.frames["mad"]
+                pm["seconds"] += dt
+                pm["frames"] += len(frames)
+                if picks:
+                    shots["preds"][m.name] = pha[picks[0]]
+                if save_predictions:
+                    d = out / "predictions" / res / m.name / clip
+                    d.mkdir(parents=True, exist_ok=True)
+                    for t, n in enumerate(names):
+                        write_alpha(d / n, pha[t])
+            if picks:
+                montage.append(shots)
+        for pm in per_method.values():
+            pm["mean"] = mean_of_clips(pm["clips"].values())
+            pm["fps"] = pm["frames"] / pm["seconds"] if pm["seconds"] > 0 else None
+        h, w = gts[0].shape
+        results["resolutions"][res] = {"width": w, "height": h, "clips": len(clips),
+                                       "frames_per_clip": len(names), "downsample_ratio": ratio,
+                                       "methods": per_method}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(format_report(results))
+    from .plots import plot_mad_curves, save_montage
+
+    for res, r in results["resolutions"].items():
+        plot_mad_curves(r["methods"], results["methods"], out / f"mad_curves_{res}.png",
+                        title=f"Per-frame MAD, {res} ({r['width']}x{r['height']})")
+    if montage:
+        save_montage(montage, [m.name for m in methods], out / "montage.png")
+    return results
+
+
+def format_report(results: dict) -> str:
+    """The markdown report of a :func:`run_benchmark` result."""
+    m = results["machine"]
+    b = results["benchmark"]
+    lines = [f"# rvmatte quality benchmark: {b['name']} (seed {b['seed']})", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({m['arch']}), GPU: {m['gpu']}; "
+             f"{m['os']}, Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads).",
+             "", "MAD, MSE, fgr MSE x1e3; Grad, Conn /1e3; dtSSD x1e2 (lower is better). "
+             "Peers are segmentation models: they have no foreground output and no temporal memory.",
+             ""]
+    for res, r in results["resolutions"].items():
+        lines += [f"## {res}: {r['width']}x{r['height']}, {r['clips']} clips x {r['frames_per_clip']} "
+                  f"frames, our downsample ratio {r['downsample_ratio']}", "",
+                  "| method | " + " | ".join(LABELS[k] for k in REPORT_METRICS) + " | FPS |",
+                  "|---|" + "---:|" * (len(REPORT_METRICS) + 1)]
+        for name, pm in r["methods"].items():
+            cells = [f"{pm['mean'][k]:.2f}" if k in pm["mean"] else "–" for k in REPORT_METRICS]
+            fps = f"{pm['fps']:.1f}" if pm.get("fps") else "–"
+            lines.append(f"| {results['methods'][name]} | " + " | ".join(cells) + f" | {fps} |")
+        lines.append("")
+    if results["notes"]:
+        lines += ["Notes:", *[f"- {n}" for n in results["notes"]], ""]
+    lines += ["Files: `results.json` (per clip and per frame), `mad_curves_<res>.png`, `montage.png`.", ""]
+    return "\n".join(lines)
