@@ -45,17 +45,15 @@ def run(args) -> int:
                "transparent": out / "transparent.webm"}
     if not args.quiet:
         print(f"rvmatte demo: matting {src} on {matter.device} ...", file=sys.stderr)
-    # One pass writes the green composite (with the clip's audio) and the alpha; a second
-    # short pass writes the transparent WebM (VP9 with alpha, the clip's audio as Opus).
-    r = convert_video(src, targets["composite"], alpha=targets["alpha"], background="green",
-                      model=matter, overwrite=True, progress=not args.quiet)
-    r2 = convert_video(src, targets["transparent"], background="transparent", model=matter,
-                       overwrite=True, progress=not args.quiet)
+    # One pass: green composite (with the clip's audio), alpha, and the foreground with
+    # its alpha as VP9 WebM (a transparent cut-out).
+    r = convert_video(src, targets["composite"], alpha=targets["alpha"],
+                      foreground=targets["transparent"], background="green", model=matter,
+                      overwrite=True, progress=not args.quiet)
     print(f"rvmatte demo: {r.frames} frames at {r.fps:.1f} fps (downsample ratio "
           f"{r.downsample_ratio:.2f}), audio: {r.audio or 'none'}")
     for name, path in targets.items():
         print(f"  {name:12s} {path}")
     print("  (composite.mp4: person over green with the clip's audio; alpha.mp4: the matte; "
           "transparent.webm: VP9 with alpha, open it in a browser or editor)")
-    del r2
     return 0
