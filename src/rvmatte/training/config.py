@@ -87,6 +87,7 @@ class TrainConfig:
     lr_refiner: float = 0.0
     epochs: float = 15
     max_steps: Optional[int] = None             # overrides epochs when set
+    time_limit_min: Optional[float] = None      # stop (with a checkpoint) after this long
     segmentation: bool = True                   # interleave segmentation iterations
     # Engineering
     seed: int = 42

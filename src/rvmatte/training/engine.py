@@ -360,6 +360,10 @@ class Trainer:
             if not train:
                 return None
             raise InputError(f"data.matting is {kind!r} but data.{kind}_train is not set")
+        from .data.common import require_dir
+        from .data.matting import IMAGEMATTE_LAYOUT, VIDEOMATTE_LAYOUT
+        require_dir(root, "VideoMatte240K" if kind == "videomatte" else "ImageMatte",
+                    VIDEOMATTE_LAYOUT if kind == "videomatte" else IMAGEMATTE_LAYOUT)
         if bgr is None:
             raise InputError(f"no backgrounds for the {split} split: set "
                              f"data.background_images_{split} and/or data.background_videos_{split}")
@@ -589,6 +593,7 @@ class Trainer:
         count = 0
         t0 = time.perf_counter()
         first_loss = last_loss = None
+        start = time.monotonic()
         try:
             while self.step < self.total_steps:
                 losses: dict[str, Tensor] = {}
@@ -623,6 +628,9 @@ class Trainer:
                     self.log(f"step {self.step}/{self.total_steps} loss {last_loss:.4f} "
                              f"{entry['s_per_iter']:.3f} s/iter")
                     sums, count, t0 = {}, 0, time.perf_counter()
+                    if self._out_of_time(start):
+                        self.log(f"time limit of {c.time_limit_min} min reached at step {self.step}")
+                        self.total_steps = self.step
                 if c.validate_every and (self.step % c.validate_every == 0
                                          or self.step == self.total_steps):
                     if self.rank == 0:
@@ -645,6 +653,16 @@ class Trainer:
                 self.writer = None
         return {"steps": self.step, "first_loss": first_loss, "last_loss": last_loss,
                 "checkpoint": str(latest_checkpoint(self.out)) if self.rank == 0 else None}
+
+    def _out_of_time(self, start: float) -> bool:
+        """Checked at logging steps only (one tiny all-reduce there, none elsewhere)."""
+        limit = self.cfg.time_limit_min
+        if not limit:
+            return False
+        flag = torch.tensor([float(time.monotonic() - start > limit * 60)], device=self.device)
+        if self.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
