@@ -90,6 +90,7 @@ class Mapper:
     def __init__(self, tf: dict[str, np.ndarray], model: torch.nn.Module) -> None:
         self.tf = tf
         self.used: set[str] = set()
+        self.model = model
         self.sd = {k: v.clone() for k, v in model.state_dict().items()}
         self.filled: set[str] = set()
 
@@ -107,8 +108,9 @@ class Mapper:
         self.sd[key] = value.to(self.sd[key].dtype)
         self.filled.add(key)
 
-    def bn(self, prefix: str, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> None:
+    def bn(self, prefix: str, gamma: np.ndarray, beta: np.ndarray) -> None:
         c = beta.shape[0]
+        eps = self.model.get_submodule(prefix).eps  # 1e-3 in torchvision's MobileNetV3, else 1e-5
         self.put(f"{prefix}.weight", torch.from_numpy(np.asarray(gamma, np.float32).copy()))
         self.put(f"{prefix}.bias", torch.from_numpy(beta.astype(np.float32).copy()))
         self.put(f"{prefix}.running_mean", torch.zeros(c))

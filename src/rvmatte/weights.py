@@ -35,7 +35,7 @@ class BundledWeights:
 BUNDLED: dict[str, BundledWeights] = {
     "mobilenetv3": BundledWeights(
         filename="rvm_mobilenetv3_fgf.pth",
-        sha256="c7274612114615943497b85310951cc0a8f4122092e6a8c2c0072da72911b1eb",
+        sha256="c460682df12544e37820b06581ede939b7aa11c501ef7f7f5cf958bd4bc38b50",
         variant="mobilenetv3",
         refiner="fast_guided_filter",
     ),
