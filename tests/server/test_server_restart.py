@@ -20,9 +20,10 @@ LAUNCHER = Path(__file__).with_name("slow_server.py")
 
 
 def start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest._one_torch_thread
     proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port)],
                             stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -89,19 +89,22 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
     ``status``: called about once a second with a line like ``"24.3 fps, ratio 0.25"``.
     """
     from ..inference.downsample import auto_downsample_ratio, parse_downsample_ratio
-    from ..inference.session import Matter
-    from .compose import composite, load_background
     from .sinks import make_sink
     from .sources import LiveSource, parse_source
 
+    # Cheap checks first: a bad option fails before torch is even imported.
     fixed_ratio = parse_downsample_ratio(downsample_ratio)
     if max_frames is not None and max_frames < 1:
         raise InputError("--max-frames must be at least 1")
     if not 0 < min_ratio <= 1:
         raise InputError(f"bad minimum ratio {min_ratio}: must be in (0, 1]")
     spec = parse_source(source)
-    bg = load_background(background)
     sink = make_sink(output, overwrite=overwrite)
+
+    from ..inference.session import Matter
+    from .compose import composite, load_background
+
+    bg = load_background(background)
     if bg is None and not sink.alpha_ok:
         raise InputError("a transparent background needs an output that keeps alpha "
                          "(a .webm file); use a colour, an image or blur here")

@@ -1,0 +1,148 @@
+"""``rvmatte live`` with a video file as the source and a file (or no display) as output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from rvmatte.errors import InputError, OutputError
+from rvmatte.live import RatioController, run_live
+
+
+def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int = 12) -> Path:
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        for i in range(frames):
+            img = np.full((h, w, 3), 40, np.uint8)
+            x0 = (i * 5) % (w - 24)
+            img[20:44, x0:x0 + 24] = (230, 200, 180)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("live") / "cam.mp4")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from rvmatte.weights import load_model
+
+    return load_model(weights=None)
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_file_to_file_keeps_every_frame(clip, model, tmp_path):
+    out = tmp_path / "live.mp4"
+    lines: list[str] = []
+    stats = run_live(str(clip), str(out), background="#ff0000", downsample_ratio=0.5,
+                     model=model, adapt=False, status=lines.append)
+    assert stats.frames == 12 and stats.fps > 0 and stats.ratio == 0.5
+    assert stats.ratio_changes == []
+    frames = frames_of(out)
+    assert len(frames) == 12 and frames[0].shape == (64, 96, 3)
+    assert not list(tmp_path.glob(".*partial*"))  # temp file renamed into place
+
+
+def test_degrades_ratio_when_too_slow(clip, model, tmp_path):
+    out = tmp_path / "fast.webm"
+    # nobody mattes 100000 fps: the ratio must step down, and every frame is still written
+    stats = run_live(str(clip), str(out), background="transparent", downsample_ratio=1.0,
+                     target_fps=100000, min_ratio=0.25, model=model)
+    assert stats.ratio_changes and stats.ratio_changes[0] == (1.0, 0.75)
+    assert stats.ratio < 1.0
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
+        assert sum(1 for _ in c.decode(video=0)) == 12
+
+
+def test_max_frames_and_overwrite(clip, model, tmp_path):
+    out = tmp_path / "short.mp4"
+    assert run_live(str(clip), str(out), model=model, max_frames=3).frames == 3
+    assert len(frames_of(out)) == 3
+    with pytest.raises(OutputError, match="exists"):
+        run_live(str(clip), str(out), model=model)
+    run_live(str(clip), str(out), model=model, max_frames=2, overwrite=True)
+    assert len(frames_of(out)) == 2
+
+
+def test_ratio_controller():
+    c = RatioController(0.5, target_fps=30, min_ratio=0.2, window=4, cooldown=4)
+    for _ in range(4):
+        c.update(0.1)  # 10 fps: too slow
+    assert c.ratio == 0.375
+    for _ in range(16):
+        c.update(0.1)
+    assert c.ratio == 0.2  # 0.28125, 0.2109, then the floor at min_ratio
+    assert [new for _, new in c.changes] == [0.375, 0.2812, 0.2109, 0.2]
+    for _ in range(40):
+        c.update(0.001)  # plenty of headroom: back up, never above the start
+    assert c.ratio == 0.5
+    assert RatioController(0.5, None).update(1.0) is None  # no target: fixed
+
+
+@pytest.mark.parametrize("source, output, kw, error, match", [
+    ("missing.mp4", "out.mp4", {}, InputError, "not found"),
+    (".", "out.mp4", {}, InputError, "directory"),
+    ("CLIP", "out.avi", {}, OutputError, "unknown output"),
+    ("CLIP", "nodir/out.mp4", {}, OutputError, "does not exist"),
+    ("CLIP", "out.mp4", {"background": "transparent"}, InputError, "alpha"),
+    ("CLIP", "out.mp4", {"background": "nosuchcolour"}, InputError, "background"),
+    ("CLIP", "out.mp4", {"downsample_ratio": "3"}, InputError, "ratio"),
+    ("CLIP", "out.mp4", {"max_frames": 0}, InputError, "max-frames"),
+])
+def test_bad_input(clip, model, tmp_path, monkeypatch, source, output, kw, error, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=match):
+        run_live(str(clip) if source == "CLIP" else source, output, model=model, **kw)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_not_a_video_source(model, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("hello")
+    with pytest.raises(InputError, match="cannot open"):
+        run_live(str(bad), str(tmp_path / "o.mp4"), model=model)
+
+
+def run_cli(*args, env_extra=None, tmp_path=None):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["OMP_NUM_THREADS"] = "1"  # see conftest._one_torch_thread
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "rvmatte", "live", *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_cli_window_without_display_is_one_line_error(clip, tmp_path):
+    r = run_cli("--source", str(clip), "--output", "window", tmp_path=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "rvmatte: error: --output window needs a display, and none is available "
+        "(DISPLAY is not set); use --output FILE.mp4 or virtualcam"]
+
+
+@pytest.mark.slow
+def test_cli_file_output(clip, tmp_path):
+    r = run_cli("--source", str(clip), "--output", "out.mp4", "--weights", "none",
+                "--downsample", "0.5", "--background", "blur", "--max-frames", "6",
+                tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "live: 6 frames" in r.stderr and "fps" in r.stderr
+    assert len(frames_of(tmp_path / "out.mp4")) == 6
