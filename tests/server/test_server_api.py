@@ -299,3 +299,18 @@ def test_preview(make_client, clip):
     error_of(c.get(url, params={"view": "x"}), 422)
     error_of(c.get(url, params={"background": "/etc/passwd"}), 422)
     error_of(c.get(f"/api/uploads/{'0' * 32}/preview"), 404)
+
+
+def test_graceful_stop_requeues_and_next_start_resumes(make_client, clip, tmp_path):
+    gate = threading.Event()
+    first = CopyRunner(gate=gate)
+    c = make_client(first, data_dir=tmp_path / "d")
+    job = submit(c, clip).json()
+    wait_state(c, job["id"], states=("running",))
+    c.__exit__(None, None, None)  # server shutdown: the running job is cancelled, kept queued
+    second = CopyRunner()
+    c2 = make_client(second, data_dir=tmp_path / "d")
+    done = wait_state(c2, job["id"])
+    assert done["state"] == "done" and done["attempts"] == 2
+    assert second.calls == [{"id": job["id"], "resume": True, "background": "#00ff00",
+                             "ratio": "auto"}]

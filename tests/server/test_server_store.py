@@ -57,3 +57,12 @@ def test_retention_queries(store):
     assert [j["id"] for j in store.expired_jobs(later)] == [job["id"]]
     store.delete_job(job["id"])
     assert {u["id"] for u in store.unreferenced_uploads(later)} == {"a" * 32, "b" * 32}
+
+
+def test_job_that_keeps_killing_the_server_gives_up(store):
+    job = _job(store, 7)
+    for attempt in range(1, 4):  # started, and the server died, three times
+        assert store.claim_next()["attempts"] == attempt
+        assert store.requeue_interrupted() == ([job["id"]] if attempt < 3 else [])
+    failed = store.get_job(job["id"])
+    assert failed["state"] == st.FAILED and "3 times" in failed["error"]

@@ -140,6 +140,16 @@ class WindowSink(Sink):
         self._root.bind("<Escape>", lambda e: self._closed())
         self._root.bind("q", lambda e: self._closed())
 
+    def _font(self):
+        from PIL import ImageFont
+
+        if not hasattr(self, "_font_obj"):
+            try:
+                self._font_obj = ImageFont.load_default(size=18)
+            except TypeError:  # Pillow < 10.1
+                self._font_obj = ImageFont.load_default()
+        return self._font_obj
+
     def _closed(self) -> None:
         self._open = False
 
@@ -156,7 +166,8 @@ class WindowSink(Sink):
             image = (image[..., :3] * a + board * (1 - a)).astype(np.uint8)
         img = Image.fromarray(image)
         if overlay:
-            ImageDraw.Draw(img).text((8, 6), overlay, fill=(255, 255, 0))
+            ImageDraw.Draw(img).text((8, 6), overlay, fill=(255, 255, 0), font=self._font(),
+                                     stroke_width=2, stroke_fill=(0, 0, 0))
         self._photo = ImageTk.PhotoImage(img)
         self._label.configure(image=self._photo)
         self._root.update()

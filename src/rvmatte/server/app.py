@@ -340,7 +340,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 background_upload: Optional[str] = Query(None),
                 ratio: str = Query("auto"),
                 view: str = Query("composite", description="composite | alpha"),
-                frame: int = Query(0, ge=0, le=100000)) -> Response:
+                frame: int = Query(0, ge=0, le=3000, description="frame index")) -> Response:
         """PNG preview of the matte on one frame, before running the whole video."""
         from PIL import Image
 

@@ -147,12 +147,23 @@ class JobStore:
                 " WHERE id=?", (RUNNING, time.time(), row["id"]))
             return self.get_job(row["id"])
 
-    def requeue_interrupted(self) -> list[str]:
-        """At start-up: jobs left ``running`` by a dead server go back to the queue."""
+    def requeue_interrupted(self, max_attempts: int = 3) -> list[str]:
+        """At start-up: jobs left ``running`` by a dead server go back to the queue, unless
+        they have already been started ``max_attempts`` times (then they fail: a job that
+        keeps killing the server must not do so forever). Returns the re-queued ids."""
         with self._lock:
-            ids = [r["id"] for r in self._db.execute(
-                "SELECT id FROM jobs WHERE state=?", (RUNNING,)).fetchall()]
-            self._db.execute("UPDATE jobs SET state=? WHERE state=?", (QUEUED, RUNNING))
+            rows = self._db.execute("SELECT id, attempts FROM jobs WHERE state=?",
+                                    (RUNNING,)).fetchall()
+            ids = []
+            for r in rows:
+                if r["attempts"] >= max_attempts:
+                    self._db.execute(
+                        "UPDATE jobs SET state=?, error=?, finished_at=? WHERE id=?",
+                        (FAILED, f"the server stopped during this job {r['attempts']} times; "
+                         "giving up", time.time(), r["id"]))
+                else:
+                    self._db.execute("UPDATE jobs SET state=? WHERE id=?", (QUEUED, r["id"]))
+                    ids.append(r["id"])
             return ids
 
     def requeue(self, job_id: str) -> None:
