@@ -145,8 +145,8 @@ class _Job:
         self.stop.set()
 
 
-def _put(q: queue.Queue, item, job: _Job) -> bool:
-    while not job.stop.is_set():
+def _put(q: queue.Queue, item, job: _Job, halt: Optional[threading.Event] = None) -> bool:
+    while not job.stop.is_set() and not (halt is not None and halt.is_set()):
         try:
             q.put(item, timeout=0.1)
             return True
@@ -313,23 +313,25 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     shared = {"range_offset": range_offset, "done_written": resume_index, "last_pts": last_pts}
 
     # ---- decode thread ------------------------------------------------------------------
+    halt = threading.Event()  # cancel: stop decoding, let the encoder finish what it has
+
     def decode() -> None:
         try:
             buf, idx, pts = [], [], []
             resume_pts = None if last_pts is None else last_pts + 1
             for fr in source.frames(resume_index, resume_pts):
-                if job.stop.is_set():
+                if job.stop.is_set() or halt.is_set():
                     return
                 buf.append(fr.image)
                 idx.append(fr.index)
                 pts.append(fr.pts)
                 if len(buf) == seq_chunk:
-                    if not _put(q_in, (idx, pts, np.stack(buf)), job):
+                    if not _put(q_in, (idx, pts, np.stack(buf)), job, halt):
                         return
                     buf, idx, pts = [], [], []
             if buf:
-                _put(q_in, (idx, pts, np.stack(buf)), job)
-            _put(q_in, None, job)
+                _put(q_in, (idx, pts, np.stack(buf)), job, halt)
+            _put(q_in, None, job, halt)
         except BaseException as e:  # noqa: BLE001 - handed to the caller thread
             job.fail(e)
 
@@ -358,6 +360,12 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                     return
                 if item[0] == "end":
                     close_segment()
+                    return
+                if item[0] == "cancel":
+                    for w in writers.values():  # the unfinished segment is not kept
+                        w.abort()
+                        w.path.unlink(missing_ok=True)
+                    writers.clear()
                     return
                 if item[0] == "checkpoint":
                     _, done, last, state_cpu = item
@@ -418,7 +426,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         while True:
             if cancel is not None and cancel.is_set():
                 cancelled = True
-                job.stop.set()
+                halt.set()
+                _put(q_out, ("cancel",), job)
                 break
             item = _get(q_in, job)
             if item is None:
@@ -449,10 +458,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     except BaseException as e:  # noqa: BLE001 - includes KeyboardInterrupt: stop the threads
         job.fail(e)
     finally:
-        if job.error is not None or cancelled:
+        if job.error is not None:
             job.stop.set()
-        for t in threads:
-            t.join()
+        threads[1].join()   # the encoder first: it drains what was matted (cancel)
+        job.stop.set() if cancelled else None
+        threads[0].join()
         if bar is not None:
             bar.close()
         if job.error is not None or cancelled:

@@ -89,7 +89,7 @@ class ImageBackground(Background):
     def get(self, src, index):
         key = (tuple(src.shape[-2:]), src.device, src.dtype)
         if key not in self._cache:
-            t = torch.from_numpy(self._img).permute(2, 0, 1)[None].float().div(255.0)
+            t = torch.from_numpy(np.array(self._img)).permute(2, 0, 1)[None].float().div(255.0)
             self._cache = {key: cover(t, *src.shape[-2:]).to(src.device, src.dtype)}
         return self._cache[key]
 

@@ -187,10 +187,13 @@ class SegmentWriter:
         s.codec_context.time_base = time_base
         q = spec.quality if spec.quality is not None else DEFAULT_QUALITY.get(spec.codec)
         opts = {}
+        # No B-frames for H.264/H.265: every segment then has decode time == presentation
+        # time, so segments concatenate into one stream with exact timestamps (a segment with
+        # a different reordering delay would break the muxer's durations).
         if spec.codec == "h264":
-            opts = {"crf": str(q), "preset": "medium"}
+            opts = {"crf": str(q), "preset": "medium", "bf": "0"}
         elif spec.codec == "h265":
-            opts = {"crf": str(q), "preset": "medium", "x265-params": "log-level=error"}
+            opts = {"crf": str(q), "preset": "medium", "x265-params": "log-level=error:bframes=0"}
         elif spec.codec == "vp9":
             opts = {"crf": str(q), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
             if spec.rgba:
@@ -254,12 +257,7 @@ def write_png(path: Path, image: np.ndarray, *, bits: int = 8) -> None:
     """Write an RGB, RGBA or grayscale (uint8, or uint16 when ``bits`` is 16) PNG/image."""
     from PIL import Image
 
-    if image.ndim == 2 and image.dtype == np.uint16:
-        im = Image.fromarray(image.astype(np.uint16), mode="I;16")
-    elif image.ndim == 2:
-        im = Image.fromarray(image, mode="L")
-    else:
-        im = Image.fromarray(image, mode="RGBA" if image.shape[-1] == 4 else "RGB")
+    im = Image.fromarray(np.ascontiguousarray(image))  # L, I;16, RGB or RGBA from the dtype/shape
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), None)
     tmp = path.with_name(path.name + ".part")
     try:
@@ -316,6 +314,8 @@ def assemble(spec: OutputSpec, segments: list, final_path: Path, *, time_base: F
         template = opened[0].streams.video[0]
         vs = out.add_stream_from_template(template)
         vs.time_base = time_base
+        if spec.codec == "vp9" and spec.rgba:
+            vs.metadata["alpha_mode"] = "1"  # the alpha plane travels as BlockAdditional data
         try:
             vs.codec_context.framerate = rate
         except (AttributeError, ValueError):
@@ -486,7 +486,10 @@ def check_output_target(spec: OutputSpec, *, overwrite: bool, inputs: list[Path]
         if is_pattern(p) and folder.is_dir() and not overwrite:
             if (folder / (p.name % 0)).exists() or (folder / (p.name % 1)).exists():
                 raise OutputError(f"output frames {p} already exist (use --overwrite)")
-        check_folder = parent if not parent.exists() or not is_pattern(p) else folder
+        if is_pattern(p):  # frames/%06d.png: "frames" is created if its parent exists
+            check_folder = folder if folder.exists() else (folder.parent if str(folder.parent) else Path("."))
+        else:
+            check_folder = parent
     else:
         if p.is_dir():
             raise OutputError(f"output {p} is a directory; expected a file name such as out.mp4")

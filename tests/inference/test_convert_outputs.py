@@ -1,0 +1,186 @@
+"""convert_video outputs: formats, timing, audio, alpha channels, ranges, inputs of all kinds."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from rvm_clips import make_clip, stream_info, tiny_model, video_frames
+from rvmatte.errors import Cancelled
+from rvmatte.inference.convert import ConversionResult, ProgressInfo, convert_video
+
+KW = dict(seq_chunk=2, segment_frames=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clip") / "in.mp4", n=10)
+
+
+def test_composite_alpha_pngs_timing_and_audio(tmp_path, model, clip):
+    progress = []
+    r = convert_video(clip, tmp_path / "out.mp4", alpha=tmp_path / "alpha", model=model,
+                      progress=progress.append, **KW)
+    assert isinstance(r, ConversionResult) and r.frames == 10 and r.audio == "copy"
+    assert set(r.outputs) == {"composite", "alpha"}
+    assert progress and isinstance(progress[-1], ProgressInfo) and progress[-1].done == 10
+    assert progress[-1].total == 10
+    src, out = stream_info(clip), stream_info(tmp_path / "out.mp4")
+    assert out["time_base"] == src["time_base"] and out["rate"] == src["rate"]
+    assert (out["width"], out["height"]) == (64, 48) and out["codec"] == "h264"
+    in_pts, _ = video_frames(clip)
+    out_pts, comp = video_frames(tmp_path / "out.mp4")
+    assert out_pts == in_pts
+    assert out["audio"]["codec"] == "aac"
+    assert out["audio"]["samples"] == src["audio"]["samples"]
+    assert abs(out["audio"]["end"] - src["audio"]["end"]) < 1e-3
+    pngs = sorted((tmp_path / "alpha").iterdir())
+    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(10)]
+    a = np.asarray(Image.open(pngs[0]))
+    assert a.ndim == 2 and a.dtype == np.uint8 and a.shape == (48, 64)
+    assert not list(tmp_path.glob("*.rvmatte-*"))  # checkpoint and temp files are gone
+
+
+def test_transparent_mov_webm_png_have_alpha(tmp_path, model, clip):
+    convert_video(clip, tmp_path / "out.mov", alpha=tmp_path / "a/%04d.png",
+                  foreground=tmp_path / "fgr.webm", model=model, **KW)
+    (tmp_path / "a").mkdir(exist_ok=True)
+    alpha = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "a").iterdir())])
+    assert alpha.shape == (10, 48, 64)
+    _, mov = video_frames(tmp_path / "out.mov", fmt="rgba")
+    assert stream_info(tmp_path / "out.mov")["codec"] == "prores"
+    assert stream_info(tmp_path / "out.mov")["audio"] is not None
+    np.testing.assert_allclose(mov[..., 3].astype(int), alpha.astype(int), atol=2)
+    info = stream_info(tmp_path / "fgr.webm")
+    assert {k.lower(): v for k, v in info["metadata"].items()}.get("alpha_mode") == "1"
+    _, webm = video_frames(tmp_path / "fgr.webm", fmt="rgba", decoder="libvpx-vp9")
+    np.testing.assert_allclose(webm[..., 3].astype(int), alpha.astype(int), atol=12)
+    # where alpha is 0 the pixels are transparent
+    zero = alpha == 0
+    if zero.any():
+        assert (mov[..., 3][zero] <= 1).all()
+
+
+def test_foreground_png_rgba_and_16bit_alpha(tmp_path, model):
+    clip = make_clip(tmp_path / "c.mkv", n=4, audio=False)
+    convert_video(clip, foreground=tmp_path / "f/%06d.png", alpha=tmp_path / "a16",
+                  alpha_bits=16, model=model, **KW)
+    f = Image.open(tmp_path / "f" / "000000.png")
+    assert f.mode == "RGBA"
+    a = np.asarray(Image.open(tmp_path / "a16" / "000003.png"))
+    assert a.dtype in (np.uint16, np.int32) and a.max() > 255
+
+
+def test_backgrounds(tmp_path, model):
+    clip = make_clip(tmp_path / "c.mp4", n=4, audio=False)
+    img = tmp_path / "bg.png"
+    Image.fromarray(np.full((10, 30, 3), (255, 0, 0), np.uint8)).save(img)
+    bgv = make_clip(tmp_path / "bg.mp4", n=3, w=32, h=32, audio=False)  # shorter: looped
+    for i, bg in enumerate(["#0000ff", "white", str(img), str(bgv), "blur:3"]):
+        r = convert_video(clip, tmp_path / f"o{i}.mp4", background=bg, model=model, **KW)
+        assert r.frames == 4
+    # a transparent background in .mov keeps alpha; an opaque colour in .mov does not
+    convert_video(clip, tmp_path / "op.mov", background="black", model=model, **KW)
+    with av.open(str(tmp_path / "op.mov")) as c:
+        assert "a" not in c.streams.video[0].codec_context.pix_fmt.replace("yuv", "")
+
+
+def test_rational_rate_and_vfr_are_kept(tmp_path, model):
+    ntsc = make_clip(tmp_path / "ntsc.mp4", n=6, rate=Fraction(24000, 1001),
+                     time_base=Fraction(1, 24000), pts=[i * 1001 for i in range(6)])
+    convert_video(ntsc, tmp_path / "o.mp4", model=model, **KW)
+    a, b = stream_info(ntsc), stream_info(tmp_path / "o.mp4")
+    assert b["rate"] == Fraction(24000, 1001) and b["time_base"] == a["time_base"]
+    assert video_frames(tmp_path / "o.mp4")[0] == video_frames(ntsc)[0]
+    vfr_pts = [0, 40, 100, 120, 200, 230, 300, 400]
+    vfr = make_clip(tmp_path / "vfr.mkv", n=8, time_base=Fraction(1, 1000), pts=vfr_pts)
+    convert_video(vfr, tmp_path / "o.mkv", alpha=tmp_path / "a.webm", model=model, **KW)
+    assert video_frames(tmp_path / "o.mkv")[0] == video_frames(vfr)[0] == vfr_pts
+    assert video_frames(tmp_path / "a.webm")[0] == vfr_pts
+    assert stream_info(tmp_path / "o.mkv")["audio"] is not None
+
+
+def test_odd_size_rotation_10bit_444(tmp_path, model):
+    odd = make_clip(tmp_path / "odd.mp4", w=65, h=49, n=3, audio=False, pix_fmt="yuv444p10le")
+    convert_video(odd, tmp_path / "o.mp4", alpha=tmp_path / "a.mov", model=model, **KW)
+    info = stream_info(tmp_path / "o.mp4")
+    assert (info["width"], info["height"]) == (65, 49)
+    rot = make_clip(tmp_path / "rot.mp4", w=64, h=48, n=3, audio=False, rotation=90)
+    convert_video(rot, tmp_path / "r.mp4", alpha=tmp_path / "ra", model=model, **KW)
+    info = stream_info(tmp_path / "r.mp4")
+    assert (info["width"], info["height"]) == (48, 64)  # upright, no rotation flag needed
+    assert np.asarray(Image.open(tmp_path / "ra" / "000000.png")).shape == (64, 48)
+
+
+def test_ranges_by_time_and_frame(tmp_path, model, clip):
+    r = convert_video(clip, tmp_path / "t.mp4", start=0.08, end=0.24, model=model, **KW)
+    assert r.frames == 4
+    pts, _ = video_frames(tmp_path / "t.mp4")
+    assert pts[0] == 0 and len(pts) == 4
+    info = stream_info(tmp_path / "t.mp4")
+    assert info["audio"] is not None and info["audio"]["end"] < 0.3
+    r = convert_video(clip, tmp_path / "f.mp4", start="2f", end="5f", model=model, **KW)
+    assert r.frames == 3
+
+
+def test_image_inputs(tmp_path, model):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((30, 41, 3), 60 * i, np.uint8)).save(folder / f"img_{i:03d}.png")
+    r = convert_video(folder, tmp_path / "o.mp4", alpha=tmp_path / "a", model=model, **KW)
+    assert r.frames == 3 and len(list((tmp_path / "a").iterdir())) == 3
+    r = convert_video(folder / "img_%03d.png", tmp_path / "o2.webm", model=model, **KW)
+    assert r.frames == 3
+    r = convert_video(folder / "img_001.png", tmp_path / "one.png", alpha=tmp_path / "one_a.png",
+                      model=model)
+    assert r.frames == 1 and Image.open(tmp_path / "one.png").mode == "RGBA"
+    assert Image.open(tmp_path / "one_a.png").size == (41, 30)
+
+
+def test_gif_input(tmp_path, model):
+    frames = [Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)) for i in range(4)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=80)
+    r = convert_video(tmp_path / "a.gif", tmp_path / "o.mp4", model=model, **KW)
+    assert r.frames == 4
+
+
+def test_cancel_keeps_checkpoint_and_no_output(tmp_path, model, clip):
+    import threading
+
+    ev = threading.Event()
+
+    def progress(p):
+        if p.done >= 4:
+            ev.set()
+
+    with pytest.raises(Cancelled):
+        convert_video(clip, tmp_path / "o.mp4", model=model, progress=progress, cancel=ev, **KW)
+    assert not (tmp_path / "o.mp4").exists()
+    assert (tmp_path / "o.mp4.rvmatte-resume" / "job.json").exists()
+    r = convert_video(clip, tmp_path / "o.mp4", model=model, resume=True, **KW)
+    assert r.resumed_from == 4 and r.frames == 10
+    assert len(video_frames(tmp_path / "o.mp4")[0]) == 10
+
+
+def test_batch_folder_skips_failures(tmp_path, model):
+    from rvmatte.inference.convert import convert_folder
+
+    src = tmp_path / "clips"
+    src.mkdir()
+    make_clip(src / "a.mp4", n=2, audio=False)
+    make_clip(src / "b.mkv", n=2, audio=False)
+    (src / "broken.mp4").write_bytes(b"not a video at all")
+    res = convert_folder(src, tmp_path / "out", alpha=tmp_path / "out" / "{stem}_matte.webm",
+                         model=model, **KW)
+    assert set(map(lambda p: p.split("/")[-1], res.results)) == {"a.mp4", "b.mkv"}
+    assert list(res.failed) == [str(src / "broken.mp4")] and not res.ok
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.mp4", "a_matte.webm", "b.mp4", "b_matte.webm"]
