@@ -146,3 +146,46 @@ def test_cli_file_output(clip, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "live: 6 frames" in r.stderr and "fps" in r.stderr
     assert len(frames_of(tmp_path / "out.mp4")) == 6
+
+
+def test_stream_url_source(clip, model, tmp_path):
+    """A URL source goes through the newest-frame reader thread (frames may be skipped)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):  # the reader may hang up early
+            pass
+
+    handler_cls = type("H", (http.server.SimpleHTTPRequestHandler,),
+                       {"log_message": lambda *a: None})
+    handler = functools.partial(handler_cls, directory=str(clip.parent))
+    httpd = Quiet(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{clip.name}"
+        out = tmp_path / "url.mp4"
+        stats = run_live(url, str(out), model=model, downsample_ratio=0.5, adapt=False)
+        assert 1 <= stats.frames <= 12
+        assert len(frames_of(out)) == stats.frames
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        t.join(5)
+
+
+def test_virtualcam_without_pyvirtualcam(clip, model, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyvirtualcam(name, *a, **kw):
+        if name == "pyvirtualcam":
+            raise ImportError("No module named 'pyvirtualcam'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyvirtualcam)
+    with pytest.raises(OutputError, match="pip install pyvirtualcam"):
+        run_live(str(clip), "virtualcam", model=model)

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 from ..errors import RvmatteError
 from .app import ServerConfig, create_app, generate_token, is_loopback
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line, before loading anything, when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise RvmatteError(f"cannot listen on {host}:{port}: "
+                               f"{e.strerror or e}") from None
 
 
 def serve(config: ServerConfig, *, port: int = 8000, log_level: str = "info") -> None:
@@ -21,6 +34,7 @@ def serve(config: ServerConfig, *, port: int = 8000, log_level: str = "info") ->
         print(f"rvmatte: access token for this server: {config.token}", file=sys.stderr)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _check_port(config.host, port)
     app = create_app(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}/" + (f"?token={config.token}" if config.token else "")
