@@ -304,7 +304,8 @@ def assemble(spec: OutputSpec, segments: list, final_path: Path, *, time_base: F
     cspec = spec.container
     opened = []
     try:
-        out = av.open(str(final_path), "w", format=cspec.format)
+        # bitexact: no random Matroska segment UID, so a resumed job writes the same bytes
+        out = av.open(str(final_path), "w", format=cspec.format, options={"fflags": "+bitexact"})
     except (av.error.FFmpegError, OSError) as e:
         raise _write_error(final_path, e) from None
     audio_mode = None
