@@ -16,6 +16,7 @@ input's audio into temporary files that are renamed into place; the checkpoint i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import queue
@@ -84,9 +85,13 @@ def _fingerprint(parts: dict) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _expected_frames(info: SourceInfo, rng) -> Optional[int]:
@@ -345,12 +350,18 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             del writers[kind]
 
     def save_checkpoint(done: int, last: int, state_cpu) -> None:
-        torch.save(list(state_cpu) if state_cpu is not None else [], job_dir / "state.pt.tmp")
-        os.replace(job_dir / "state.pt.tmp", job_dir / "state.pt")
+        buf = io.BytesIO()
+        torch.save(list(state_cpu) if state_cpu is not None else [], buf)
         meta = {"fingerprint": fp, "done": done, "last_pts": last,
                 "range_offset": shared["range_offset"], "input": str(in_path),
                 "segments": {k: [(p.name, s) for p, s in v] for k, v in segments.items()}}
-        _atomic_write(job_dir / "job.json", json.dumps(meta).encode())
+        try:
+            _atomic_write(job_dir / "state.pt", buf.getvalue())
+            _atomic_write(job_dir / "job.json", json.dumps(meta).encode())
+        except OSError as e:
+            raise OutputError(f"disk full while writing the checkpoint in {job_dir}"
+                              if e.errno == 28 else f"cannot write checkpoint in {job_dir}: "
+                              f"{e.strerror or e}") from None
 
     def encode() -> None:
         try:

@@ -221,7 +221,8 @@ class SegmentWriter:
         try:
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
-        except av.error.FFmpegError as e:
+        except (av.error.FFmpegError, OSError) as e:
+            self.abort()
             raise _write_error(self.path, e) from None
         self.frames += 1
 
@@ -232,9 +233,8 @@ class SegmentWriter:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
             self.container.close()
-        except av.error.FFmpegError as e:
-            raise _write_error(self.path, e) from None
-        except OSError as e:
+        except (av.error.FFmpegError, OSError) as e:
+            self.abort()
             raise _write_error(self.path, e) from None
 
     def abort(self) -> None:
