@@ -89,6 +89,7 @@ class TrainConfig:
     max_steps: Optional[int] = None             # overrides epochs when set
     time_limit_min: Optional[float] = None      # stop (with a checkpoint) after this long
     segmentation: bool = True                   # interleave segmentation iterations
+    augment: bool = True                        # False: no motion/colour augmentation (debug)
     # Engineering
     seed: int = 42
     amp: str = "none"                           # none | bf16 | fp16

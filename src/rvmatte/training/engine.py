@@ -337,22 +337,23 @@ class Trainer:
         split = "train" if train else "valid"
         sampler = A.FrameSampler(train=train)
         kind = d.matting
+        augment = train and c.augment
         if kind == "synthetic":
             root = d.synthetic_train if train else (d.synthetic_valid or d.synthetic_train)
             if root is None:
                 raise InputError("data.matting is 'synthetic' but data.synthetic_train is not set")
-            aug = A.imagematte_augmentation((size, size), train)
+            aug = A.imagematte_augmentation((size, size), augment)
             return D.SyntheticMatteDataset(root, size, T, aug, sampler, self._backgrounds(size, split))
         bgr = self._backgrounds(size, split)
         if kind == "videomatte":
             root = getattr(d, f"videomatte_{split}")
             if hr and train and d.videomatte_hr_train:
                 root = d.videomatte_hr_train
-            aug = A.videomatte_augmentation((size, size), train)
+            aug = A.videomatte_augmentation((size, size), augment)
             cls = D.VideoMatteDataset
         elif kind == "imagematte":
             root = getattr(d, f"imagematte_{split}")
-            aug = A.imagematte_augmentation((size, size), train)
+            aug = A.imagematte_augmentation((size, size), augment)
             cls = D.ImageMatteDataset
         else:
             raise InputError(f"data.matting must be videomatte, imagematte or synthetic, got {kind!r}")
