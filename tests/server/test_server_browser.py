@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
 from server_helpers import ServerThread
 
@@ -84,6 +85,17 @@ def test_ui_end_to_end(browser, server, tmp_path):
     size = page.evaluate("[document.querySelector('#preview-composite').naturalWidth,"
                          " document.querySelector('#preview-composite').naturalHeight]")
     assert size == [640, 360]
+
+    # an uploaded image as background: the start button waits for the image
+    page.select_option("#background", "image")
+    assert page.locator("#start").is_disabled()
+    backdrop = tmp_path / "backdrop.png"
+    Image.new("RGB", (64, 48), (30, 90, 200)).save(backdrop)
+    page.set_input_files("#bg-image", str(backdrop))
+    page.wait_for_function("!document.querySelector('#start').disabled", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#preview-status').textContent.startsWith('Preview of')",
+        timeout=60_000)
 
     page.select_option("#ratio", "0.25")
     page.select_option("#background", "blur")
