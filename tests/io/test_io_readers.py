@@ -1,0 +1,67 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rvm_clips import frame_image, make_clip
+from rvmatte.errors import InputError
+from rvmatte.io.readers import Source, parse_position, parse_range, probe
+
+
+@pytest.mark.parametrize("text,expected", [("12.5", (12.5, "s")), ("12.5s", (12.5, "s")),
+                                           ("1:02.5", (62.5, "s")), ("01:00:01", (3601.0, "s")),
+                                           ("150f", (150.0, "f")), (3, (3.0, "s")), (None, (None, "s"))])
+def test_parse_position(text, expected):
+    assert parse_position(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "1:2:3:4", "f", "-5f"])
+def test_parse_position_invalid(text):
+    with pytest.raises(InputError):
+        parse_position(text)
+
+
+def test_mixed_units_refused():
+    with pytest.raises(InputError, match="both"):
+        parse_range("1.0", "30f")
+
+
+def test_probe_video_rotation_and_frames(tmp_path):
+    clip = make_clip(tmp_path / "r.mp4", n=5, rotation=90, audio=True)
+    info = probe(clip)
+    assert (info.width, info.height, info.rotation) == (48, 64, 90)
+    assert info.frames == 5 and info.rate == 25 and info.audio["codec"] == "aac"
+    frames = list(Source(info).frames())
+    assert [f.index for f in frames] == list(range(5))
+    assert frames[0].image.shape == (64, 48, 3)
+    # the upright frame is the stored one turned 90 degrees counter-clockwise
+    ref = np.rot90(frame_image(0, 64, 48))
+    assert np.abs(frames[0].image.astype(int) - ref).mean() < 12
+
+
+def test_resume_position_and_vfr(tmp_path):
+    pts = [0, 30, 90, 100, 170, 260]
+    clip = make_clip(tmp_path / "v.mkv", n=6, pts=pts, time_base=Fraction(1, 1000), audio=False)
+    info = probe(clip)
+    src = Source(info)
+    assert [f.pts for f in src.frames()] == pts
+    tail = list(src.frames(resume_index=3, resume_pts=pts[2] + 1))
+    assert [(f.index, f.pts) for f in tail] == [(3, 100), (4, 170), (5, 260)]
+    ranged = Source(info, parse_range("0.05", "0.2"))
+    assert [f.pts for f in ranged.frames()] == [90, 100, 170]
+
+
+def test_image_folder_and_pattern(tmp_path):
+    for i in (3, 1, 2):
+        Image.fromarray(np.full((10, 12, 3), i * 50, np.uint8)).save(tmp_path / f"f_{i:02d}.png")
+    (tmp_path / "readme.txt").write_text("ignored")
+    info = probe(tmp_path)
+    assert info.kind == "images" and info.frames == 3 and (info.width, info.height) == (12, 10)
+    vals = [int(f.image[0, 0, 0]) for f in Source(info).frames()]
+    assert vals == [50, 100, 150]
+    info = probe(tmp_path / "f_%02d.png")
+    assert info.frames == 3
+    with pytest.raises(InputError, match="no images match"):
+        probe(tmp_path / "g_%02d.png")
+    assert probe(tmp_path / "f_01.png").kind == "image"
