@@ -201,7 +201,8 @@ def test_no_path_traversal(make_client, clip, tmp_path):
     assert stored and all(len(Path(n).stem) == 32 for n in stored)  # server-chosen names
     for url in ("/api/jobs/..%2F..%2Fjobs.sqlite3", "/api/jobs/../../etc/passwd",
                 "/api/jobs/%2e%2e/result", f"/api/jobs/{job['id']}/result/..%2F..%2Fjobs.sqlite3",
-                "/api/uploads/..%2Fjobs.sqlite3/preview", "/api/jobs/%2e%2e%2f%2e%2e%2fjobs.sqlite3",
+                "/api/uploads/..%2Fjobs.sqlite3/preview",
+                "/api/jobs/%2e%2e%2f%2e%2e%2fjobs.sqlite3",
                 "/static/..%2Fapp.py", "/static/../app.py"):
         r = c.get(url)
         assert r.status_code == 404, (url, r.status_code)

@@ -6,7 +6,6 @@ import os
 import platform
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -189,8 +188,9 @@ class VirtualCamSink(Sink):
         try:
             import pyvirtualcam  # noqa: F401
         except ImportError:
-            raise OutputError("--output virtualcam needs pyvirtualcam: pip install pyvirtualcam "
-                              "(plus a virtual camera driver, e.g. v4l2loopback on Linux)") from None
+            raise OutputError("--output virtualcam needs pyvirtualcam: pip install "
+                              "pyvirtualcam (plus a virtual camera driver, e.g. v4l2loopback "
+                              "on Linux)") from None
         self._cam = None
 
     def open(self, width: int, height: int, fps: float) -> None:

@@ -15,7 +15,7 @@ import os
 import secrets
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,8 +30,7 @@ from .. import __version__
 from ..errors import InputError, RvmatteError
 from . import media
 from . import store as st
-from .jobs import FORMATS, OUTPUT_KINDS, ConvertRunner, JobManager, QueueFull, is_id, new_id, \
-    parse_options
+from .jobs import OUTPUT_KINDS, ConvertRunner, JobManager, QueueFull, is_id, new_id, parse_options
 
 log = logging.getLogger("rvmatte.server")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -57,7 +56,6 @@ class ServerConfig:
     runner: Any = None
     checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
     preload_model: bool = False  # load the network at start-up (in the background)
-    extra: dict = field(default_factory=dict)
 
 
 def is_loopback(host: str) -> bool:
@@ -469,4 +467,4 @@ def generate_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-__all__ = ["ServerConfig", "create_app", "is_loopback", "generate_token", "FORMATS"]
+__all__ = ["ServerConfig", "create_app", "is_loopback", "generate_token"]
