@@ -53,7 +53,7 @@ def test_file_to_file_keeps_every_frame(clip, model, tmp_path):
     stats = run_live(str(clip), str(out), background="#ff0000", downsample_ratio=0.5,
                      model=model, adapt=False, status=lines.append)
     assert stats.frames == 12 and stats.fps > 0 and stats.ratio == 0.5
-    assert stats.ratio_changes == []
+    assert stats.ratio_changes == [] and stats.state_resets == 1  # one state all along
     frames = frames_of(out)
     assert len(frames) == 12 and frames[0].shape == (64, 96, 3)
     assert not list(tmp_path.glob(".*partial*"))  # temp file renamed into place
@@ -66,6 +66,7 @@ def test_degrades_ratio_when_too_slow(clip, model, tmp_path):
                      target_fps=100000, min_ratio=0.25, model=model)
     assert stats.ratio_changes and stats.ratio_changes[0] == (1.0, 0.75)
     assert stats.ratio < 1.0
+    assert stats.state_resets == 1 + len(stats.ratio_changes)
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
         assert sum(1 for _ in c.decode(video=0)) == 12

@@ -69,6 +69,7 @@ class LiveStats:
     fps: float = 0.0
     ratio: float = 1.0
     ratio_changes: list = field(default_factory=list)
+    state_resets: int = 0  # times the recurrent state started afresh (1 + ratio changes)
     stopped_by_user: bool = False
 
 
@@ -131,6 +132,7 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
                 controller = RatioController(ratio, target if adapt else None,
                                              min_ratio=min_ratio)
                 matter = Matter(model, downsample_ratio=ratio)
+                stats.state_resets += 1
                 sink.open(w, h, src.fps or target)
                 opened = True
             pha, fgr = matter.process(frame)
@@ -143,6 +145,7 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
             new_ratio = controller.update(time.monotonic() - t0)
             if new_ratio is not None:  # the state's size follows the ratio: start it afresh
                 matter = Matter(model, downsample_ratio=new_ratio)
+                stats.state_resets += 1
             if status is not None and time.monotonic() - last_status >= 1.0:
                 last_status = time.monotonic()
                 status(overlay)
