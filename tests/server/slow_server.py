@@ -18,7 +18,7 @@ class SlowRunner(ConvertRunner):
     def __call__(self, spec, *, progress, cancel, resume):
         def slow(info):
             progress(info)
-            time.sleep(0.15)
+            time.sleep(0.3)
 
         return super().__call__(spec, progress=slow, cancel=cancel, resume=resume)
 
