@@ -154,10 +154,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             log.error("cannot load the model: %s", e)
 
     store = st.JobStore(data_dir / "jobs.sqlite3")
-    manager = JobManager(store, data_dir, config.runner or ConvertRunner(
-        get_model, checkpoint_frames=config.checkpoint_frames),
-                         workers=config.workers, max_queued=config.max_queued,
-                         retention_s=config.retention_s,
+    runner = config.runner or ConvertRunner(get_model,
+                                            checkpoint_frames=config.checkpoint_frames)
+    manager = JobManager(store, data_dir, runner, workers=config.workers,
+                         max_queued=config.max_queued, retention_s=config.retention_s,
                          sweep_interval_s=config.sweep_interval_s)
 
     @asynccontextmanager
