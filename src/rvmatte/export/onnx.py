@@ -56,7 +56,10 @@ class _SelectRefined(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, ratio, fgr_ref, pha_ref, fgr_lo, pha_lo):  # noqa: D102
-        return g.op(f"{_DOMAIN}::{_MARKER}", ratio, fgr_ref, pha_ref, fgr_lo, pha_lo, outputs=2)
+        fgr, pha = g.op(f"{_DOMAIN}::{_MARKER}", ratio, fgr_ref, pha_ref, fgr_lo, pha_lo, outputs=2)
+        fgr.setType(fgr_ref.type())
+        pha.setType(pha_ref.type())
+        return fgr, pha
 
 
 class OnnxExportModule(nn.Module):

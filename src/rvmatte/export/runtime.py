@@ -94,7 +94,7 @@ class OnnxRuntimeRunner:
     ``dtype``), or ``model=`` an already-built :class:`MattingNetwork`, or ``onnx_path=`` an
     exported file (see :mod:`rvmatte.export.onnx`). ``device``: ``cpu`` (CPU execution
     provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
-    and a GPU are present). ``threads``: intra-op threads (default: onnxruntime's choice).
+    and a GPU are present). ``threads``: intra-op threads (default: ``torch.get_num_threads()``).
     """
 
     def __init__(self, variant: str = "mobilenetv3", *, weights: Any = "default",
@@ -122,8 +122,9 @@ class OnnxRuntimeRunner:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        # Same intra-op thread count as torch unless told (on a busy machine fewer threads can be
+        # much faster: spinning workers fight for the cores; see docs/SPEED.md).
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
         opts.log_severity_level = 3
         self.providers = list(providers) if providers else _providers(self.device, available)
         try:

@@ -88,14 +88,15 @@ def export_torchscript(model: MattingNetwork, path: str | os.PathLike | None = N
     low_mod, refine_mod = LowRes(m).eval(), Refine(m).eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; still works
         low = torch.jit.trace(low_mod, (src_sm, zero, zero, zero, zero), check_trace=False)
         fgr, pha, hid = low_mod(src_sm, zero, zero, zero, zero)[:3]
         refine = torch.jit.trace(refine_mod, (src, src_sm, fgr, pha, hid), check_trace=False)
-    scripted = torch.jit.script(ScriptedMatting(low, refine).eval())
-    if freeze:
-        scripted = torch.jit.freeze(scripted)
-    if path is not None:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        torch.jit.save(scripted, str(tmp))
-        os.replace(tmp, path)
+        scripted = torch.jit.script(ScriptedMatting(low, refine).eval())
+        if freeze:
+            scripted = torch.jit.freeze(scripted)
+        if path is not None:
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+            torch.jit.save(scripted, str(tmp))
+            os.replace(tmp, path)
     return scripted

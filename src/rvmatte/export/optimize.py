@@ -1,0 +1,238 @@
+"""The fast inference paths and an automatic choice between them.
+
+Runners all have the model's call signature ``runner(src, state, downsample_ratio) ->
+MattingOutput`` (torch tensors in and out, ``state=None`` on a clip's first frames):
+
+``torch``        the model as is (eager, fp32 unless told otherwise) under ``inference_mode``
+``torch-fast``   a copy with BatchNorm folded into the convolutions (:func:`fuse_batchnorm`),
+                 channels_last weights and inputs, ``inference_mode``
+``compile``      ``torch-fast`` under ``torch.compile`` (inductor; on CUDA with CUDA graphs,
+                 ``mode="reduce-overhead"``). Compiles on the first call of each frame size
+``onnxruntime``  :class:`rvmatte.export.runtime.OnnxRuntimeRunner` (CPU / CUDA provider)
+
+:func:`choose_backend` times the candidates briefly on the actual device, size and ratio and
+remembers the winner in ``<cache>/speed_choice.json`` (see :func:`rvmatte.export.runtime.cache_dir`);
+:func:`make_runner` builds one by name. Every CUDA-only path is guarded by
+``torch.cuda.is_available()`` and falls back to the CPU path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..errors import RvmatteError
+from ..models import MattingNetwork, MattingOutput
+
+BACKENDS = ("torch", "torch-fast", "compile", "onnxruntime")
+# What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
+# machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
+DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime"),
+                      "cuda": ("torch", "torch-fast", "compile")}
+CHOICE_FILE = "speed_choice.json"
+
+
+# --------------------------------------------------------------------------- BatchNorm folding
+def _fuse_pairs(parent: nn.Module, pairs: Sequence[tuple[str, str]]) -> int:
+    n = 0
+    for conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(parent, bn_name, nn.Identity())
+            n += 1
+    return n
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval) with each BatchNorm2d folded into the Conv2d before it.
+
+    ``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``:
+    exact in real arithmetic, ~1e-6 in fp32. Inference only (the copy has no BatchNorm to
+    train, and its state dict no longer has the official keys). Handles ``Conv, BN`` in any
+    ``nn.Sequential`` (MobileNetV3, LR-ASPP, decoder, Deep Guided Filter) and ResNet's
+    ``convK``/``bnK`` attribute pairs and ``downsample`` blocks.
+    """
+    m = copy.deepcopy(model).eval()
+    for module in list(m.modules()):
+        if isinstance(module, nn.Sequential):
+            children = list(module)
+            for i in range(len(children) - 1):
+                if isinstance(children[i], nn.Conv2d) and isinstance(children[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(children[i], children[i + 1])
+                    module[i + 1] = nn.Identity()
+        _fuse_pairs(module, [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")])
+    return m
+
+
+def count_batchnorm(model: nn.Module) -> int:
+    return sum(isinstance(x, nn.BatchNorm2d) for x in model.modules())
+
+
+# --------------------------------------------------------------------------------- runners
+class TorchRunner:
+    """The PyTorch model under ``inference_mode``, optionally with the inference-only transforms.
+
+    fuse_bn: run a BatchNorm-folded copy. channels_last: NHWC weights and inputs (faster
+    convolutions with oneDNN / cuDNN). compile: ``torch.compile`` the model (``"reduce-overhead"``
+    = CUDA graphs on a GPU). dtype: cast the copy and the inputs (``bfloat16`` on CPUs with
+    AVX-512 BF16/AMX, ``float16`` on GPUs); outputs come back in that dtype.
+    """
+
+    def __init__(self, model: MattingNetwork, *, fuse_bn: bool = True, channels_last: bool = True,
+                 compile: bool = False, dtype: Optional[torch.dtype] = None) -> None:
+        m = fuse_batchnorm(model) if fuse_bn else model.eval()
+        if dtype is not None:
+            m = (m if fuse_bn else copy.deepcopy(m)).to(dtype=dtype)
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        p = next(m.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.channels_last = channels_last
+        self.model = m
+        self._call: Callable = m
+        if compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._call = torch.compile(m, mode=mode, dynamic=False)
+
+    def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
+        with torch.inference_mode():
+            x = src.to(self.device, self.dtype)
+            if self.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if state is not None:
+                state = tuple(s.to(self.device, self.dtype) for s in state)
+            out = self._call(x, state, downsample_ratio)
+            return MattingOutput(out[0], out[1], tuple(out[2]))
+
+
+def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
+                threads: Optional[int] = None) -> Callable[..., MattingOutput]:
+    """Build the runner called ``backend`` (one of :data:`BACKENDS`) around ``model``."""
+    from ..weights import resolve_dtype
+
+    dt = resolve_dtype(dtype) if dtype is not None else None
+    if backend == "torch":
+        return TorchRunner(model, fuse_bn=False, channels_last=False, dtype=dt)
+    if backend == "torch-fast":
+        return TorchRunner(model, dtype=dt)
+    if backend == "compile":
+        return TorchRunner(model, compile=True, dtype=dt)
+    if backend == "onnxruntime":
+        from .runtime import OnnxRuntimeRunner
+
+        device = next(model.parameters()).device  # the export itself copies the model to the CPU
+        return OnnxRuntimeRunner(model=model, device=str(device), dtype=dt, threads=threads)
+    raise RvmatteError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+# ----------------------------------------------------------------------------- measuring
+def time_runner(runner: Callable[..., MattingOutput], src: torch.Tensor, ratio: float, *,
+                frames: int = 5, warmup: int = 2) -> float:
+    """Seconds per frame of ``runner`` over ``frames`` recurrent calls (after ``warmup``)."""
+    state = None
+    for _ in range(warmup):
+        state = runner(src, state, ratio).state
+    sync = torch.cuda.synchronize if src.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        state = runner(src, state, ratio).state
+    sync()
+    return (time.perf_counter() - t0) / frames
+
+
+def _machine_key() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}|{os.cpu_count()}cpu|{torch.get_num_threads()}thr|torch{torch.__version__}"
+
+
+def _choice_path():
+    from .runtime import cache_dir
+
+    return cache_dir() / CHOICE_FILE
+
+
+def _read_choices() -> dict:
+    try:
+        with open(_choice_path()) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_choices(data: dict) -> None:
+    path = _choice_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
+
+
+def _available(backend: str, device: torch.device) -> bool:
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False
+        return device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers()
+    if backend == "compile":
+        return device.type == "cuda" or os.environ.get("RVMATTE_TRY_COMPILE") == "1"
+    return True
+
+
+def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ratio: float, *,
+                   candidates: Optional[Sequence[str]] = None, frames: int = 3,
+                   use_cache: bool = True, timings: Optional[dict] = None) -> str:
+    """The fastest backend for ``model`` on its device at ``height x width`` / ``ratio``.
+
+    Times each candidate for a few frames (a few seconds in all on a 2-core CPU at 1080p) and
+    caches the answer per machine, model, size and ratio in ``speed_choice.json``. Candidates
+    default to :data:`DEFAULT_CANDIDATES` for the device type. ``timings``, when given, receives
+    ``{backend: seconds per frame}``.
+    """
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    cands = [c for c in (candidates or DEFAULT_CANDIDATES.get(device.type, ("torch",)))
+             if _available(c, device)]
+    key = (f"{_machine_key()}|{device}|{dtype}|{model.variant}/{model.refiner_name}|"
+           f"{height}x{width}@{downsample_ratio:g}|{','.join(cands)}")
+    choices = _read_choices() if use_cache else {}
+    if key in choices and choices[key] in cands:
+        return choices[key]
+    src = torch.rand(1, 3, height, width, device=device, dtype=dtype)
+    best, best_t = "torch", float("inf")
+    for name in cands:
+        try:
+            runner = make_runner(name, model, dtype=dtype if dtype != torch.float32 else None)
+            t = time_runner(runner, src, downsample_ratio, frames=frames, warmup=1)
+        except (RvmatteError, RuntimeError) as e:  # a path that cannot run here is skipped
+            t = float("inf")
+            if timings is not None:
+                timings[name + ".error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if timings is not None:
+            timings[name] = t
+        if t < best_t:
+            best, best_t = name, t
+    if use_cache:
+        choices = _read_choices()
+        choices[key] = best
+        _write_choices(choices)
+    return best

@@ -1,0 +1,82 @@
+"""OnnxRuntimeRunner: the model's call signature, caching, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rvmatte.errors import RvmatteError, WeightsError
+from rvmatte.export.check import max_abs_diff
+from rvmatte.export.runtime import OnnxRuntimeRunner, cache_dir
+
+from .conftest import TOL, random_model
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def fgf():
+    return random_model("fast_guided_filter", seed=1)
+
+
+@pytest.fixture(scope="module")
+def runner(fgf):
+    return OnnxRuntimeRunner(model=fgf, device="cpu", threads=1)
+
+
+def test_exports_into_cache_once(fgf, runner):
+    assert runner.onnx_path.parent == cache_dir() / "onnx"
+    mtime = runner.onnx_path.stat().st_mtime_ns
+    again = OnnxRuntimeRunner(model=fgf, device="cpu")
+    assert again.onnx_path == runner.onnx_path and again.onnx_path.stat().st_mtime_ns == mtime
+
+
+def test_clip_input_and_state(fgf, runner):
+    """(B,T,3,H,W) in one call equals frame by frame, equals PyTorch; state None first."""
+    src = torch.rand(1, 4, 3, 70, 90)
+    with torch.inference_mode():
+        ref = fgf(src, None, 0.5)
+    out = runner(src, None, 0.5)
+    assert out.fgr.shape == src.shape and out.pha.shape == (1, 4, 1, 70, 90)
+    assert float((out.fgr - ref.fgr).abs().max()) <= TOL
+    assert float((out.pha - ref.pha).abs().max()) <= TOL
+    first = runner(src[:, :2], None, 0.5)
+    rest = runner(src[:, 2:], first.state, 0.5)
+    assert float((rest.fgr - out.fgr[:, 2:]).abs().max()) <= TOL
+    assert all(float((a - b).abs().max()) <= TOL for a, b in zip(rest.state, ref.state))
+
+
+def test_parity_batch(fgf, runner):
+    diffs = max_abs_diff(fgf, runner, size=(45, 81), ratios=(1.0, 0.6), frames=2, batch=3)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+def test_errors(fgf, runner, tmp_path):
+    with pytest.raises(ValueError, match="downsample_ratio"):
+        runner(torch.rand(1, 3, 32, 32), None, 0)
+    with pytest.raises(ValueError, match="src"):
+        runner(torch.rand(1, 4, 32, 32), None, 1)
+    with pytest.raises(WeightsError, match="not found"):
+        OnnxRuntimeRunner(onnx_path=tmp_path / "none.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(WeightsError, match="cannot load"):
+        OnnxRuntimeRunner(onnx_path=bad)
+    with pytest.raises(RvmatteError, match="float32 and float16"):
+        OnnxRuntimeRunner(model=fgf, device="cpu", dtype="bfloat16")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RvmatteError, match="CUDA"):
+            OnnxRuntimeRunner(onnx_path=runner.onnx_path, device="cuda")
+
+
+def test_keywords_match_load_model(fgf):
+    """Matter(backend='onnxruntime') passes load_model's keywords."""
+    import inspect
+
+    import rvmatte
+
+    params = inspect.signature(OnnxRuntimeRunner).parameters
+    for name in inspect.signature(rvmatte.load_model).parameters:
+        assert name in params
