@@ -519,7 +519,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             tmp = s.path.with_name(f".{s.path.stem}.rvmatte-tmp{s.path.suffix}")
             try:
                 mode = assemble(s, segments[s.kind], tmp, time_base=time_base, rate=rate,
-                                audio=audio_plan if s.kind == "composite" else None)
+                                audio=audio_plan if s.kind != "alpha" else None)
                 if s.kind == "composite":
                     audio_mode = mode
                 replace_into_place(tmp, s.path)
