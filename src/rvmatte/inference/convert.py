@@ -38,7 +38,7 @@ from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
 from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
                           check_output_target, image_name, move_images, plan_output,
                           replace_into_place, write_png)
-from .downsample import parse_downsample_ratio
+from .downsample import auto_downsample_ratio, parse_downsample_ratio
 
 CHECKPOINT_VERSION = 1
 DEFAULT_BACKGROUND = NAMED["green"]
@@ -126,10 +126,7 @@ def _make_matter(model, **kw):
     from .session import Matter
 
     if isinstance(model, Matter):
-        model.reset()
-        if kw.get("downsample_ratio") is not None:
-            model.ratio = parse_downsample_ratio(kw["downsample_ratio"])
-        return model
+        return model  # its weights/device; the conversion's downsample ratio is passed per step
     return Matter(model, **kw)
 
 
@@ -246,7 +243,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
     else:
         segment_frames = max(1, -(-int(segment_frames) // seq_chunk)) * seq_chunk
-    ratio = matter.ratio_for(info.height, info.width)
+    ratio = (ratio_value if ratio_value is not None
+             else auto_downsample_ratio(info.height, info.width))
 
     # ---- checkpoint folder --------------------------------------------------------------
     job_dir = Path(str(specs[0].path).replace("%", "_") + ".rvmatte-resume")
@@ -450,7 +448,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             if shared["range_offset"] is None:
                 shared["range_offset"] = pts[0] if not rng.empty and rng.start else 0
             src = matter.to_tensor(frames)
-            fgr, pha, state = matter.step(src, state)
+            fgr, pha, state = matter.step(src, state, ratio)
             arrays = outputs_for(src, fgr, pha, idx[0])
             if not _put(q_out, ("frames", idx, pts, arrays), job):
                 break
@@ -589,7 +587,7 @@ def convert_folder(folder, output=None, *, alpha=None, foreground=None,
     if model is None:
         model = _make_matter(None, **{k: kwargs.pop(k) for k in list(kwargs)
                                       if k in ("variant", "weights", "refiner", "device", "dtype",
-                                               "downsample_ratio", "backend")})
+                                               "backend")})
     batch = BatchResult()
     for v in videos:
         try:

@@ -7,6 +7,7 @@ goes through :meth:`Matter.step` (device tensors) or :meth:`Matter.process` (num
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any, Optional
 
 import numpy as np
@@ -60,6 +61,8 @@ class Matter:
             self.dtype = resolve_dtype(dtype)
             kwargs = dict(variant=variant, weights=weights, refiner=refiner,
                           device=str(self.device), dtype=dtype)
+            if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
+                kwargs = dict(onnx_path=weights, device=str(self.device), dtype=dtype)
             if model is not None:
                 kwargs = dict(model=model, device=str(self.device), dtype=dtype)
             self._runner = _load_onnx_runner(**kwargs)
@@ -81,18 +84,21 @@ class Matter:
         """The downsample ratio used for an ``h`` x ``w`` frame."""
         return resolve_downsample_ratio(self.ratio, h, w)
 
-    def step(self, src: torch.Tensor, state: Optional[State] = None) -> MattingOutput:
+    def step(self, src: torch.Tensor, state: Optional[State] = None,
+             downsample_ratio: Optional[float] = None) -> MattingOutput:
         """Matte ``src``: (T,3,H,W) float in [0, 1] on :attr:`device` (any float dtype).
 
         Returns ``MattingOutput(fgr (T,3,H,W), pha (T,1,H,W), state)`` on the same device,
-        in the model's dtype.
+        in the model's dtype. ``downsample_ratio`` overrides the session's ratio for this
+        call (a float; the session itself is not changed, so one session can serve several
+        conversions).
         """
         if src.ndim == 3:
             src = src.unsqueeze(0)
         if src.ndim != 4 or src.shape[1] != 3:
             raise ValueError(f"src must be (T,3,H,W), got {tuple(src.shape)}")
         h, w = src.shape[-2:]
-        ratio = self.ratio_for(h, w)
+        ratio = self.ratio_for(h, w) if downsample_ratio is None else float(downsample_ratio)
         with torch.inference_mode():
             x = src.to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
             if self._runner is not None:
