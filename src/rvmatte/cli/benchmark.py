@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     r.add_argument("--peers", default=None,
                    help="comma-separated peers (default all: mediapipe_selfie,mediapipe_meet,sinet); "
                         "'none' for ours only")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and the peers (default: library defaults)")
     r.add_argument("--save-predictions", action="store_true",
                    help="also write every method's alpha PNGs under OUTPUT/predictions/")
     r.add_argument("--overwrite", action="store_true")
@@ -86,6 +88,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise InputError("--threads must be at least 1")
     weights = None if str(args.weights).lower() == "none" else args.weights
     peers = None if args.peers is None else (
         [] if args.peers.lower() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()])
@@ -95,7 +99,7 @@ def run_run(args: argparse.Namespace) -> int:
             raise InputError(f"unknown backend {b!r} (torch, onnxruntime)")
     methods, notes = build_methods(weights=weights, variant=args.variant, backends=backends,
                                    peers_dir=args.peers_dir, peers=peers,
-                                   downsample_ratio=args.downsample)
+                                   downsample_ratio=args.downsample, threads=args.threads)
     if weights is None:
         notes.append("our model ran with random weights (--weights none): numbers are meaningless")
     results = run_benchmark(args.benchmark, args.output, methods=methods, notes=notes,

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         s = result["summary"]
         print(f"{s['frames']} frames; flicker {s['flicker']:.2f} (x1e3, worst frame "
               f"{s['flicker_worst_frame']}); {s['coverage_jumps']} coverage jump(s); "
-              f"uncertain alpha {100 * s['uncertain']:.1f}% of pixels")
+              f"uncertain alpha {100 * s['uncertain']:.1f}% of pixels", flush=True)
         for j in result["coverage_jumps"][:10]:
             print(f"  coverage jump at frame {j['frame']}: {100 * j['coverage_change']:+.1f}% of the frame")
         if not args.quiet:

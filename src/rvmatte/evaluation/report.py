@@ -63,11 +63,21 @@ class Method:
 def _ours(name: str, title: str, ratio_override: Any, chunk: int, **matter_kwargs) -> Method:
     from ..inference.session import Matter
 
-    matter = Matter(**matter_kwargs, downsample_ratio="auto")
+    matters: dict[Any, Matter] = {}  # one session per downsample ratio, sharing the model
+
+    def matter_for(ratio: Any) -> Matter:
+        if ratio not in matters:
+            first = next(iter(matters.values()), None)
+            if first is not None and first.model is not None and first.backend == "torch":
+                matters[ratio] = Matter(first.model, downsample_ratio=ratio)
+            else:
+                matters[ratio] = Matter(**matter_kwargs, downsample_ratio=ratio)
+        return matters[ratio]
+
+    matter_for(ratio_override if ratio_override is not None else "auto")  # fail early
 
     def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, np.ndarray]:
-        r = ratio_override if ratio_override is not None else ratio
-        matter.ratio = None if r in (None, "auto") else float(r)
+        matter = matter_for(ratio_override if ratio_override is not None else ratio)
         matter.reset()  # a new clip: no memory of the previous one
         phas, fgrs = [], []
         for i in range(0, len(frames), chunk):
@@ -79,8 +89,8 @@ def _ours(name: str, title: str, ratio_override: Any, chunk: int, **matter_kwarg
     return Method(name, title, run)
 
 
-def _peer(name: str, model_dir: Path) -> Method:
-    peer = Peer(name, model_dir)
+def _peer(name: str, model_dir: Path, threads: int | None = None) -> Method:
+    peer = Peer(name, model_dir, threads=threads)
 
     def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, None]:
         return np.stack([peer(f) for f in frames]), None
@@ -91,8 +101,15 @@ def _peer(name: str, model_dir: Path) -> Method:
 def build_methods(*, weights: Any = "default", variant: str = "mobilenetv3",
                   backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
                   peers: Sequence[str] | None = None, downsample_ratio: Any = None,
-                  chunk: int = 4) -> tuple[list[Method], list[str]]:
-    """The methods to compare and notes on those skipped (missing backend, peer file...)."""
+                  chunk: int = 4, threads: int | None = None) -> tuple[list[Method], list[str]]:
+    """The methods to compare and notes on those skipped (missing backend, peer file...).
+
+    ``threads``: CPU threads for torch and the peers' onnxruntime sessions (None: defaults).
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     methods: list[Method] = []
     notes: list[str] = []
     for backend in backends:
@@ -116,7 +133,7 @@ def build_methods(*, weights: Any = "default", variant: str = "mobilenetv3",
         have = available_peers(peers_dir) if peers_dir and Path(peers_dir).is_dir() else []
         for n in wanted:
             if n in have:
-                methods.append(_peer(n, Path(peers_dir)))
+                methods.append(_peer(n, Path(peers_dir), threads))
             else:
                 notes.append(f"{n}: skipped, {PEERS[n].file} not found in {peers_dir}")
     return methods, notes
