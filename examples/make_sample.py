@@ -1,4 +1,4 @@
-# Cut the demo sample: first 4 s of talking_head_woman_long_hair_1280x720.mp4, scaled to 640x360,
+# Cut the demo sample: first 3 s of talking_head_woman_long_hair_1280x720.mp4, scaled to 640x360,
 # H.264 CRF 20, plus a generated audio track (880 Hz beep, 0.1 s at every full second).
 import av, numpy as np, fractions
 src = av.open('/work/shared/media/talking_head_woman_long_hair_1280x720.mp4')
@@ -9,7 +9,7 @@ ov.options = {'crf': '20', 'preset': 'slow'}
 oa = out.add_stream('aac', rate=48000); oa.layout = 'mono'
 n = 0
 for f in src.decode(vs):
-    if n >= 120: break
+    if n >= 90: break
     g = f.reformat(width=640, height=360, format='yuv420p', interpolation='AREA')
     g.pts = n; g.time_base = fractions.Fraction(1, 30)
     for p in ov.encode(g): out.mux(p)

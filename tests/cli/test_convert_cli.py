@@ -85,6 +85,6 @@ def test_make_demo_outputs_exist_and_decode(tmp_path):
     for name in ("composite.mp4", "alpha.mp4", "transparent.webm"):
         assert str(tmp_path / "demo" / name) in r.stdout
         pts, frames = video_frames(tmp_path / "demo" / name)
-        assert len(pts) == 120 and frames.shape[1:3] == (360, 640)
+        assert len(pts) == 90 and frames.shape[1:3] == (360, 640)
     with __import__("av").open(str(tmp_path / "demo" / "composite.mp4")) as c:
         assert c.streams.audio, "the sample's audio is carried over"
