@@ -46,7 +46,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import InputError, OutputError
-from .frames import read_rgb
+from .frames import read_alpha, read_rgb
 
 __all__ = ["Resolution", "Recipe", "load_recipe", "estimate_foreground", "make_benchmark",
            "clip_plan"]
@@ -180,12 +180,6 @@ def _resolve(recipe: Recipe, p: str) -> Path:
     return path
 
 
-def _read_gray(path: Path) -> np.ndarray:
-    from .frames import read_alpha
-
-    return read_alpha(path)
-
-
 class _Foreground:
     """Frames of one foreground source: ``frame(i) -> (fgr (H,W,3), pha (H,W))`` float."""
 
@@ -195,7 +189,7 @@ class _Foreground:
         self.dirs: tuple[list[Path], list[Path]] | None = None
         if "image" in spec and "alpha" in spec:
             img = read_rgb(_resolve(recipe, spec["image"])).astype(np.float64) / 255
-            pha = _read_gray(_resolve(recipe, spec["alpha"]))
+            pha = read_alpha(_resolve(recipe, spec["alpha"]))
             if pha.shape != img.shape[:2]:
                 raise InputError(f"foreground {self.name!r}: image and alpha sizes differ")
             self.frames = [_crop_to_subject(estimate_foreground(img, pha), pha)]
@@ -224,7 +218,7 @@ class _Foreground:
             return self.frames[i % len(self.frames)]
         fnames, pnames = self.dirs
         j = i % len(fnames)
-        return (read_rgb(fnames[j]).astype(np.float64) / 255, _read_gray(pnames[j]))
+        return (read_rgb(fnames[j]).astype(np.float64) / 255, read_alpha(pnames[j]))
 
 
 def _anchor(pha: np.ndarray) -> str:
@@ -399,7 +393,6 @@ def make_benchmark(recipe: Recipe, out: str | os.PathLike, *, resolutions: Seque
     if resolutions is not None and len(wanted) != len(set(resolutions)):
         known = ", ".join(r.name for r in recipe.resolutions)
         raise InputError(f"unknown resolution in {list(resolutions)} (recipe has: {known})")
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     fgs: dict[int, _Foreground] = {}  # loaded on first use (estimation takes a moment)
 
     def fg(i: int) -> _Foreground:

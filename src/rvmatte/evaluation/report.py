@@ -125,6 +125,9 @@ def build_methods(*, weights: Any = "default", variant: str = "mobilenetv3",
             if backend == "torch":
                 raise
             notes.append(f"{name}: skipped, {e}")
+    if variant == "mobilenetv3" and weights == "default":
+        notes.append("resnet50: not run, no bundled weights "
+                     "(run with --variant resnet50 --weights rvm_resnet50.pth)")
     wanted = list(PEERS) if peers is None else list(peers)
     for n in wanted:
         if n not in PEERS:
