@@ -246,6 +246,10 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     ratio = (ratio_value if ratio_value is not None
              else auto_downsample_ratio(info.height, info.width))
 
+    for s in specs:  # frames/%06d.png: the folder is created (its parent exists, checked above)
+        if s.mode == "images" and "%" in s.path.name and str(s.path.parent):
+            s.path.parent.mkdir(exist_ok=True)
+
     # ---- checkpoint folder --------------------------------------------------------------
     job_dir = Path(str(specs[0].path).replace("%", "_") + ".rvmatte-resume")
     st = in_path.stat() if in_path.exists() else None

@@ -10,6 +10,7 @@ the bytes an uninterrupted one writes.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import shutil
@@ -440,9 +441,21 @@ def _audio_encode(container, stream, out, encoder: str, plan: AudioPlan):
 
 
 def replace_into_place(tmp: Path, final: Path) -> None:
-    """Atomic rename (same folder) of a finished temporary output."""
+    """Atomic rename of a finished temporary output (copied first to a temporary name next to
+    ``final`` when the two are on different file systems)."""
     try:
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            near = final.with_name(f".{final.name}.rvmatte-tmp")
+            try:
+                shutil.copyfile(tmp, near)
+                os.replace(near, final)
+            finally:
+                near.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
     except OSError as e:
         raise _write_error(final, e) from None
 
@@ -452,16 +465,18 @@ def move_images(tmp_dir: Path, spec: OutputSpec) -> None:
     if is_pattern(spec.path):
         target = spec.path.parent if str(spec.path.parent) else Path(".")
         target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp_dir.iterdir()):
-            os.replace(f, target / f.name)
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        return
-    target = spec.path
-    if not target.exists():
-        os.replace(tmp_dir, target)  # the whole folder appears at once
-        return
+    else:
+        target = spec.path
+        if not target.exists():
+            try:
+                os.replace(tmp_dir, target)  # the whole folder appears at once
+                return
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise _write_error(target, e) from None
+            target.mkdir()
     for f in sorted(tmp_dir.iterdir()):
-        os.replace(f, target / f.name)
+        replace_into_place(f, target / f.name)
     shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
