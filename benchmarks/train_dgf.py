@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rvmatte.training.config import apply_overrides, preset
@@ -43,6 +44,40 @@ def build_root(media: Path, root: Path) -> Path:
     return root
 
 
+def distill_from_fgf(trainer: Trainer, minutes: float) -> None:
+    """Warm start: fit the DGF's output to the parameter-free Fast Guided Filter's on the same
+    inputs (L1 on alpha and foreground residual). Uses the HR data stream's own samples."""
+    import time
+    from torch.nn import functional as F
+    from rvmatte.models.guided_filter import FastGuidedFilterRefiner
+    from rvmatte.models.matting import downsample
+
+    model, cfg = trainer.model, trainer.cfg
+    fgf = FastGuidedFilterRefiner()
+    opt = torch.optim.Adam(model.refiner.parameters(), lr=cfg.lr_refiner)
+    trainer._set_train_mode()  # frozen parts in eval mode, the refiner in train mode
+    start, n = time.monotonic(), 0
+    while time.monotonic() - start < minutes * 60:
+        fgr, pha, bgr = trainer._to_device(*next(trainer.hr_iter))
+        rng = np.random.default_rng([7, n])
+        fgr, pha, bgr = trainer._random_crop(rng, cfg.size_hr_min, cfg.size_hr_max, fgr, pha, bgr)
+        src = fgr * pha + bgr * (1 - pha)
+        with torch.no_grad():
+            src_sm = downsample(src, cfg.downsample_ratio)
+            hid, _ = model._decode(src_sm, None)
+            res, alpha = model.project_mat(hid).split([3, 1], dim=-3)
+            t_res, t_pha = fgf(src, src_sm, res, alpha)
+        p_res, p_pha = model.refiner(src, src_sm, res, alpha, hid)
+        loss = F.l1_loss(p_pha, t_pha) + F.l1_loss(p_res, t_res)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += 1
+        if n % 10 == 0:
+            print(f"distill step {n} l1 {loss.item():.4f}", flush=True)
+    print(f"distilled {n} steps in {minutes} min", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--media", default="/work/shared/media")
@@ -56,6 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--device", default=None)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--distill-minutes", type=float, default=0.0,
+                    help="first teach the DGF to reproduce the Fast Guided Filter (no labels), "
+                         "then train on ground truth for the rest of --minutes")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -69,6 +107,9 @@ def main(argv=None) -> int:
     trainer = Trainer(cfg, resume=a.resume and bool(list((out / "checkpoints").glob("*.pt"))),
                       device=a.device)
     try:
+        if a.distill_minutes > 0 and trainer.step == 0:
+            distill_from_fgf(trainer, a.distill_minutes)
+            trainer.cfg.time_limit_min = max(0.5, a.minutes - a.distill_minutes)
         result = trainer.run()
         trainer.export_weights(out / "dgf_full.pth")
         trainer.export_weights(out / "dgf_refiner.pth", only="refiner.")

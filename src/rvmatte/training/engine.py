@@ -406,13 +406,16 @@ class Trainer:
             if img_sets:
                 ds = img_sets[0] if len(img_sets) == 1 else _Concat(img_sets)
                 # image segmentation follows odd steps: batch k is used at step 2k+1
-                self.seg_image_iter = self._loader(ds, B * c.seq_length_lr, "seg_image", s // 2,
+                # only one stream configured: it serves every step
+                start = s // 2 if d.youtubevis else s
+                self.seg_image_iter = self._loader(ds, B * c.seq_length_lr, "seg_image", start,
                                                    _collate_images)
             if d.youtubevis:
                 ds = D.YouTubeVISDataset(d.youtubevis, size, c.seq_length_lr,
                                          A.SegmentationAugmentation((size, size)),
                                          A.FrameSampler(speeds=(1,)))
-                self.seg_video_iter = self._loader(ds, B, "seg_video", (s + 1) // 2)
+                self.seg_video_iter = self._loader(ds, B, "seg_video",
+                                                   (s + 1) // 2 if img_sets else s)
             if self.seg_image_iter is None and self.seg_video_iter is None:
                 raise InputError("segmentation is on but no segmentation data is set: give "
                                  "data.coco_panoptic / data.spd / data.youtubevis, or set "
