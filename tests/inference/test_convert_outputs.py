@@ -184,3 +184,18 @@ def test_batch_folder_skips_failures(tmp_path, model):
     assert list(res.failed) == [str(src / "broken.mp4")] and not res.ok
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "a.mp4", "a_matte.webm", "b.mp4", "b_matte.webm"]
+
+
+def test_h265_ffv1_and_mkv_alpha(tmp_path, model):
+    clip = make_clip(tmp_path / "c.mp4", n=3)
+    r = convert_video(clip, tmp_path / "o.mp4", codec="h265", alpha=tmp_path / "a.mkv",
+                      foreground=tmp_path / "f.mkv", model=model, **KW)
+    assert r.audio == "copy"
+    assert stream_info(tmp_path / "o.mp4")["codec"] == "hevc"
+    assert len(video_frames(tmp_path / "o.mp4")[0]) == 3
+    assert stream_info(tmp_path / "f.mkv")["audio"] is not None  # foreground keeps the audio
+    assert stream_info(tmp_path / "a.mkv")["audio"] is None
+    convert_video(clip, tmp_path / "t.mkv", codec="ffv1", background="transparent",
+                  model=model, **KW)
+    _, rgba = video_frames(tmp_path / "t.mkv", fmt="rgba")
+    assert stream_info(tmp_path / "t.mkv")["codec"] == "ffv1" and rgba.shape == (3, 48, 64, 4)
