@@ -133,6 +133,9 @@ def probe(path: str | os.PathLike) -> SourceInfo:
     if p.is_dir():
         files = _list_images(p)
         if not files:
+            if list_videos(p):
+                raise InputError(f"input folder {p} holds videos, not image frames: convert it as a "
+                                 "batch (rvmatte convert FOLDER -o OUTPUT_FOLDER, or convert_folder)")
             raise InputError(f"input folder {p} contains no images ({', '.join(sorted(IMAGE_EXTS))})")
         return _image_info(p, "images", files)
     if not os.access(p, os.R_OK):
