@@ -82,3 +82,34 @@ def test_resume_with_changed_options_starts_over(tmp_path):
     (job / "state.pt").write_bytes(b"garbage")
     r = convert_video(clip, tmp_path / "o.mp4", model=tiny_model(), resume=True, seq_chunk=2)
     assert r.resumed_from == 0 and r.frames == 4 and not job.exists()
+
+
+def test_cancel_resume_on_sample_clip_with_bframes(tmp_path):
+    """The bundled sample (x264 with B-frames, AAC): resume seeks into the file correctly."""
+    import threading
+
+    import pytest
+
+    from rvm_clips import tiny_model
+
+    from rvmatte.errors import Cancelled
+    from rvmatte.inference.convert import convert_video
+
+    sample = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
+    if not sample.exists():
+        pytest.skip("sample clip missing")
+    kw = dict(model=tiny_model(), downsample_ratio=0.25, seq_chunk=2, segment_frames=4,
+              start="20f", end="32f")
+    whole = convert_video(sample, tmp_path / "w.mp4", alpha=tmp_path / "wa", **kw)
+    ev = threading.Event()
+    with pytest.raises(Cancelled):
+        convert_video(sample, tmp_path / "c.mp4", alpha=tmp_path / "ca", cancel=ev,
+                      progress=lambda p: p.done >= 6 and ev.set(), **kw)
+    r = convert_video(sample, tmp_path / "c.mp4", alpha=tmp_path / "ca", resume=True, **kw)
+    assert r.resumed_from in (4, 8) and r.frames == whole.frames == 12
+    for n in range(12):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "wa" / f"{n:06d}.png")),
+                              np.asarray(Image.open(tmp_path / "ca" / f"{n:06d}.png")))
+    assert (tmp_path / "w.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()
+    assert video_frames(tmp_path / "w.mp4")[0][0] == 0
+    assert stream_info(tmp_path / "c.mp4")["audio"]["end"] < 0.9
