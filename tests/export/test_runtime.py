@@ -80,3 +80,18 @@ def test_keywords_match_load_model(fgf):
     params = inspect.signature(OnnxRuntimeRunner).parameters
     for name in inspect.signature(rvmatte.load_model).parameters:
         assert name in params
+
+
+def test_default_constructor_bundled_weights():
+    """``OnnxRuntimeRunner()`` as Matter(backend='onnxruntime') makes it: bundled weights."""
+    import rvmatte
+    from rvmatte.errors import WeightsError as _WE
+
+    try:
+        model = rvmatte.load_model(device="cpu")
+    except _WE as e:  # bundled weights not installed in this checkout
+        pytest.skip(str(e))
+    runner = OnnxRuntimeRunner(device="cpu", dtype="float32", refiner=None, variant="mobilenetv3",
+                               weights="default")
+    diffs = max_abs_diff(model, runner, size=(90, 160), ratios=(1.0, 0.5), frames=2)
+    assert max(diffs.values()) <= TOL, diffs

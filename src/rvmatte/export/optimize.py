@@ -9,6 +9,7 @@ MattingOutput`` (torch tensors in and out, ``state=None`` on a clip's first fram
 ``compile``      ``torch-fast`` under ``torch.compile`` (inductor; on CUDA with CUDA graphs,
                  ``mode="reduce-overhead"``). Compiles on the first call of each frame size
 ``onnxruntime``  :class:`rvmatte.export.runtime.OnnxRuntimeRunner` (CPU / CUDA provider)
+``onnxruntime:N``  the same with N intra-op threads (``onnxruntime:1`` wins on a busy machine)
 
 :func:`choose_backend` times the candidates briefly on the actual device, size and ratio and
 remembers the winner in ``<cache>/speed_choice.json`` (see :func:`rvmatte.export.runtime.cache_dir`);
@@ -35,7 +36,7 @@ from ..models import MattingNetwork, MattingOutput
 BACKENDS = ("torch", "torch-fast", "compile", "onnxruntime")
 # What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
 # machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
-DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime"),
+DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1"),
                       "cuda": ("torch", "torch-fast", "compile")}
 CHOICE_FILE = "speed_choice.json"
 
@@ -99,8 +100,9 @@ class TorchRunner:
         self.channels_last = channels_last
         self.model = m
         self._call: Callable = m
+        self._cudagraphs = compile and self.device.type == "cuda" and torch.cuda.is_available()
         if compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            mode = "reduce-overhead" if self._cudagraphs else None
             self._call = torch.compile(m, mode=mode, dynamic=False)
 
     def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
@@ -110,6 +112,11 @@ class TorchRunner:
                 x = x.contiguous(memory_format=torch.channels_last)
             if state is not None:
                 state = tuple(s.to(self.device, self.dtype) for s in state)
+            if self._cudagraphs:
+                # CUDA graphs reuse their output buffers on the next replay: copy them out.
+                torch.compiler.cudagraph_mark_step_begin()
+                out = self._call(x, state, downsample_ratio)
+                return MattingOutput(out[0].clone(), out[1].clone(), tuple(s.clone() for s in out[2]))
             out = self._call(x, state, downsample_ratio)
             return MattingOutput(out[0], out[1], tuple(out[2]))
 
@@ -126,6 +133,12 @@ def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
         return TorchRunner(model, dtype=dt)
     if backend == "compile":
         return TorchRunner(model, compile=True, dtype=dt)
+    if backend.startswith("onnxruntime:"):
+        try:
+            threads = int(backend.split(":", 1)[1])
+        except ValueError:
+            raise RvmatteError(f"bad backend {backend!r}: use onnxruntime:THREADS") from None
+        backend = "onnxruntime"
     if backend == "onnxruntime":
         from .runtime import OnnxRuntimeRunner
 
@@ -187,7 +200,9 @@ def _write_choices(data: dict) -> None:
 
 
 def _available(backend: str, device: torch.device) -> bool:
-    if backend == "onnxruntime":
+    if backend.startswith("onnxruntime"):
+        if backend != "onnxruntime" and device.type != "cpu":
+            return False
         try:
             import onnxruntime as ort
         except ImportError:

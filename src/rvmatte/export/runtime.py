@@ -94,14 +94,15 @@ class OnnxRuntimeRunner:
     ``dtype``), or ``model=`` an already-built :class:`MattingNetwork`, or ``onnx_path=`` an
     exported file (see :mod:`rvmatte.export.onnx`). ``device``: ``cpu`` (CPU execution
     provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
-    and a GPU are present). ``threads``: intra-op threads (default: ``torch.get_num_threads()``).
+    and a GPU are present). ``threads``: intra-op threads (default: ``torch.get_num_threads()``);
+    ``spin``: let idle intra-op workers spin (lower latency on an otherwise idle machine).
     """
 
     def __init__(self, variant: str = "mobilenetv3", *, weights: Any = "default",
                  refiner: Optional[str] = None, device: Any = None, dtype: Any = None,
                  model: Optional[MattingNetwork] = None, onnx_path: str | os.PathLike | None = None,
                  threads: Optional[int] = None, providers: Optional[Sequence] = None,
-                 opset: int = DEFAULT_OPSET) -> None:
+                 opset: int = DEFAULT_OPSET, spin: bool = False) -> None:
         from ..weights import resolve_dtype
 
         ort = _import_ort()
@@ -125,6 +126,9 @@ class OnnxRuntimeRunner:
         # Same intra-op thread count as torch unless told (on a busy machine fewer threads can be
         # much faster: spinning workers fight for the cores; see docs/SPEED.md).
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        # Idle workers sleep instead of spinning: on the shared 2-core machine this was 9-30%
+        # faster (docs/SPEED.md); pass spin=True on a dedicated machine.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         self.providers = list(providers) if providers else _providers(self.device, available)
         try:
