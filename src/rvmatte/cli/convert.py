@@ -34,6 +34,26 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "at most 512 px")
     g.add_argument("--seq-chunk", type=int, default=None, metavar="N",
                    help="frames per model call (default 4 on CPU, 12 on GPU)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the model (default: PyTorch's choice, or 1 on machines "
+                        "with at most 2 cores)")
+
+
+def set_threads(threads) -> None:
+    """``--threads``; by default one model thread on machines with at most 2 cores, where our
+    own decode and encode threads share the cores (two spinning model threads then run far
+    slower than one)."""
+    import os
+
+    import torch
+
+    if threads is None:
+        if (os.cpu_count() or 1) <= 2:
+            torch.set_num_threads(1)
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
 
 
 def model_kwargs(args) -> dict:
@@ -85,6 +105,7 @@ def _is_batch(path: Path) -> bool:
 def run(args) -> int:
     from ..inference.convert import convert_folder, convert_video
 
+    set_threads(args.threads)
     if not (args.output or args.alpha or args.foreground):
         raise InputError("no output requested: give -o OUTPUT, --alpha and/or --foreground")
     common = dict(background=args.background, seq_chunk=args.seq_chunk, start=args.start,

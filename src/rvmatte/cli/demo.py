@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--output-dir", default="demo_output", help="folder for the results")
     p.add_argument("--input", default=None, help="another video instead of the sample clip")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model (default: 1 on machines with <= 2 cores)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
@@ -37,6 +39,9 @@ def run(args) -> int:
     from ..inference.convert import convert_video
     from ..inference.session import Matter
 
+    from .convert import set_threads
+
+    set_threads(args.threads)
     src = Path(args.input) if args.input else find_sample()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
