@@ -33,7 +33,12 @@ def test_health_and_openapi(make_client):
     for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/result",
                  "/api/jobs/{job_id}/result/{kind}", "/api/health", "/api/uploads"):
         assert path in spec["paths"]
-    assert c.get("/docs").status_code == 200
+    docs = c.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI is served from the package (swagger-ui-bundle), not a CDN: works offline.
+    assert "/_swagger/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
+    js = c.get("/_swagger/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
     page = c.get("/")
     assert page.status_code == 200 and "rvmatte" in page.text
     assert c.get("/static/app.js").status_code == 200

@@ -128,6 +128,16 @@ class BodyLimit:
             await _error(413, "too_large", message)(scope, receive, send)
 
 
+def _local_swagger_ui() -> Optional[Path]:
+    """Swagger UI's static files from the ``swagger-ui-bundle`` package, if installed."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_bundle.swagger_ui_path))
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,9 +181,25 @@ def create_app(config: ServerConfig) -> FastAPI:
             manager.stop()
             store.close()
 
+    swagger_dir = _local_swagger_ui()
     app = FastAPI(title="rvmatte", version=__version__, lifespan=lifespan,
+                  docs_url=None if swagger_dir else "/docs",
                   description="Robust human video matting: upload a video, get the matte, "
                               "the foreground and composites over new backgrounds.")
+    if swagger_dir:
+        # Serve Swagger UI's files ourselves: the default page loads them from a CDN, which
+        # leaves /docs blank on machines without internet access.
+        from fastapi.openapi.docs import get_swagger_ui_html
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/_swagger", StaticFiles(directory=str(swagger_dir)), name="swagger")
+
+        @app.get("/docs", include_in_schema=False)
+        async def _docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="rvmatte API",
+                                       swagger_js_url="/_swagger/swagger-ui-bundle.js",
+                                       swagger_css_url="/_swagger/swagger-ui.css",
+                                       swagger_favicon_url="/_swagger/favicon-32x32.png")
     app.state.config = config
     app.state.manager = manager
     app.state.store = store
