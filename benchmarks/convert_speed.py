@@ -99,6 +99,7 @@ import resource, sys, json
 from rvmatte.inference.convert import convert_video
 from rvmatte.inference.session import Matter
 import torch
+torch.set_num_threads(int(sys.argv[4]))
 torch.manual_seed(0)
 m = Matter(weights=sys.argv[3] if sys.argv[3] != "none" else None)
 r = convert_video(sys.argv[1], sys.argv[2], alpha=sys.argv[2] + ".alpha.mp4", model=m, overwrite=True)
@@ -107,8 +108,8 @@ print(json.dumps({"frames": r.frames, "fps": r.fps,
 """
 
 
-def peak_rss(clip: Path, out: Path, weights: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", RSS_CHILD, str(clip), str(out), weights],
+def peak_rss(clip: Path, out: Path, weights: str, threads: int) -> dict:
+    p = subprocess.run([sys.executable, "-c", RSS_CHILD, str(clip), str(out), weights, str(threads)],
                        capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -123,9 +124,15 @@ def main() -> None:
     ap.add_argument("--rss-size", default="160x120")
     ap.add_argument("--weights", default="default", help="'default' (bundled) or 'none'")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="model threads (default: as the CLI, 1 on machines with <= 2 cores)")
     args = ap.parse_args()
 
     import torch
+
+    from rvmatte.cli.convert import set_threads
+
+    set_threads(args.threads)
 
     from rvmatte.inference.session import Matter
 
@@ -160,7 +167,7 @@ def main() -> None:
                 n = int(minutes * 60 * 25)
                 clip = make_clip(tmp / f"rss_{n}.mp4", rw, rh, n)
                 t = time.perf_counter()
-                res = peak_rss(clip, tmp / f"rss_{n}_out.mp4", args.weights)
+                res = peak_rss(clip, tmp / f"rss_{n}_out.mp4", args.weights, torch.get_num_threads())
                 print(f"  {minutes:5.2f} min ({n} frames): peak RSS {res['max_rss_mb']:.0f} MB, "
                       f"{res['fps']:.1f} fps, {time.perf_counter() - t:.0f} s", flush=True)
     print(f"load average at end: {os.getloadavg()}")
