@@ -82,8 +82,8 @@ def count_batchnorm(model: nn.Module) -> int:
 class TorchRunner:
     """The PyTorch model under ``inference_mode``, optionally with the inference-only transforms.
 
-    fuse_bn: run a BatchNorm-folded copy. channels_last: NHWC weights and inputs (faster
-    convolutions with oneDNN / cuDNN). compile: ``torch.compile`` the model (``"reduce-overhead"``
+    fuse_bn: run a BatchNorm-folded copy. channels_last: NHWC weights (faster convolutions
+    with oneDNN / cuDNN), and NHWC inputs at ratio 1. compile: ``torch.compile`` the model (``"reduce-overhead"``
     = CUDA graphs on a GPU). dtype: cast the copy and the inputs (``bfloat16`` on CPUs with
     AVX-512 BF16/AMX, ``float16`` on GPUs); outputs come back in that dtype.
     """
@@ -108,7 +108,9 @@ class TorchRunner:
     def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
         with torch.inference_mode():
             x = src.to(self.device, self.dtype)
-            if self.channels_last and x.ndim == 4:
+            if self.channels_last and x.ndim == 4 and downsample_ratio == 1:
+                # NHWC input only when the network runs at full size: with r < 1 the full-size
+                # part is the refiner's elementwise work, which was slower in NHWC (docs/SPEED.md).
                 x = x.contiguous(memory_format=torch.channels_last)
             if state is not None:
                 state = tuple(s.to(self.device, self.dtype) for s in state)
