@@ -8,7 +8,8 @@ End-to-end: convert_video on an H.264 file with audio -> H.264 composite over gr
 video, all threads running (decode, model, composite, encode, mux, audio copy).
 Both are measured side by side in one run, on the same machine, with the same weights.
 Peak RSS: a fresh subprocess converts a generated clip of each length (160x120, 25 fps) and
-reports its own ru_maxrss: flat memory means the numbers do not grow with the length.
+reports its own VmHWM and its RSS every 500 frames: flat memory means the numbers do not grow
+with the length.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -95,16 +95,27 @@ def end_to_end_fps(matter, clip: Path, tmp: Path, seq_chunk: int) -> tuple[float
 
 
 RSS_CHILD = r"""
-import resource, sys, json
+import sys, json
 from rvmatte.inference.convert import convert_video
 from rvmatte.inference.session import Matter
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 torch.manual_seed(0)
+
+def status(key):  # VmHWM: peak RSS of this process image (ru_maxrss would include the
+    for line in open("/proc/self/status"):  # forked parent's pages on Linux)
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
 m = Matter(weights=sys.argv[3] if sys.argv[3] != "none" else None)
-r = convert_video(sys.argv[1], sys.argv[2], alpha=sys.argv[2] + ".alpha.mp4", model=m, overwrite=True)
-print(json.dumps({"frames": r.frames, "fps": r.fps,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+samples = []
+def progress(p):
+    if p.done % 500 < 4:
+        samples.append(round(status("VmRSS")))
+r = convert_video(sys.argv[1], sys.argv[2], alpha=sys.argv[2] + ".alpha.mp4", model=m,
+                  overwrite=True, progress=progress)
+print(json.dumps({"frames": r.frames, "fps": r.fps, "max_rss_mb": status("VmHWM"),
+                  "rss_samples_mb": samples}))
 """
 
 
@@ -149,7 +160,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print(f"\n{'size':>10} {'ratio':>6} {'model fps':>10} {'e2e fps':>8} {'e2e/model':>9}")
-        for size in args.sizes.split(","):
+        for size in [x for x in args.sizes.split(",") if x and x != "none"]:
             w, h = map(int, size.lower().split("x"))
             clip = make_clip(tmp / f"clip_{w}x{h}.mp4", w, h, args.frames + args.seq_chunk)
             # alternate the two measurements and keep the best of each, so that a burst of
@@ -169,7 +180,8 @@ def main() -> None:
                 t = time.perf_counter()
                 res = peak_rss(clip, tmp / f"rss_{n}_out.mp4", args.weights, torch.get_num_threads())
                 print(f"  {minutes:5.2f} min ({n} frames): peak RSS {res['max_rss_mb']:.0f} MB, "
-                      f"{res['fps']:.1f} fps, {time.perf_counter() - t:.0f} s", flush=True)
+                      f"{res['fps']:.1f} fps, {time.perf_counter() - t:.0f} s; RSS every 500 "
+                      f"frames: {res['rss_samples_mb']} MB", flush=True)
     print(f"load average at end: {os.getloadavg()}")
 
 
