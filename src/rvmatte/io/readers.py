@@ -10,7 +10,6 @@ with the presentation timestamp of the input (VFR kept).
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from dataclasses import dataclass, field

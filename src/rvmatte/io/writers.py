@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import OutputError
 from .readers import IMAGE_EXTS, is_pattern
 
 # user-facing codec name -> PyAV encoder
