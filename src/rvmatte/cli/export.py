@@ -81,9 +81,13 @@ def _verify(model, path: Path, fmt: str, dtype: str) -> None:
 
         cand = OnnxRuntimeRunner(onnx_path=path, device="cpu", dtype=dtype)
     else:
+        import warnings
+
         import torch
 
-        cand = torchscript_candidate(torch.jit.load(str(path), map_location="cpu"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            cand = torchscript_candidate(torch.jit.load(str(path), map_location="cpu"))
     if "16" in str(dtype):
         print("verify: skipped for half precision (compare float32 exports)")
         return

@@ -13,10 +13,14 @@ its scale (the semantics of ``interpolate(scale_factor=r, recompute_scale_factor
 the guided-filter refiner sits inside an ``If`` on ``downsample_ratio != 1``, so ratio 1 gives
 exactly what PyTorch gives (no refiner) and ratio < 1 runs it -- one graph for every ratio.
 
-The export traces the model with the legacy (TorchScript-based) exporter: it keeps the ratio a
-runtime input through a custom symbolic, which ``torch.export`` cannot (the working size depends
-on the ratio's value). The ``If`` is made afterwards by moving the refiner's nodes into a
-sub-graph (:func:`_wrap_refiner_in_if`).
+How: the legacy (TorchScript-based) exporter traces :class:`OnnxExportModule`, a wrapper that
+calls the model's own sub-modules (``torch.export`` cannot keep the ratio an input: the working
+size depends on its value). Two small rewrites of the traced graph follow:
+:func:`_feed_ratio_to_resize` makes ``downsample_ratio`` the scale of the source ``Resize``
+(traced with a constant 0.5 so every static dim stays known), and :func:`_wrap_refiner_in_if`
+moves the refiner's nodes into the ``then`` branch of an ``If``. The Fast Guided Filter's
+box-filter kernel is built from a traced channel count; :func:`_conv_symbolic` exports such
+convolutions without ``kernel_shape`` (ONNX reads it from the weight).
 """
 
 from __future__ import annotations
