@@ -95,3 +95,17 @@ def test_default_constructor_bundled_weights():
                                weights="default")
     diffs = max_abs_diff(model, runner, size=(90, 160), ratios=(1.0, 0.5), frames=2)
     assert max(diffs.values()) <= TOL, diffs
+
+
+def test_matter_onnxruntime_backend_matches_torch(fgf):
+    """The contract with the streaming session: Matter(backend='onnxruntime') uses this runner."""
+    import numpy as np
+
+    session = pytest.importorskip("rvmatte.inference.session")
+    frames = (np.random.default_rng(0).random((3, 72, 128, 3)) * 255).astype(np.uint8)
+    ref = session.Matter(fgf, downsample_ratio=0.5, device="cpu")
+    got = session.Matter(fgf, downsample_ratio=0.5, device="cpu", backend="onnxruntime")
+    for t in range(3):
+        pha_r, fgr_r = ref.process(frames[t])
+        pha_g, fgr_g = got.process(frames[t])
+        assert np.abs(pha_r - pha_g).max() <= TOL and np.abs(fgr_r - fgr_g).max() <= TOL
