@@ -89,6 +89,8 @@ def model_only(args, model, device) -> list[dict]:
     for size in args.sizes:
         h, w, ratio = parse_size(size)
         src = torch.rand(1, 3, h, w, device=device)
+        if args.chunk > 1:  # (1, T, 3, H, W): T frames per call, as Matter's chunks
+            src = src.unsqueeze(1).expand(-1, args.chunk, -1, -1, -1).contiguous()
         runners, states, times, peaks = {}, {}, {}, {}
         for combo in combos:
             try:
@@ -118,13 +120,13 @@ def model_only(args, model, device) -> list[dict]:
                     st = r(src, st, ratio).state
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                times[combo].append((time.perf_counter() - t0) / args.frames)
+                times[combo].append((time.perf_counter() - t0) / (args.frames * args.chunk))
                 states[combo] = st
         base = statistics.median(times[("torch", "fp32")]) if ("torch", "fp32") in times else None
         for combo in runners:
             t = statistics.median(times[combo])
             rows.append({"kind": "model", "size": size, "ratio": ratio, "backend": combo[0],
-                         "dtype": combo[1], "fps": 1 / t, "ms": 1000 * t,
+                         "dtype": combo[1], "chunk": args.chunk, "fps": 1 / t, "ms": 1000 * t,
                          "x_eager": (base / t) if base else None,
                          "peak_mib": peaks.get(combo), "rounds": [1 / x for x in times[combo]]})
         del runners, states
@@ -188,9 +190,17 @@ def end_to_end(args, model, device) -> list[dict]:
             return Matter(fast, downsample_ratio=args.e2e_ratio)
         if backend == "onnxruntime":
             return Matter(model, downsample_ratio=args.e2e_ratio, backend="onnxruntime")
+        if backend == "onnxruntime-pipe":
+            # Matter has no switch for the pipelined runner yet: swap it in (benchmark only).
+            from rvmatte.export.runtime import OnnxRuntimeRunner
+
+            m = Matter(model, downsample_ratio=args.e2e_ratio, backend="onnxruntime")
+            m._runner = OnnxRuntimeRunner(model=model, device="cpu", pipeline=True)
+            return m
         raise ValueError(f"no end-to-end path for {backend}")
 
-    names = ["torch"] + [b for b in args.backends if b in ("torch-fast", "onnxruntime") and b != "torch"]
+    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe")
+    names = ["torch"] + [b for b in args.backends if b in e2e_paths]
     matters = {n: matter(n) for n in names}
     times = {n: [] for n in names}
     frames = 0
@@ -222,7 +232,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--backends", default="torch,torch-fast,onnxruntime")
     p.add_argument("--dtypes", default="fp32")
-    p.add_argument("--frames", type=int, default=5, help="frames per round")
+    p.add_argument("--frames", type=int, default=5, help="calls per round")
+    p.add_argument("--chunk", type=int, default=1,
+                   help="frames per call (T); > 1 lets onnxruntime-pipe overlap frames")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
@@ -252,8 +264,8 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True  # fixed sizes: let cuDNN pick its fastest kernels
     model = rvmatte.load_model(args.variant, refiner=args.refiner, weights=args.weights, device=device)
     print(f"machine: {machine()}")
-    print(f"model: {args.variant} + {args.refiner}, batch 1, {args.rounds} interleaved rounds x "
-          f"{args.frames} frames, median round")
+    print(f"model: {args.variant} + {args.refiner}, batch 1, {args.chunk} frame(s) per call, "
+          f"{args.rounds} interleaved rounds x {args.frames} calls, median round")
     rows = [] if args.e2e_only else model_only(args, model, device)
     if args.memory and device.type == "cpu" and not args.e2e_only:
         for row in rows:

@@ -109,3 +109,19 @@ def test_matter_onnxruntime_backend_matches_torch(fgf):
         pha_r, fgr_r = ref.process(frames[t])
         pha_g, fgr_g = got.process(frames[t])
         assert np.abs(pha_r - pha_g).max() <= TOL and np.abs(fgr_r - fgr_g).max() <= TOL
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_pipelined_runner_matches(fgf, runner, ratio):
+    """pipeline=True (network and refiner overlapped across frames) gives the same results."""
+    pipe = OnnxRuntimeRunner(onnx_path=runner.onnx_path, device="cpu", pipeline=True)
+    src = torch.rand(2, 4, 3, 61, 97)
+    with torch.inference_mode():
+        ref = fgf(src, None, ratio)
+    first = pipe(src[:, :3], None, ratio)
+    rest = pipe(src[:, 3], first.state, ratio)  # a single (B,3,H,W) frame goes through too
+    assert float((first.fgr - ref.fgr[:, :3]).abs().max()) <= TOL
+    assert float((first.pha - ref.pha[:, :3]).abs().max()) <= TOL
+    assert float((rest.fgr - ref.fgr[:, 3]).abs().max()) <= TOL
+    assert all(float((a - b).abs().max()) <= TOL for a, b in zip(rest.state, ref.state))
+    pipe.close()

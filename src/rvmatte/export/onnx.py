@@ -305,3 +305,67 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     return proto
+
+
+def split_refiner(model_proto):
+    """Split an exported model into ``(low, refine)`` graphs for two-stage pipelining.
+
+    ``low``: the exported inputs -> the refiner's inputs from the network (``refine_inputs``),
+    ``fgr_lo``/``pha_lo`` (names ``"fgr_lo"``, ``"pha_lo"``: the working-resolution residual and
+    alpha) and ``r1o..r4o``. ``refine``: ``src`` + ``refine_inputs`` -> ``fgr_residual``, ``pha``
+    at full size (before the final ``clamp(src + residual)``). The recurrence lives in ``low``
+    alone, so frame t's ``refine`` can run while frame t+1's ``low`` does.
+    """
+    import copy as _copy
+
+    from onnx import helper
+
+    proto = _copy.deepcopy(model_proto)
+    graph = proto.graph
+    ifs = [n for n in graph.node if n.op_type == "If"]
+    if len(ifs) != 1:
+        raise RuntimeError("not an rvmatte ONNX export (no refiner If)")
+    node = ifs[0]
+    then_g = next(a.g for a in node.attribute if a.name == "then_branch")
+    else_g = next(a.g for a in node.attribute if a.name == "else_branch")
+    fgr_lo, pha_lo = (n.input[0] for n in else_g.node)
+    produced = {o for n in then_g.node for o in n.output} | {i.name for i in then_g.initializer}
+    needed = []
+    for n in then_g.node:
+        for x in n.input:
+            if x and x not in produced and x not in needed:
+                needed.append(x)
+    inits = {i.name: i for i in graph.initializer}
+    consts = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+    elem = graph.input[0].type.tensor_type.elem_type
+    acts = [x for x in needed if x not in inits and x not in consts]
+    refine = helper.make_graph(
+        [consts[x] for x in needed if x in consts] + list(then_g.node), "rvmatte_refine",
+        inputs=[helper.make_tensor_value_info(x, elem, [None] * 4) for x in acts],
+        outputs=[helper.make_tensor_value_info(o.name, elem, [None] * 4) for o in then_g.output],
+        initializer=[inits[x] for x in needed if x in inits])
+    refine_proto = helper.make_model(refine, opset_imports=list(proto.opset_import),
+                                     producer_name="rvmatte")
+    refine_proto.ir_version = proto.ir_version
+    # low: drop the If and everything after it; expose what the refiner needs.
+    nodes = list(graph.node)
+    frontier = set(node.output)
+    keep = []
+    for n in nodes:
+        if n.op_type == "If" or any(x in frontier for x in n.input):
+            frontier.update(n.output)
+        else:
+            keep.append(n)
+    del graph.node[:]
+    graph.node.extend(keep)
+    graph_inputs = {i.name for i in graph.input}
+    rec_outputs = [o for o in graph.output if o.name not in OUTPUT_NAMES[:2]]
+    outs = [helper.make_node("Identity", [fgr_lo], ["fgr_lo"]),
+            helper.make_node("Identity", [pha_lo], ["pha_lo"])]
+    graph.node.extend(outs)
+    del graph.output[:]
+    exposed = [x for x in acts if x not in graph_inputs]
+    graph.output.extend([helper.make_tensor_value_info(x, elem, [None] * 4) for x in exposed]
+                        + [helper.make_tensor_value_info("fgr_lo", elem, [None] * 4),
+                           helper.make_tensor_value_info("pha_lo", elem, [None] * 4)] + rec_outputs)
+    return proto, refine_proto, acts

@@ -10,6 +10,8 @@ MattingOutput`` (torch tensors in and out, ``state=None`` on a clip's first fram
                  ``mode="reduce-overhead"``). Compiles on the first call of each frame size
 ``onnxruntime``  :class:`rvmatte.export.runtime.OnnxRuntimeRunner` (CPU / CUDA provider)
 ``onnxruntime:N``  the same with N intra-op threads (``onnxruntime:1`` wins on a busy machine)
+``onnxruntime-pipe``  ORT split at the refiner: for clips at ratio < 1, frame t's full-size
+                 refinement runs in a second thread while frame t+1's network runs
 
 :func:`choose_backend` times the candidates briefly on the actual device, size and ratio and
 remembers the winner in ``<cache>/speed_choice.json`` (see :func:`rvmatte.export.runtime.cache_dir`);
@@ -33,10 +35,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..errors import RvmatteError
 from ..models import MattingNetwork, MattingOutput
 
-BACKENDS = ("torch", "torch-fast", "compile", "onnxruntime")
+BACKENDS = ("torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe")
 # What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
 # machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
-DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1"),
+DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1", "onnxruntime-pipe"),
                       "cuda": ("torch", "torch-fast", "compile")}
 CHOICE_FILE = "speed_choice.json"
 
@@ -135,6 +137,12 @@ def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
         return TorchRunner(model, dtype=dt)
     if backend == "compile":
         return TorchRunner(model, compile=True, dtype=dt)
+    if backend == "onnxruntime-pipe":
+        from .runtime import OnnxRuntimeRunner
+
+        device = next(model.parameters()).device
+        return OnnxRuntimeRunner(model=model, device=str(device), dtype=dt, threads=threads,
+                                 pipeline=True)
     if backend.startswith("onnxruntime:"):
         try:
             threads = int(backend.split(":", 1)[1])
@@ -151,18 +159,21 @@ def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
 
 # ----------------------------------------------------------------------------- measuring
 def time_runner(runner: Callable[..., MattingOutput], src: torch.Tensor, ratio: float, *,
-                frames: int = 5, warmup: int = 2) -> float:
-    """Seconds per frame of ``runner`` over ``frames`` recurrent calls (after ``warmup``)."""
+                frames: int = 5, warmup: int = 1, chunk: int = 1) -> float:
+    """Seconds per frame of ``runner`` over ``frames`` calls of ``chunk`` frames each
+    (``src`` (B,3,H,W) repeated along T when ``chunk > 1``, like Matter's chunks), after
+    ``warmup`` calls."""
+    x = src.unsqueeze(1).expand(-1, chunk, -1, -1, -1).contiguous() if chunk > 1 else src
     state = None
     for _ in range(warmup):
-        state = runner(src, state, ratio).state
+        state = runner(x, state, ratio).state
     sync = torch.cuda.synchronize if src.device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for _ in range(frames):
-        state = runner(src, state, ratio).state
+        state = runner(x, state, ratio).state
     sync()
-    return (time.perf_counter() - t0) / frames
+    return (time.perf_counter() - t0) / (frames * chunk)
 
 
 def _machine_key() -> str:
@@ -204,7 +215,7 @@ def _write_choices(data: dict) -> None:
 def _available(backend: str, device: torch.device) -> bool:
     if backend.startswith("onnxruntime"):
         if backend != "onnxruntime" and device.type != "cpu":
-            return False
+            return False  # the thread-count and pipelined variants are CPU tuning
         try:
             import onnxruntime as ort
         except ImportError:
@@ -216,12 +227,12 @@ def _available(backend: str, device: torch.device) -> bool:
 
 
 def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ratio: float, *,
-                   candidates: Optional[Sequence[str]] = None, frames: int = 3,
+                   candidates: Optional[Sequence[str]] = None, frames: int = 1, chunk: int = 4,
                    use_cache: bool = True, timings: Optional[dict] = None) -> str:
     """The fastest backend for ``model`` on its device at ``height x width`` / ``ratio``.
 
-    Times each candidate for a few frames (a few seconds in all on a 2-core CPU at 1080p) and
-    caches the answer per machine, model, size and ratio in ``speed_choice.json``. Candidates
+    Times each candidate on ``frames`` calls of ``chunk`` frames (Matter's CPU chunk is 4)
+    after one warm-up call -- a few seconds in all on a 2-core CPU at 1080p -- and caches the answer per machine, model, size and ratio in ``speed_choice.json``. Candidates
     default to :data:`DEFAULT_CANDIDATES` for the device type. ``timings``, when given, receives
     ``{backend: seconds per frame}``.
     """
@@ -230,7 +241,7 @@ def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ra
     cands = [c for c in (candidates or DEFAULT_CANDIDATES.get(device.type, ("torch",)))
              if _available(c, device)]
     key = (f"{_machine_key()}|{device}|{dtype}|{model.variant}/{model.refiner_name}|"
-           f"{height}x{width}@{downsample_ratio:g}|{','.join(cands)}")
+           f"{height}x{width}@{downsample_ratio:g}x{chunk}|{','.join(cands)}")
     choices = _read_choices() if use_cache else {}
     if key in choices and choices[key] in cands:
         return choices[key]
@@ -239,7 +250,7 @@ def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ra
     for name in cands:
         try:
             runner = make_runner(name, model, dtype=dtype if dtype != torch.float32 else None)
-            t = time_runner(runner, src, downsample_ratio, frames=frames, warmup=1)
+            t = time_runner(runner, src, downsample_ratio, frames=frames, warmup=1, chunk=chunk)
         except (RvmatteError, RuntimeError) as e:  # a path that cannot run here is skipped
             t = float("inf")
             if timings is not None:

@@ -96,13 +96,16 @@ class OnnxRuntimeRunner:
     provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
     and a GPU are present). ``threads``: intra-op threads (default: ``torch.get_num_threads()``);
     ``spin``: let idle intra-op workers spin (lower latency on an otherwise idle machine).
+    ``pipeline``: split the graph at the refiner (:func:`~rvmatte.export.onnx.split_refiner`) and,
+    for clips (B,T,3,H,W) at ratio < 1, run frame t's full-size refinement in a worker thread
+    while frame t+1's network runs (one intra-op thread per stage unless ``threads``).
     """
 
     def __init__(self, variant: str = "mobilenetv3", *, weights: Any = "default",
                  refiner: Optional[str] = None, device: Any = None, dtype: Any = None,
                  model: Optional[MattingNetwork] = None, onnx_path: str | os.PathLike | None = None,
                  threads: Optional[int] = None, providers: Optional[Sequence] = None,
-                 opset: int = DEFAULT_OPSET, spin: bool = False) -> None:
+                 opset: int = DEFAULT_OPSET, spin: bool = False, pipeline: bool = False) -> None:
         from ..weights import resolve_dtype
 
         ort = _import_ort()
@@ -131,9 +134,25 @@ class OnnxRuntimeRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         self.providers = list(providers) if providers else _providers(self.device, available)
+        self.pipeline = pipeline
+        self._pool = None
+        if pipeline and not threads:
+            opts.intra_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
-                                                providers=self.providers)
+            if pipeline:
+                import onnx
+
+                from .onnx import split_refiner
+
+                low, refine, self._refine_inputs = split_refiner(onnx.load(str(self.onnx_path)))
+                self.session = ort.InferenceSession(low.SerializeToString(), sess_options=opts,
+                                                    providers=self.providers)
+                self._refine = ort.InferenceSession(refine.SerializeToString(), sess_options=opts,
+                                                    providers=self.providers)
+                self._low_names = [o.name for o in self.session.get_outputs()]
+            else:
+                self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
+                                                    providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
@@ -166,6 +185,8 @@ class OnnxRuntimeRunner:
         rec = ([self._zero] * 4 if state is None
                else [s.detach().to("cpu").numpy().astype(self._np_dtype, copy=False) for s in state])
         ratio = np.array([r], dtype=np.float32)
+        if self.pipeline:
+            return self._call_pipelined(x, rec, ratio, out_device)
         if x.ndim == 4:
             fgr, pha, *rec = self._run_frame(np.ascontiguousarray(x), rec, ratio)
         else:
@@ -180,3 +201,60 @@ class OnnxRuntimeRunner:
             return torch.from_numpy(a).to(out_device)
 
         return MattingOutput(back(fgr), back(pha), tuple(back(s) for s in rec))
+
+    # -- two-stage pipeline -----------------------------------------------------------------
+    def _finish(self, src: np.ndarray, fgr: np.ndarray, pha: np.ndarray):
+        """``clamp(src + residual)``, ``clamp(pha)`` as the full graph does (in place)."""
+        np.add(fgr, src, out=fgr)
+        np.clip(fgr, 0, 1, out=fgr)
+        np.clip(pha, 0, 1, out=pha)
+        return fgr, pha
+
+    def _refine_frame(self, src: np.ndarray, feeds: dict):
+        fgr, pha = self._refine.run(None, feeds)
+        return self._finish(src, fgr, pha)
+
+    def _call_pipelined(self, x: np.ndarray, rec: list, ratio: np.ndarray, out_device) -> MattingOutput:
+        clip = x.ndim == 5
+        frames = [np.ascontiguousarray(x[:, t]) for t in range(x.shape[1])] if clip else [x]
+        refine = float(ratio[0]) != 1
+        if refine and len(frames) > 1 and self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvmatte-refine")
+        results = []
+        for src in frames:
+            feeds = {"src": src, "r1i": rec[0], "r2i": rec[1], "r3i": rec[2], "r4i": rec[3],
+                     "downsample_ratio": ratio}
+            low = dict(zip(self._low_names, self.session.run(None, feeds)))
+            rec = [low[n] for n in ("r1o", "r2o", "r3o", "r4o")]
+            if not refine:  # ratio 1: the network's output is the result (no refiner)
+                results.append(self._finish(src, low["fgr_lo"], low["pha_lo"]))
+                continue
+            rfeeds = {k: (src if k == "src" else low[k]) for k in self._refine_inputs}
+            if len(frames) > 1:  # overlap this frame's refinement with the next frame's network
+                results.append(self._pool.submit(self._refine_frame, src, rfeeds))
+            else:
+                results.append(self._refine_frame(src, rfeeds))
+        results = [r.result() if hasattr(r, "result") else r for r in results]
+        if clip:
+            fgr = np.stack([f for f, _ in results], axis=1)
+            pha = np.stack([p for _, p in results], axis=1)
+        else:
+            fgr, pha = results[0]
+
+        def back(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(out_device)
+
+        return MattingOutput(back(fgr), back(pha), tuple(back(s) for s in rec))
+
+    def close(self) -> None:
+        """Stop the pipeline's worker thread (also done at garbage collection)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
