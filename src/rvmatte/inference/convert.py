@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, InputError, OutputError, RvmatteError
-from ..io.compose import Background, ColorBackground, NAMED, parse_background, to_uint8
+from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_background,
+                          to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
 from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
                           check_output_target, image_name, move_images, plan_output,
@@ -417,14 +418,13 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                     out[key] = to_uint8(pha[:, 0]).cpu().numpy()
             elif kind == "foreground":
                 x = torch.cat([fgr, pha], 1) if ch == "rgba" else fgr
-                out[key] = to_uint8(x).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                out[key] = to_uint8(x, inplace=ch == "rgba").permute(0, 2, 3, 1).contiguous().cpu().numpy()
             else:
                 if ch == "rgba":
                     x = torch.cat([fgr, pha], 1)
                 else:
-                    b = comp_bg.get(src, first)
-                    x = fgr * pha + b.to(fgr.dtype) * (1 - pha)
-                out[key] = to_uint8(x).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                    x = composite(fgr, pha, comp_bg.get(src, first))
+                out[key] = to_uint8(x, inplace=True).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return out
 
     threads = [threading.Thread(target=decode, name="rvmatte-decode", daemon=True),

@@ -38,9 +38,15 @@ def parse_color(text: str) -> Optional[tuple[int, int, int]]:
     return None
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [0, 1] -> uint8, rounded."""
-    return x.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+def to_uint8(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """float [0, 1] -> uint8, rounded. ``inplace`` reuses ``x`` (a temporary) as scratch."""
+    x = x.mul_(255.0) if inplace else x.mul(255.0)
+    return x.add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def composite(fgr: torch.Tensor, pha: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """``fgr * pha + bg * (1 - pha)`` in one pass (``lerp``); float, same shape as ``fgr``."""
+    return torch.lerp(bg.to(fgr.dtype).expand_as(fgr), fgr, pha.expand_as(fgr))
 
 
 def cover(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
