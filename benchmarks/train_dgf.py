@@ -44,7 +44,7 @@ def build_root(media: Path, root: Path) -> Path:
     return root
 
 
-def distill_from_fgf(trainer: Trainer, minutes: float) -> None:
+def distill_from_fgf(trainer: Trainer, minutes: float, lr: float = 1e-3) -> None:
     """Warm start: fit the DGF's output to the parameter-free Fast Guided Filter's on the same
     inputs (L1 on alpha and foreground residual). Uses the HR data stream's own samples."""
     import time
@@ -54,7 +54,7 @@ def distill_from_fgf(trainer: Trainer, minutes: float) -> None:
 
     model, cfg = trainer.model, trainer.cfg
     fgf = FastGuidedFilterRefiner()
-    opt = torch.optim.Adam(model.refiner.parameters(), lr=cfg.lr_refiner)
+    opt = torch.optim.Adam(model.refiner.parameters(), lr=lr)
     trainer._set_train_mode()  # frozen parts in eval mode, the refiner in train mode
     start, n = time.monotonic(), 0
     while time.monotonic() - start < minutes * 60:
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     try:
         if a.distill_minutes > 0 and trainer.step == 0:
             distill_from_fgf(trainer, a.distill_minutes)
+            trainer.export_weights(out / "dgf_distilled_full.pth")
             trainer.cfg.time_limit_min = max(0.5, a.minutes - a.distill_minutes)
         result = trainer.run()
         trainer.export_weights(out / "dgf_full.pth")
