@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import OutputError, RvmatteError
 from ..models import MattingNetwork, downsample
