@@ -168,3 +168,27 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert ckpt["step"] == 3 and ckpt["world_size"] == 2
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["tag"] == "train"] == [1, 2, 3]  # rank 0 only
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage2", "stage3", "stage4", "finetune"])
+def test_every_preset_runs_at_smoke_scale(name, tmp_path):
+    """Each preset's structure (passes, datasets, frozen modules, init) at 64/128 px, 2 steps."""
+    data = {"matting": {"stage4": "imagematte", "finetune": "videomatte"}.get(name, "synthetic"),
+            "imagematte_train": str(FIXTURES / "imagematte"),
+            "videomatte_train": str(FIXTURES / "videomatte"),
+            "background_images_train": str(FIXTURES / "backgrounds"),
+            "background_videos_train": str(FIXTURES / "background_videos"),
+            "synthetic_train": str(FIXTURES / "synthetic"), "num_workers": 0,
+            "coco_panoptic": str(FIXTURES / "coco_panoptic"), "spd": str(FIXTURES / "spd"),
+            "youtubevis": str(FIXTURES / "youtubevis")}
+    from rvmatte.training.config import PRESETS
+    p = PRESETS[name]
+    cfg = tiny_config(tmp_path, preset=name, max_steps=2, size_hr_min=128, size_hr_max=128,
+                      seq_length_hr=2, data=data, lr_backbone=p.lr_backbone, lr_aspp=p.lr_aspp,
+                      lr_decoder=p.lr_decoder)
+    if not p.segmentation:
+        cfg.data.coco_panoptic = cfg.data.spd = cfg.data.youtubevis = None
+    result = train(cfg, log=_quiet)
+    assert result["steps"] == 2 and result["last_loss"] == result["last_loss"]
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert ("hr_total" in rows[-1]) == p.train_hr
