@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# OpenMP workers that sleep instead of spinning when idle: on small or busy machines spinning
+# threads starve the decode/encode threads and each other (measured 15-20x slower under load,
+# docs/SPEED.md). Must be set before torch / onnxruntime load their OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import RvmatteError
 

@@ -28,7 +28,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--refiner", default=None, choices=["fast_guided_filter", "deep_guided_filter"])
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16")
-    g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    g.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe"],
+                   help="auto (default): the fastest path measured for the device and ratio "
+                        "(docs/SPEED.md); torch = plain eager PyTorch")
     g.add_argument("--downsample", default="auto", metavar="auto|R",
                    help="downsample ratio in (0, 1]; auto = longest side of the working image "
                         "at most 512 px")

@@ -45,7 +45,7 @@ def run(args) -> int:
     src = Path(args.input) if args.input else find_sample()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    matter = Matter(device=None if args.device == "auto" else args.device)
+    matter = Matter(device=None if args.device == "auto" else args.device, backend="auto")
     targets = {"composite": out / "composite.mp4", "alpha": out / "alpha.mp4",
                "transparent": out / "transparent.webm"}
     if not args.quiet:

@@ -7,6 +7,7 @@ goes through :meth:`Matter.step` (device tensors) or :meth:`Matter.process` (num
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any, Optional
 
@@ -17,7 +18,24 @@ from ..errors import RvmatteError
 from ..models.matting import MattingOutput, State
 from .downsample import parse_downsample_ratio, resolve_downsample_ratio
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe")
+# Backends built around a loaded torch model by rvmatte.export.optimize.make_runner.
+_WRAPPED = ("torch-fast", "compile", "onnxruntime-pipe")
+
+
+def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
+    """The backend ``backend="auto"`` picks, by a rule measured on CPUs (docs/SPEED.md).
+
+    On the CPU in float32: ONNX Runtime when the network runs downsampled (1.6-3.7x plain
+    eager at 1080p/0.25 and 4K/0.125), the BatchNorm-folded channels-last torch path at ratio 1
+    (1.8x at 512x288, where ONNX Runtime gains less). On GPUs and for other dtypes: eager torch.
+    Without onnxruntime installed, the torch paths only.
+    """
+    if device.type != "cpu" or dtype != torch.float32:
+        return "torch"
+    if ratio < 1 and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnxruntime"
+    return "torch-fast"
 
 
 def _load_onnx_runner(**kwargs: Any):
@@ -76,6 +94,7 @@ class Matter:
             self.model = model.eval()
             p = next(model.parameters())
             self.device, self.dtype = p.device, p.dtype
+        self._runners: dict[str, Any] = {}  # wrapped/auto backends, built on first use
         self.state: Optional[State] = None
         self._size: Optional[tuple[int, int]] = None
 
@@ -101,11 +120,28 @@ class Matter:
         ratio = self.ratio_for(h, w) if downsample_ratio is None else float(downsample_ratio)
         with torch.inference_mode():
             x = src.to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
-            if self._runner is not None:
-                fgr, pha, state = self._runner(x, state, ratio)
-            else:
-                fgr, pha, state = self.model(x, state, ratio)
+            runner = self._runner if self._runner is not None else self._runner_for(ratio)
+            fgr, pha, state = runner(x, state, ratio)
         return MattingOutput(fgr[0], pha[0], tuple(state))
+
+    def backend_for(self, ratio: float) -> str:
+        """The concrete backend used at ``ratio`` (resolves ``"auto"``)."""
+        if self.backend == "auto":
+            return auto_backend(self.device, self.dtype, ratio)
+        return self.backend
+
+    def _runner_for(self, ratio: float):
+        name = self.backend_for(ratio)
+        if name == "torch":
+            return self.model
+        if name not in self._runners:
+            if name == "onnxruntime":
+                self._runners[name] = _load_onnx_runner(model=self.model, device=str(self.device))
+            else:
+                from ..export.optimize import make_runner
+
+                self._runners[name] = make_runner(name, self.model)
+        return self._runners[name]
 
     # -- numpy frames -----------------------------------------------------------------
     def reset(self) -> None:

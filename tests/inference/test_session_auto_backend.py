@@ -1,0 +1,43 @@
+"""``Matter(backend="auto")``: the measured rule picks a fast path that matches eager torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rvmatte.inference.session import Matter, auto_backend
+
+
+def test_rule():
+    cpu = torch.device("cpu")
+    assert auto_backend(cpu, torch.float32, 0.25) == "onnxruntime"
+    assert auto_backend(cpu, torch.float32, 1.0) == "torch-fast"
+    assert auto_backend(cpu, torch.bfloat16, 0.25) == "torch"
+    assert auto_backend(torch.device("cuda"), torch.float32, 0.25) == "torch"
+
+
+@pytest.mark.parametrize("ratio,expected", [(1.0, "torch-fast"), (0.5, "onnxruntime")])
+def test_auto_matches_eager(ratio, expected):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(3, 72, 120, 3), dtype=np.uint8)
+    eager = Matter(device="cpu", downsample_ratio=ratio, backend="torch")
+    auto = Matter(model=eager.model, downsample_ratio=ratio, backend="auto")
+    assert auto.backend_for(ratio) == expected
+    pha_e, fgr_e = eager.process(frames)
+    pha_a, fgr_a = auto.process(frames)
+    assert expected in auto._runners
+    assert np.abs(pha_a - pha_e).max() < 1e-4
+    assert np.abs(fgr_a - fgr_e).max() < 1e-4
+    # the recurrent state carries on through the fast path as well
+    pha_e2, _ = eager.process(frames[::-1])
+    pha_a2, _ = auto.process(frames[::-1])
+    assert np.abs(pha_a2 - pha_e2).max() < 1e-4
+
+
+def test_unknown_backend():
+    from rvmatte.errors import RvmatteError
+
+    with pytest.raises(RvmatteError, match="unknown backend"):
+        Matter(weights=None, device="cpu", backend="tensorrt")
