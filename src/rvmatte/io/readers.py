@@ -333,13 +333,14 @@ class Source:
             index = resume_index if mode == "resume" else 0
             last_pts = None
             abs_i = 0
+            # One nominal frame in time-base units, to repair missing or non-increasing
+            # timestamps (broken muxers write e.g. pts 0 for every frame): never drop a frame.
+            step = max(1, int(round(1 / (float(info.rate) * float(tb))))) if info.rate else 1
             try:
                 for frame in c.decode(vs):
                     pts = frame.pts
-                    if pts is None:
-                        pts = (last_pts + 1) if last_pts is not None else info.start_pts
-                    elif last_pts is not None and pts <= last_pts:
-                        continue  # duplicate / out-of-order timestamps: keep them increasing
+                    if pts is None or (last_pts is not None and pts <= last_pts):
+                        pts = (last_pts + step) if last_pts is not None else info.start_pts
                     last_pts = pts
                     t = float((pts - info.start_pts) * tb)
                     if mode == "resume":
