@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--input", default=None, help="another video instead of the sample clip")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the model (default: 1 on machines with <= 2 cores)")
+                   help="CPU threads for the model (default: PyTorch's choice)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
