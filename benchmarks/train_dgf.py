@@ -1,6 +1,6 @@
 """Train the missing Deep Guided Filter on top of the frozen bundled MobileNetV3 weights.
 
-    python benchmarks/train_dgf.py --media /work/shared/media --out runs/dgf --minutes 20
+    python benchmarks/train_dgf.py --media ../shared/media --out runs/dgf --minutes 20
 
 Builds a synthetic matting root from the shared developer media (see its MANIFEST.md) that is
 *disjoint* from the high-resolution clips of ``benchmarks/default_benchmark.json`` (those use
@@ -80,7 +80,7 @@ def distill_from_fgf(trainer: Trainer, minutes: float, lr: float = 1e-3) -> None
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--media", default="/work/shared/media")
+    ap.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
     ap.add_argument("--out", default="runs/dgf")
     ap.add_argument("--minutes", type=float, default=20)
     ap.add_argument("--steps", type=int, default=100000)

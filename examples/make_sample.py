@@ -1,7 +1,8 @@
 # Cut the demo sample: first 3 s of talking_head_woman_long_hair_1280x720.mp4, scaled to 640x360,
 # H.264 CRF 20, plus a generated audio track (880 Hz beep, 0.1 s at every full second).
+import sys
 import av, numpy as np, fractions
-src = av.open('/work/shared/media/talking_head_woman_long_hair_1280x720.mp4')
+src = av.open(sys.argv[1] if len(sys.argv) > 1 else '../shared/media/talking_head_woman_long_hair_1280x720.mp4')
 vs = src.streams.video[0]
 out = av.open('examples/sample_talking_head_640x360.mp4', 'w')
 ov = out.add_stream('libx264', rate=vs.average_rate); ov.width=640; ov.height=360; ov.pix_fmt='yuv420p'
