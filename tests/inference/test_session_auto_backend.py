@@ -12,14 +12,21 @@ from rvmatte.inference.session import Matter, auto_backend
 def test_rule():
     cpu = torch.device("cpu")
     assert auto_backend(cpu, torch.float32, 0.25) == "onnxruntime"
-    assert auto_backend(cpu, torch.float32, 1.0) == "torch-fast"
+    assert auto_backend(cpu, torch.float32, 1.0) == "onnxruntime"
     assert auto_backend(cpu, torch.bfloat16, 0.25) == "torch"
     assert auto_backend(torch.device("cuda"), torch.float32, 0.25) == "torch"
 
 
-@pytest.mark.parametrize("ratio,expected", [(1.0, "torch-fast"), (0.5, "onnxruntime")])
-def test_auto_matches_eager(ratio, expected):
+@pytest.mark.parametrize("ratio,expected", [(1.0, "onnxruntime"), (0.5, "onnxruntime"),
+                                            (1.0, "torch-fast")])
+def test_auto_matches_eager(ratio, expected, monkeypatch):
     pytest.importorskip("onnxruntime")
+    if expected == "torch-fast":  # what auto falls back to without onnxruntime installed
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(3, 72, 120, 3), dtype=np.uint8)
     eager = Matter(device="cpu", downsample_ratio=ratio, backend="torch")
