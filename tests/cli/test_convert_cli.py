@@ -15,16 +15,6 @@ from rvmatte.cli import main  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "rvmatte", *map(str, args)],
                           capture_output=True, text=True, timeout=300, cwd=cwd)

@@ -32,16 +32,6 @@ def model(request):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core CI machine two spinning threads per process
-    are several times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
     """Keep exported files and speed choices out of the user's cache."""
     mp = pytest.MonkeyPatch()

@@ -13,18 +13,6 @@ pytest.importorskip("httpx")
 from server_helpers import make_clip  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a small shared CI machine, two OpenMP threads contending with
-    other processes are many times slower than one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "person clip.mp4")

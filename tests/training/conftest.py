@@ -1,18 +1,8 @@
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "training"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

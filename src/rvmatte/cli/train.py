@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 
 def build_config(args):
-    from ..training.config import PRESETS, TrainConfig, apply_overrides, load_config, preset
+    from ..training.config import PRESETS, apply_overrides, load_config, preset
 
     if args.resume and not args.preset and not args.config:
         from ..training.config import from_dict

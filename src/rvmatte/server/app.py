@@ -190,7 +190,6 @@ def create_app(config: ServerConfig) -> FastAPI:
         # Serve Swagger UI's files ourselves: the default page loads them from a CDN, which
         # leaves /docs blank on machines without internet access.
         from fastapi.openapi.docs import get_swagger_ui_html
-        from fastapi.staticfiles import StaticFiles
 
         app.mount("/_swagger", StaticFiles(directory=str(swagger_dir)), name="swagger")
 

@@ -15,7 +15,6 @@ the same hardware, thread count and world size).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os

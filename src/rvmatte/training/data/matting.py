@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
