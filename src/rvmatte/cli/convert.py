@@ -36,7 +36,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="downsample ratio in (0, 1]; auto = longest side of the working image "
                         "at most 512 px")
     g.add_argument("--seq-chunk", type=int, default=None, metavar="N",
-                   help="frames per model call (default 4 on CPU, 12 on GPU)")
+                   help="frames per model call (default 1 on CPU, 12 on GPU)")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the model (default: PyTorch's choice; 1 helps on a machine "
                         "busy with other work)")
