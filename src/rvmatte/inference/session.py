@@ -156,7 +156,11 @@ class Matter:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"frames must be (H,W,3) or (T,H,W,3) RGB, got {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device, non_blocking=True)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if self.device.type == "cuda":
+            # Page-locked staging so the copy of the (small, uint8) frames runs asynchronously.
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
         scale = 255.0 if arr.dtype == np.uint8 else (65535.0 if arr.dtype == np.uint16 else 1.0)
         return t.permute(0, 3, 1, 2).to(self.dtype).div_(scale)
 
