@@ -55,13 +55,9 @@ def parse_size(text: str) -> tuple[int, int, float]:
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    s = f"{name}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
+    from rvmatte.export.optimize import cpu_name
+
+    s = f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
     if torch.cuda.is_available():
         s += f", {torch.cuda.get_device_name()}"
     try:

@@ -87,6 +87,18 @@ class OnnxExportModule(nn.Module):
         return (fgr, pha, *rec)
 
 
+
+def check_output_path(path) -> Path | None:
+    """An export target: not a directory, in a folder that exists (``None`` passes through)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output is a directory: {path}")
+    if not path.parent.exists():
+        raise OutputError(f"output folder does not exist: {path.parent}")
+    return path
+
 def _conv_symbolic(g, input, weight, bias, stride, padding, dilation, transposed, output_padding,
                    groups, *rest):
     """``aten::_convolution`` that also exports kernels whose shape the tracer cannot see.
@@ -263,12 +275,7 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
     dt = resolve_dtype(dtype)
     if dt not in (torch.float32, torch.float16):
         raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise OutputError(f"output is a directory: {path}")
-        if not path.parent.exists():
-            raise OutputError(f"output folder does not exist: {path.parent}")
+    path = check_output_path(path)
     import copy
 
     m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()

@@ -176,14 +176,19 @@ def time_runner(runner: Callable[..., MattingOutput], src: torch.Tensor, ratio: 
     return (time.perf_counter() - t0) / (frames * chunk)
 
 
-def _machine_key() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{cpu}|{os.cpu_count()}cpu|{torch.get_num_threads()}thr|torch{torch.__version__}"
+    return cpu
+
+
+def _machine_key() -> str:
+    return f"{cpu_name()}|{os.cpu_count()}cpu|{torch.get_num_threads()}thr|torch{torch.__version__}"
 
 
 def _choice_path():

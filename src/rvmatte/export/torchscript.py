@@ -19,15 +19,15 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from pathlib import Path
 from typing import List
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import OutputError, RvmatteError
+from ..errors import RvmatteError
 from ..models import MattingNetwork
+from .onnx import check_output_path
 from .wrapper import LowRes, Refine
 
 
@@ -70,12 +70,7 @@ def export_torchscript(model: MattingNetwork, path: str | os.PathLike | None = N
     from ..weights import resolve_dtype
 
     dt = resolve_dtype(dtype)
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise OutputError(f"output is a directory: {path}")
-        if not path.parent.exists():
-            raise OutputError(f"output folder does not exist: {path.parent}")
+    path = check_output_path(path)
     try:
         m = copy.deepcopy(model).to(device=device, dtype=dt).eval()
     except (RuntimeError, AssertionError) as e:
