@@ -1,0 +1,44 @@
+"""benchmarks/official_e2e.py: argument checks and the clip it generates (no model runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("official_e2e", REPO / "benchmarks" / "official_e2e.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["official_e2e"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_official_repo_is_required(bench, capsys, tmp_path):
+    assert bench.main(["--rounds", "1"]) == 2
+    assert "--official-repo PATH is required" in capsys.readouterr().err
+    assert bench.main(["--official-repo", str(tmp_path)]) == 2
+    assert "not a RobustVideoMatting checkout" in capsys.readouterr().err
+
+
+def test_variants(bench):
+    assert bench.parse_variant("12-passive") == {"name": "official sc12 passive", "seq_chunk": 12,
+                                                 "passive": True, "jit": False}
+    assert bench.parse_variant("1")["seq_chunk"] == 1
+    with pytest.raises(SystemExit):
+        bench.parse_variant("1-fast")
+
+
+def test_generated_clip_has_exact_metadata_and_audio(bench, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    bench.make_clip(bench.DEFAULT_SOURCE, clip, 7, size=(64, 36))
+    info = bench.probe(clip)
+    assert info["frames"] == info["meta_frames"] == 7
+    assert info["size"] == "64x36" and info["codec"] == "h264" and info["audio"]
+    assert bench.probe(tmp_path / "missing.mp4").get("error")
