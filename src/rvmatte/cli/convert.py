@@ -27,11 +27,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="'default' (bundled), a .pth checkpoint, or 'none' (random init, testing)")
     g.add_argument("--refiner", default=None, choices=["fast_guided_filter", "deep_guided_filter"])
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16")
-    g.add_argument("--backend", default="auto",
-                   choices=["auto", "torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe"],
+    g.add_argument("--dtype", default=None,
+                   help="float32 | float16 | bfloat16 (default: float16 on CUDA, else float32)")
+    g.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "compile", "cudagraph",
+                                                   "onnxruntime", "onnxruntime-pipe"],
                    help="auto (default): the fastest path measured for the device and ratio "
-                        "(docs/SPEED.md); torch = plain eager PyTorch")
+                        "(docs/SPEED.md: ONNX Runtime on CPUs, CUDA graphs on NVIDIA GPUs); "
+                        "torch = plain eager PyTorch")
     g.add_argument("--downsample", default="auto", metavar="auto|R",
                    help="downsample ratio in (0, 1]; auto = longest side of the working image "
                         "at most 512 px")
@@ -84,6 +86,14 @@ def register(subparsers) -> None:
                    help="CRF-like, lower is better (h264 default 18, h265 22, vp9 28)")
     o.add_argument("--alpha-bits", type=int, default=8, choices=[8, 16],
                    help="bit depth of PNG alpha output")
+    o.add_argument("--preset", default=None,
+                   choices=["ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                            "slow", "slower", "veryslow"],
+                   help="H.264/H.265 speed preset (default medium; ultrafast encodes several "
+                        "times faster, in larger files)")
+    o.add_argument("--encoder", default="auto", choices=["auto", "software", "hardware"],
+                   help="H.264/H.265 encoder: auto (default) = NVENC when the model runs on an "
+                        "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     r = p.add_argument_group("range and job")
     r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
@@ -111,7 +121,7 @@ def run(args) -> int:
     common = dict(background=args.background, seq_chunk=args.seq_chunk, start=args.start,
                   end=args.end, codec=args.codec, quality=args.quality,
                   overwrite=args.overwrite, resume=args.resume, alpha_bits=args.alpha_bits,
-                  **model_kwargs(args))
+                  preset=args.preset, encoder=args.encoder, **model_kwargs(args))
     inp = Path(args.input)
     if _is_batch(inp):
         def on_error(path, msg):
@@ -140,5 +150,8 @@ def run(args) -> int:
         print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{extra})",
               file=sys.stderr)
         for kind, path in res.outputs.items():
-            print(f"  {kind}: {path}", file=sys.stderr)
+            enc = res.encoders.get(kind)
+            print(f"  {kind}: {path}" + (f" ({enc})" if enc else ""), file=sys.stderr)
+        for note in res.notes:
+            print(f"  note: {note}", file=sys.stderr)
     return 0

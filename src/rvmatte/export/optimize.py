@@ -8,6 +8,9 @@ MattingOutput`` (torch tensors in and out, ``state=None`` on a clip's first fram
                  channels_last weights and inputs, ``inference_mode``
 ``compile``      ``torch-fast`` under ``torch.compile`` (inductor; on CUDA with CUDA graphs,
                  ``mode="reduce-overhead"``). Compiles on the first call of each frame size
+``cudagraph``    ``torch-fast`` captured once per input shape and ratio as a CUDA graph and
+                 replayed (no compiler; a capture takes well under a second). On a CPU it is
+                 ``torch-fast``
 ``onnxruntime``  :class:`rvmatte.export.runtime.OnnxRuntimeRunner` (CPU / CUDA provider)
 ``onnxruntime:N``  the same with N intra-op threads (``onnxruntime:1`` wins on a busy machine)
 ``onnxruntime-pipe``  ORT split at the refiner: for clips at ratio < 1, frame t's full-size
@@ -35,11 +38,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..errors import RvmatteError
 from ..models import MattingNetwork, MattingOutput
 
-BACKENDS = ("torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe")
+BACKENDS = ("torch", "torch-fast", "compile", "cudagraph", "onnxruntime", "onnxruntime-pipe")
 # What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
 # machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
 DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1", "onnxruntime-pipe"),
-                      "cuda": ("torch", "torch-fast", "compile")}
+                      "cuda": ("torch", "torch-fast", "cudagraph")}
 CHOICE_FILE = "speed_choice.json"
 
 
@@ -125,6 +128,88 @@ class TorchRunner:
             return MattingOutput(out[0], out[1], tuple(out[2]))
 
 
+class _Graph:
+    """One captured CUDA graph with its static input, state and output tensors."""
+
+    def __init__(self, src, state_in, out) -> None:
+        self.graph = None
+        self.src, self.state_in = src, state_in
+        self.fgr, self.pha, self.state_out = out[0], out[1], tuple(out[2])
+
+
+class CudaGraphRunner:
+    """``torch-fast`` replayed from CUDA graphs: the launch overhead of the ~300 small kernels
+    per frame (MobileNetV3, four ConvGRUs stepping through time, the refiner) disappears, which
+    is what limits a small network on a large GPU.
+
+    One graph is captured per (input shape, ratio) on first use, after two warm-up calls (cuDNN
+    picks its algorithms then); at most ``max_graphs`` are kept (least recently used dropped).
+    The graph always takes a recurrent state: ``state=None`` is fed as zeros, which is exactly
+    what the network does with ``None``. Outputs are copied out of the graph's buffers, so
+    they stay valid after the next call. On a CPU, or if capturing fails, it runs
+    ``torch-fast`` eagerly (``self.fallback_reason`` says why).
+    """
+
+    def __init__(self, model: MattingNetwork, *, dtype: Optional[torch.dtype] = None,
+                 fuse_bn: bool = True, channels_last: bool = True, max_graphs: int = 4) -> None:
+        self.inner = TorchRunner(model, fuse_bn=fuse_bn, channels_last=channels_last, dtype=dtype)
+        self.device, self.dtype = self.inner.device, self.inner.dtype
+        self.max_graphs = max(1, int(max_graphs))
+        self._graphs: dict = {}
+        self.fallback_reason: Optional[str] = None
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            self.fallback_reason = "not a CUDA device"
+
+    def _capture(self, x: torch.Tensor, ratio: float) -> _Graph:
+        model = self.inner.model
+        bench = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            static_src = x.clone()
+            with torch.cuda.stream(side), torch.inference_mode():
+                out = model(static_src, None, ratio)
+                state_in = tuple(torch.zeros_like(t) for t in out[2])
+                out = model(static_src, state_in, ratio)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph):
+                out = model(static_src, state_in, ratio)
+            g = _Graph(static_src, state_in, out)
+            g.graph = graph
+            return g
+        finally:
+            torch.backends.cudnn.benchmark = bench
+
+    def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
+        if self.fallback_reason is not None:
+            return self.inner(src, state, downsample_ratio)
+        with torch.inference_mode():
+            x = src.to(self.device, self.dtype)
+            key = (tuple(x.shape), float(downsample_ratio))
+            g = self._graphs.pop(key, None)
+            if g is None:
+                try:
+                    g = self._capture(x, float(downsample_ratio))
+                except RuntimeError as e:  # capture unsupported here: run eagerly from now on
+                    self.fallback_reason = f"CUDA graph capture failed: {str(e).splitlines()[0]}"
+                    self._graphs.clear()
+                    return self.inner(src, state, downsample_ratio)
+                while len(self._graphs) >= self.max_graphs:
+                    self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[key] = g  # most recently used last
+            g.src.copy_(x)
+            if state is None:
+                for t in g.state_in:
+                    t.zero_()
+            else:
+                for t, s in zip(g.state_in, state):
+                    t.copy_(s)
+            g.graph.replay()
+            return MattingOutput(g.fgr.clone(), g.pha.clone(), tuple(t.clone() for t in g.state_out))
+
+
 def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
                 threads: Optional[int] = None) -> Callable[..., MattingOutput]:
     """Build the runner called ``backend`` (one of :data:`BACKENDS`) around ``model``."""
@@ -137,6 +222,8 @@ def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
         return TorchRunner(model, dtype=dt)
     if backend == "compile":
         return TorchRunner(model, compile=True, dtype=dt)
+    if backend == "cudagraph":
+        return CudaGraphRunner(model, dtype=dt)
     if backend == "onnxruntime-pipe":
         from .runtime import OnnxRuntimeRunner
 

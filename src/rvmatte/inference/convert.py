@@ -15,6 +15,7 @@ input's audio into temporary files that are renamed into place; the checkpoint i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ import shutil
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,9 +37,10 @@ from ..errors import Cancelled, InputError, OutputError, RvmatteError
 from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_background,
                           to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
-from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
-                          check_output_target, image_name, move_images, plan_output,
-                          replace_into_place, write_png)
+from ..io.writers import (AudioPlan, ENCODER_CHOICES, OutputSpec, SegmentWriter, SEGMENT_FORMAT,
+                          _pix_fmt, assemble, check_output_target, check_preset, image_name,
+                          move_images, pick_encoder, plan_output, replace_into_place, write_png)
+from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
 from .downsample import auto_downsample_ratio, parse_downsample_ratio
 
 CHECKPOINT_VERSION = 1
@@ -65,12 +68,15 @@ class ConversionResult:
     resumed_from: int = 0          # frame index this run started at (0 = from scratch)
     downsample_ratio: float = 1.0
     input: Optional[str] = None
+    encoders: dict = field(default_factory=dict)  # kind -> libavcodec encoder (video outputs)
+    notes: list = field(default_factory=list)     # e.g. why hardware encoding was not used
 
     def as_dict(self) -> dict:
         return {"input": self.input, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 3), "outputs": {k: str(v) for k, v in self.outputs.items()},
                 "audio": self.audio, "resumed_from": self.resumed_from,
-                "downsample_ratio": self.downsample_ratio}
+                "downsample_ratio": self.downsample_ratio, "encoders": dict(self.encoders),
+                "notes": list(self.notes)}
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -174,7 +180,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   device=None, dtype=None, backend="torch", seq_chunk=None, start=None, end=None,
                   codec=None, quality=None, overwrite=False, resume=False, progress=None,
                   cancel=None, model=None, alpha_bits: int = 8,
-                  segment_frames: Optional[int] = None) -> ConversionResult:
+                  segment_frames: Optional[int] = None, preset: Optional[str] = None,
+                  encoder: str = "auto", device_yuv: Optional[bool] = None) -> ConversionResult:
     """Matte ``input`` and write any combination of ``output`` (composite), ``alpha`` and
     ``foreground``.
 
@@ -193,6 +200,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     model: an already loaded network (or a :class:`~rvmatte.inference.session.Matter`).
     alpha_bits: 8 or 16 (alpha written as PNG).
     segment_frames: frames per checkpoint segment (default about 10 s of video).
+    preset: x264/x265 speed preset, ``ultrafast`` .. ``veryslow`` (default ``medium``).
+    encoder: ``"auto"`` (NVENC for H.264/H.265 when the model runs on a CUDA GPU that can
+        encode, else software), ``"software"`` or ``"hardware"`` (NVENC or an error).
+    device_yuv: convert colours (decoded YUV 4:2:0 -> RGB, RGB -> YUV 4:2:0 for H.264/H.265/VP9
+        outputs) on the model's device instead of in libswscale on the CPU. Default: on for CUDA.
     """
     t_start = time.perf_counter()
     ratio_value = parse_downsample_ratio(downsample_ratio)  # validates early
@@ -203,6 +215,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         raise InputError("no output requested: give an output path (-o), --alpha or --foreground")
     if seq_chunk is not None and (not isinstance(seq_chunk, int) or seq_chunk < 1):
         raise InputError(f"invalid seq_chunk {seq_chunk!r}: must be a positive integer")
+    preset = check_preset(preset)
+    if encoder not in ENCODER_CHOICES:
+        raise OutputError(f"unknown encoder choice {encoder!r}; choose from {', '.join(ENCODER_CHOICES)}")
 
     in_path = Path(input)
     info = probe(in_path)
@@ -224,7 +239,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                                    quality=quality, alpha_bits=alpha_bits, still=still)
             else:
                 raise
-        specs.append(spec)
+        specs.append(dataclasses.replace(spec, preset=preset))
     paths = [s.path.resolve() for s in specs]
     if len(set(paths)) != len(paths):
         raise OutputError("two outputs have the same path")
@@ -242,6 +257,21 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                           backend=backend)
     if seq_chunk is None:
         seq_chunk = _default_seq_chunk(matter.device)
+    gpu = matter.device.type == "cuda"
+    notes: list[str] = []
+    for i, s in enumerate(specs):
+        if s.mode == "video":
+            enc, note = pick_encoder(s.codec, encoder, gpu=gpu)
+            specs[i] = dataclasses.replace(s, encoder=enc)
+            if note and note not in notes:
+                notes.append(note)
+    # Colour conversion on the model's device (default on CUDA): decoded 4:2:0 planes go up,
+    # 4:2:0 planes come back for the outputs that are encoded as 4:2:0.
+    use_yuv = gpu if device_yuv is None else bool(device_yuv)
+    yuv_in = use_yuv and info.yuv420_ok
+    yuv_out = {s.kind for s in specs if use_yuv and s.mode == "video" and not s.rgba
+               and _pix_fmt(s, info.width, info.height) == "yuv420p"}
+    in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
     if segment_frames is None:
         segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
     else:
@@ -260,7 +290,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         "v": CHECKPOINT_VERSION, "input": str(in_path.resolve()),
         "size": st.st_size if st else None, "mtime": st.st_mtime_ns if st else None,
         "outputs": [(s.kind, str(s.path.resolve()), s.mode, s.codec, s.rgba, s.alpha_bits,
-                     s.quality) for s in specs],
+                     s.quality, s.preset, s.encoder, s.kind in yuv_out) for s in specs],
+        "yuv_in": yuv_in,
         "background": getattr(comp_bg, "name", None), "ratio": ratio, "variant": variant,
         "weights": str(weights) if model is None else f"model:{type(model).__name__}",
         "refiner": refiner, "dtype": str(matter.dtype), "backend": backend,
@@ -316,7 +347,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     q_out: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
     time_base, rate = info.time_base, info.rate
     width, height = info.width, info.height
-    need = {s.channels + (":" + s.kind) for s in specs}
+    need = {("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     image_dirs = {s.kind: job_dir / f"{s.kind}_frames" for s in specs if s.mode == "images"}
     for d in image_dirs.values():
         d.mkdir(exist_ok=True)
@@ -329,7 +360,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         try:
             buf, idx, pts = [], [], []
             resume_pts = None if last_pts is None else last_pts + 1
-            for fr in source.frames(resume_index, resume_pts):
+            for fr in source.frames(resume_index, resume_pts, yuv=yuv_in):
                 if job.stop.is_set() or halt.is_set():
                     return
                 buf.append(fr.image)
@@ -368,6 +399,13 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                               if e.errno == 28 else f"cannot write checkpoint in {job_dir}: "
                               f"{e.strerror or e}") from None
 
+    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
+    # Several video outputs are encoded in parallel threads where there are cores to spare
+    # (PyAV releases the GIL while encoding); on 1-2 cores the model needs them.
+    n_video = sum(s.mode == "video" for s in specs)
+    pool = (ThreadPoolExecutor(n_video, thread_name_prefix="rvmatte-enc")
+            if n_video > 1 and (os.cpu_count() or 1) >= 4 else None)
+
     def encode() -> None:
         try:
             while True:
@@ -390,30 +428,49 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                     shared["done_written"] = done
                     continue
                 _, idx, pts, arrays = item
-                for j, (i, p) in enumerate(zip(idx, pts)):
-                    out_pts = p - shared["range_offset"]
+                if pool is None:
                     for s in specs:
-                        arr = arrays[s.channels + ":" + s.kind][j]
-                        if s.mode == "video":
-                            w = writers.get(s.kind)
-                            if w is None:
-                                _, ext = SEGMENT_FORMAT[s.codec]
-                                seg_path = job_dir / "segments" / f"{s.kind}_{i:09d}{ext}"
-                                w = writers[s.kind] = SegmentWriter(s, seg_path, width, height,
-                                                                    time_base, rate, out_pts)
-                            w.write(arr, out_pts)
-                        elif s.mode == "images":
-                            write_png(image_dirs[s.kind] / image_name(s, i), arr, bits=s.alpha_bits)
-                        else:
-                            write_png(job_dir / f"{s.kind}{s.path.suffix.lower()}", arr, bits=s.alpha_bits)
+                        write_chunk(s, idx, pts, arrays)
+                else:  # one output per worker: the encoders run side by side
+                    for f in [pool.submit(write_chunk, s, idx, pts, arrays) for s in specs]:
+                        f.result()
         except BaseException as e:  # noqa: BLE001 - handed to the caller thread
             job.fail(e)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    def write_chunk(s: OutputSpec, idx, pts, arrays) -> None:
+        frames = arrays[keys[s.kind]]
+        for j, (i, p) in enumerate(zip(idx, pts)):
+            out_pts = p - shared["range_offset"]
+            arr = frames[j]
+            if s.mode == "video":
+                w = writers.get(s.kind)
+                if w is None:
+                    _, ext = SEGMENT_FORMAT[s.codec]
+                    seg_path = job_dir / "segments" / f"{s.kind}_{i:09d}{ext}"
+                    w = writers[s.kind] = SegmentWriter(s, seg_path, width, height, time_base,
+                                                        rate, out_pts, yuv=s.kind in yuv_out)
+                w.write(arr, out_pts)
+            elif s.mode == "images":
+                write_png(image_dirs[s.kind] / image_name(s, i), arr, bits=s.alpha_bits)
+            else:
+                write_png(job_dir / f"{s.kind}{s.path.suffix.lower()}", arr, bits=s.alpha_bits)
 
     def outputs_for(src: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, first: int) -> dict:
         out = {}
         for key in need:
             ch, kind = key.split(":")
-            if kind == "alpha":
+            if ch == "yuv":  # converted here, on the device; 4:2:0 planes come back
+                if kind == "alpha":
+                    y = gray_to_yuv420(pha[:, 0])
+                elif kind == "foreground":
+                    y = rgb_to_yuv420(fgr)
+                else:
+                    y = rgb_to_yuv420(composite(fgr, pha, comp_bg.get(src, first)))
+                out[key] = y.cpu().numpy()
+            elif kind == "alpha":
                 if alpha_bits == 16:
                     a = pha[:, 0].float().mul(65535.0).add_(0.5).clamp_(0, 65535).to(torch.int32)
                     out[key] = a.cpu().numpy().astype(np.uint16)
@@ -453,7 +510,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             idx, pts, frames = item
             if shared["range_offset"] is None:
                 shared["range_offset"] = pts[0] if not rng.empty and rng.start else 0
-            src = matter.to_tensor(frames)
+            if yuv_in:
+                src = matter.yuv_to_tensor(frames, height, width, matrix=in_matrix,
+                                           full_range=in_full)
+            else:
+                src = matter.to_tensor(frames)
             fgr, pha, state = matter.step(src, state, ratio)
             arrays = outputs_for(src, fgr, pha, idx[0])
             if not _put(q_out, ("frames", idx, pts, arrays), job):
@@ -540,7 +601,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     return ConversionResult(frames=done, seconds=seconds,
                             fps=(done - resume_index) / max(time.perf_counter() - t_run, 1e-9),
                             outputs=outputs, audio=audio_mode, resumed_from=resume_index,
-                            downsample_ratio=ratio, input=str(in_path))
+                            downsample_ratio=ratio, input=str(in_path),
+                            encoders={s.kind: s.encoder_name for s in specs if s.mode == "video"},
+                            notes=notes)
 
 
 # ---- batch ------------------------------------------------------------------------------

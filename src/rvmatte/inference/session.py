@@ -18,9 +18,10 @@ from ..errors import RvmatteError
 from ..models.matting import MattingOutput, State
 from .downsample import parse_downsample_ratio, resolve_downsample_ratio
 
-BACKENDS = ("auto", "torch", "torch-fast", "compile", "onnxruntime", "onnxruntime-pipe")
+BACKENDS = ("auto", "torch", "torch-fast", "compile", "cudagraph", "onnxruntime",
+            "onnxruntime-pipe")
 # Backends built around a loaded torch model by rvmatte.export.optimize.make_runner.
-_WRAPPED = ("torch-fast", "compile", "onnxruntime-pipe")
+_WRAPPED = ("torch-fast", "compile", "cudagraph", "onnxruntime-pipe")
 
 
 def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
@@ -28,9 +29,11 @@ def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
 
     On the CPU in float32: ONNX Runtime (quiet 2-core x86_64: 2.1x plain eager at 512x288 / 1,
     2.3x at 1080p / 0.25, 2.8x at 4K / 0.125); without onnxruntime installed, the BatchNorm-
-    folded channels-last torch path (1.85x at 512x288, about 1x when downsampled). On GPUs and
-    for other dtypes: eager torch. ``ratio`` is accepted so the rule can depend on it.
+    folded channels-last torch path (1.85x at 512x288, about 1x when downsampled). On CUDA
+    GPUs: that path replayed from CUDA graphs. Elsewhere and for other dtypes: eager torch. ``ratio`` is accepted so the rule can depend on it.
     """
+    if device.type == "cuda" and torch.cuda.is_available():
+        return "cudagraph"
     if device.type != "cpu" or dtype != torch.float32:
         return "torch"
     if importlib.util.find_spec("onnxruntime") is not None:
@@ -62,6 +65,9 @@ class Matter:
     - ``process(frames)``: ``frames`` uint8 RGB, (H,W,3) or (T,H,W,3); returns
       ``(pha (T,H,W) float32, fgr (T,H,W,3) float32)`` as numpy, keeping the state inside.
     - ``reset()``: forget the kept state (new clip). A change of frame size resets it too.
+
+    ``dtype=None`` means float16 on CUDA devices (the refiner's statistics stay in float32;
+    max |Δalpha| vs float32 about 0.015) and float32 elsewhere.
     """
 
     def __init__(self, model: Optional[torch.nn.Module] = None, *, variant: str = "mobilenetv3",
@@ -69,6 +75,8 @@ class Matter:
                  dtype: Any = None, downsample_ratio: Any = "auto", backend: str = "torch") -> None:
         from ..weights import _resolve_device, resolve_dtype
 
+        if dtype is None and model is None and _resolve_device(device).type == "cuda":
+            dtype = torch.float16  # GPUs: half precision (the refiner's statistics stay fp32)
         if backend not in BACKENDS:
             raise RvmatteError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend = backend
@@ -149,6 +157,23 @@ class Matter:
         self.state = None
         self._size = None
 
+    def upload(self, arr: np.ndarray) -> torch.Tensor:
+        """A numpy array -> the same tensor on :attr:`device` (dtype kept). On CUDA through
+        page-locked staging, so the copy runs asynchronously."""
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def yuv_to_tensor(self, planes: np.ndarray, height: int, width: int, *,
+                      matrix: str = "bt601", full_range: bool = False) -> torch.Tensor:
+        """uint8 YUV 4:2:0 planes (T, H*3/2, W) -> (T,3,H,W) RGB in [0, 1] on the device,
+        converted there (:mod:`rvmatte.io.yuv`)."""
+        from ..io.yuv import yuv420_to_rgb
+
+        return yuv420_to_rgb(self.upload(planes), height, width, matrix=matrix,
+                             full_range=full_range, dtype=self.dtype)
+
     def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T,H,W,3) or (H,W,3) -> (T,3,H,W) float in [0, 1] on the device."""
         arr = np.asarray(frames)
@@ -156,11 +181,7 @@ class Matter:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"frames must be (H,W,3) or (T,H,W,3) RGB, got {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        if self.device.type == "cuda":
-            # Page-locked staging so the copy of the (small, uint8) frames runs asynchronously.
-            t = t.pin_memory()
-        t = t.to(self.device, non_blocking=True)
+        t = self.upload(arr)
         scale = 255.0 if arr.dtype == np.uint8 else (65535.0 if arr.dtype == np.uint16 else 1.0)
         return t.permute(0, 3, 1, 2).to(self.dtype).div_(scale)
 

@@ -31,7 +31,7 @@ DEFAULT_IMAGE_RATE = Fraction(25)
 class Frame:
     index: int            # 0-based, counted from the first frame of the processed range
     pts: int              # presentation timestamp in SourceInfo.time_base
-    image: np.ndarray     # (H, W, 3) uint8 RGB, upright
+    image: np.ndarray     # (H, W, 3) uint8 RGB, upright; or (H*3/2, W) YUV 4:2:0 planes
 
 
 @dataclass
@@ -50,6 +50,15 @@ class SourceInfo:
     start_pts: int = 0
     audio: Optional[dict] = None     # {"index", "codec", "rate", "channels"} of the first audio stream
     files: list = field(default_factory=list)  # image inputs: the files, in order
+    colorspace: int = 2              # AVColorSpace of the first frame (2 = unspecified)
+    color_range: int = 0             # AVColorRange of the first frame (2 = full / "jpeg")
+
+    @property
+    def yuv420_ok(self) -> bool:
+        """Frames can be handed over as YUV 4:2:0 planes (:meth:`Source.frames` ``yuv=True``):
+        8-bit 4:2:0 video, even size, no rotation."""
+        return (self.kind == "video" and self.pix_fmt in ("yuv420p", "yuvj420p")
+                and self.rotation == 0 and self.width % 2 == 0 and self.height % 2 == 0)
 
     @property
     def is_still(self) -> bool:
@@ -71,6 +80,13 @@ def _to_rgb(frame, width: int, height: int, rotation: int) -> np.ndarray:
     if k:
         arr = np.ascontiguousarray(np.rot90(arr, k))
     return arr
+
+
+def _to_yuv420(frame, width: int, height: int) -> np.ndarray:
+    """Decoded frame -> (H*3/2, W) uint8 YUV 4:2:0 planes (converted only if it is not)."""
+    if frame.format.name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (width, height):
+        frame = frame.reformat(format="yuv420p", width=width, height=height)
+    return frame.to_ndarray()
 
 
 def _frame_rotation(frame) -> int:
@@ -204,7 +220,16 @@ def _video_info(p: Path) -> SourceInfo:
                           rate=Fraction(rate), frames=frames or None, duration=duration,
                           rotation=rotation, pix_fmt=first.format.name,
                           codec=vs.codec_context.name,
-                          start_pts=first.pts if first.pts is not None else 0, audio=audio)
+                          start_pts=first.pts if first.pts is not None else 0, audio=audio,
+                          colorspace=_enum_int(first.colorspace, 2),
+                          color_range=_enum_int(first.color_range, 0))
+
+
+def _enum_int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 @dataclass
@@ -270,11 +295,15 @@ class Source:
         self.info = info
         self.range = frame_range or FrameRange()
 
-    def frames(self, resume_index: int = 0, resume_pts: Optional[int] = None) -> Iterator[Frame]:
+    def frames(self, resume_index: int = 0, resume_pts: Optional[int] = None, *,
+               yuv: bool = False) -> Iterator[Frame]:
         """Frames of the range, starting at relative index ``resume_index`` (whose input pts is
-        ``resume_pts``, for seeking)."""
+        ``resume_pts``, for seeking). ``yuv``: images are YUV 4:2:0 planes, not RGB (only
+        where :attr:`SourceInfo.yuv420_ok`)."""
+        if yuv and not self.info.yuv420_ok:
+            raise ValueError(f"{self.info.path}: frames cannot be read as YUV 4:2:0 planes")
         if self.info.kind == "video":
-            yield from self._video_frames(resume_index, resume_pts)
+            yield from self._video_frames(resume_index, resume_pts, yuv)
         else:
             yield from self._image_frames(resume_index)
 
@@ -306,13 +335,20 @@ class Source:
                 yield Frame(index, abs_i, img)
             index += 1
 
-    def _video_frames(self, resume_index: int, resume_pts: Optional[int]) -> Iterator[Frame]:
+    def _video_frames(self, resume_index: int, resume_pts: Optional[int],
+                      yuv: bool = False) -> Iterator[Frame]:
         import av
 
         info = self.info
         tb = info.time_base
         r = self.range
         cw, ch = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        if yuv:
+            def image(frame):
+                return _to_yuv420(frame, cw, ch)
+        else:
+            def image(frame):
+                return _to_rgb(frame, cw, ch, info.rotation)
         can_seek = info.path.suffix.lower() != ".gif"
         with _open_container(info.path) as c:
             vs = c.streams.video[0]
@@ -348,7 +384,7 @@ class Source:
                             continue
                         if r.end is not None and t >= r.end - 1e-6:
                             return
-                        yield Frame(index, pts, _to_rgb(frame, cw, ch, info.rotation))
+                        yield Frame(index, pts, image(frame))
                         index += 1
                         continue
                     where = self._in_range(abs_i, t)
@@ -358,7 +394,7 @@ class Source:
                     if where > 0:
                         return
                     if index >= resume_index:
-                        yield Frame(index, pts, _to_rgb(frame, cw, ch, info.rotation))
+                        yield Frame(index, pts, image(frame))
                     index += 1
             except av.error.FFmpegError as e:
                 raise InputError(f"cannot decode video in {info.path}: {_one_line(e)}") from None

@@ -54,6 +54,16 @@ SEGMENT_FORMAT = {"h264": ("mp4", ".mp4"), "h265": ("mp4", ".mp4"), "vp9": ("web
                   "prores": ("mov", ".mov"), "qtrle": ("mov", ".mov"), "png": ("mov", ".mov"),
                   "ffv1": ("matroska", ".mkv")}
 DEFAULT_QUALITY = {"h264": 18, "h265": 22, "vp9": 28}
+# x264/x265 speed presets (--preset), fastest first; "medium" is the default.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow")
+DEFAULT_PRESET = "medium"
+# NVIDIA hardware encoders, tried for H.264/H.265 when the model runs on a CUDA GPU.
+HARDWARE_ENCODERS = {"h264": "h264_nvenc", "h265": "hevc_nvenc"}
+# x264 preset -> NVENC preset (p1 fastest .. p7 best)
+_NVENC_PRESET = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3",
+                 "fast": "p3", "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7"}
+ENCODER_CHOICES = ("auto", "software", "hardware")
 
 
 @dataclass
@@ -67,6 +77,12 @@ class OutputSpec:
     rgba: bool = False        # frames carry an alpha channel (transparent composite / foreground)
     alpha_bits: int = 8       # alpha as PNG: 8 or 16 bit grayscale
     quality: Optional[int] = None
+    preset: str = DEFAULT_PRESET  # x264/x265 speed preset (NVENC: the nearest p1..p7)
+    encoder: Optional[str] = None  # libavcodec encoder; None = the software one for the codec
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder or CODECS[self.codec]
 
     @property
     def container(self) -> Optional[ContainerSpec]:
@@ -163,6 +179,74 @@ def _pix_fmt(spec: OutputSpec, width: int, height: int) -> str:
     raise OutputError(f"no pixel format for codec {c}")
 
 
+def check_preset(preset: Optional[str]) -> str:
+    """``None`` -> the default; an unknown name -> :class:`OutputError`."""
+    if preset is None:
+        return DEFAULT_PRESET
+    name = str(preset).lower()
+    if name not in PRESETS:
+        raise OutputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+
+_HW_PROBES: dict = {}
+
+
+def hardware_encoder_error(name: str) -> Optional[str]:
+    """Why the encoder ``name`` (e.g. ``h264_nvenc``) cannot be used here, or ``None`` if it can.
+
+    PyAV's FFmpeg lists NVENC whether or not the machine has an NVIDIA GPU with an encoder
+    (H100 and H200 have none; GeForce, RTX and L4/L40 cards do), so the only reliable test is
+    to open one and encode a frame. The answer is cached per process."""
+    if name in _HW_PROBES:
+        return _HW_PROBES[name]
+    import av
+
+    err: Optional[str] = None
+    if name not in av.codecs_available:
+        err = f"this FFmpeg build has no {name} encoder"
+    else:
+        try:
+            cc = av.CodecContext.create(name, "w")
+            cc.width, cc.height, cc.pix_fmt = 256, 256, "yuv420p"
+            cc.time_base = Fraction(1, 25)
+            cc.framerate = Fraction(25)
+            cc.open()
+            frame = av.VideoFrame(256, 256, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.pts = 0
+            cc.encode(frame)
+            cc.encode(None)
+        except Exception as e:  # noqa: BLE001 - any failure means "not usable here"
+            text = str(e).strip().splitlines()
+            err = f"{name} cannot encode on this machine ({text[0] if text else type(e).__name__})"
+    _HW_PROBES[name] = err
+    return err
+
+
+def pick_encoder(codec: str, choice: str = "auto", *, gpu: bool = False) -> tuple[Optional[str], Optional[str]]:
+    """``(encoder, note)`` for a video codec. ``choice``: ``"software"`` (libx264 etc.),
+    ``"hardware"`` (NVENC, or :class:`OutputError` if it cannot run here) or ``"auto"``
+    (NVENC when ``gpu`` and it works here, else software; ``note`` says why software)."""
+    if choice not in ENCODER_CHOICES:
+        raise OutputError(f"unknown encoder choice {choice!r}; choose from {', '.join(ENCODER_CHOICES)}")
+    hw = HARDWARE_ENCODERS.get(codec)
+    if choice == "software" or (choice == "auto" and not gpu):
+        return None, None
+    if hw is None:
+        if choice == "hardware":
+            raise OutputError(f"no hardware encoder for {codec}; hardware encoding covers "
+                              f"{', '.join(HARDWARE_ENCODERS)}")
+        return None, None
+    err = hardware_encoder_error(hw)
+    if err is None:
+        return hw, None
+    if choice == "hardware":
+        raise OutputError(f"{err}; use --encoder software")
+    return None, f"{err}: using {CODECS[codec]}"
+
+
 def _ndarray_format(channels: str) -> str:
     return {"rgb": "rgb24", "rgba": "rgba", "gray": "gray"}[channels]
 
@@ -172,7 +256,9 @@ class SegmentWriter:
     Timestamps in the segment start at 0; :func:`assemble` adds the segment's offset back."""
 
     def __init__(self, spec: OutputSpec, path: Path, width: int, height: int,
-                 time_base: Fraction, rate: Fraction, start_pts: int) -> None:
+                 time_base: Fraction, rate: Fraction, start_pts: int, *, yuv: bool = False) -> None:
+        """``yuv``: :meth:`write` receives YUV 4:2:0 planes ``(H*3/2, W)`` (see
+        :mod:`rvmatte.io.yuv`) instead of RGB / RGBA / gray images."""
         import av
 
         self.spec, self.path, self.start_pts = spec, path, start_pts
@@ -181,7 +267,7 @@ class SegmentWriter:
             self.container = av.open(str(path), "w", format=fmt)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot write {path}: {e}") from None
-        s = self.container.add_stream(CODECS[spec.codec], rate=rate)
+        s = self.container.add_stream(spec.encoder_name, rate=rate)
         s.width, s.height = width, height
         s.pix_fmt = _pix_fmt(spec, width, height)
         s.time_base = time_base
@@ -191,10 +277,14 @@ class SegmentWriter:
         # No B-frames for H.264/H.265: every segment then has decode time == presentation
         # time, so segments concatenate into one stream with exact timestamps (a segment with
         # a different reordering delay would break the muxer's durations).
-        if spec.codec == "h264":
-            opts = {"crf": str(q), "preset": "medium", "bf": "0"}
+        if spec.encoder_name.endswith("_nvenc"):
+            opts = {"preset": _NVENC_PRESET[spec.preset], "rc": "vbr", "cq": str(q), "b": "0",
+                    "bf": "0"}
+        elif spec.codec == "h264":
+            opts = {"crf": str(q), "preset": spec.preset, "bf": "0"}
         elif spec.codec == "h265":
-            opts = {"crf": str(q), "preset": "medium", "x265-params": "log-level=error:bframes=0"}
+            opts = {"crf": str(q), "preset": spec.preset,
+                    "x265-params": "log-level=error:bframes=0"}
         elif spec.codec == "vp9":
             opts = {"crf": str(q), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
             if spec.rgba:
@@ -205,7 +295,9 @@ class SegmentWriter:
                 opts["qscale"] = str(max(1, min(32, int(spec.quality))))
         s.options = opts
         self.stream = s
-        self._fmt = _ndarray_format(spec.channels)
+        if yuv and s.pix_fmt != "yuv420p":
+            raise OutputError(f"{path}: {s.pix_fmt} output cannot be fed YUV 4:2:0 planes")
+        self._fmt = "yuv420p" if yuv else _ndarray_format(spec.channels)
         self._last = None
         self.frames = 0
 

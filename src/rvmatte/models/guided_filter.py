@@ -42,8 +42,13 @@ class FastGuidedFilterRefiner(nn.Module):
         self.eps = eps
 
     def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor) -> tuple[Tensor, Tensor]:
-        lr_x = _with_gray(base_src)
-        lr_y = torch.cat([base_fgr, base_pha], dim=1)
+        # The local statistics are computed in float32 whatever the model's dtype: in half
+        # precision ``cov / (var + 1e-5)`` cancels catastrophically (fp16 alpha errors up to 1.0
+        # at ratio 0.5, docs/SPEED.md). They are low-resolution, so this costs little; the
+        # full-resolution ``a * x + b`` stays in the model's dtype.
+        dtype = fine_src.dtype
+        lr_x = _with_gray(base_src.float())
+        lr_y = torch.cat([base_fgr, base_pha], dim=1).float()
         hr_x = _with_gray(fine_src)
         mean_x = box_filter(lr_x, self.r)
         mean_y = box_filter(lr_y, self.r)
@@ -51,6 +56,7 @@ class FastGuidedFilterRefiner(nn.Module):
         var_x = box_filter(lr_x * lr_x, self.r) - mean_x * mean_x
         a = cov_xy / (var_x + self.eps)
         b = mean_y - a * mean_x
+        a, b = a.to(dtype), b.to(dtype)
         size = hr_x.shape[2:]
         out = _resize(a, size) * hr_x + _resize(b, size)
         return out.split([3, 1], dim=1)

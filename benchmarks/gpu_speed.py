@@ -1,0 +1,379 @@
+#!/usr/bin/env python
+"""One prepared run of every GPU measurement of issue 7, each against the plain eager fp32
+PyTorch path measured in the same run.
+
+1. Machine: GPU, torch, PyAV, whether NVENC can encode here (H100/H200 have no encoder).
+2. Accuracy on the device (real frames, 1080p / 0.25, 4 recurrent frames): fp16 vs fp32 and the
+   CUDA-graph runner vs eager.
+3. Model-only FPS at 512x288 / 1, 1920x1080 / 0.25 and 3840x2160 / 0.125, frames already on
+   the device, recurrent state carried: eager fp32 (baseline), eager fp16, TorchScript frozen
+   fp16 (how the official release runs), ``torch-fast`` fp16, ``cudagraph`` fp32/fp16, with 1
+   and with 16 frames per call. Interleaved rounds, median; peak GPU memory per path.
+4. PyAV decode-only FPS of the 1080p H.264 clip (to RGB via libswscale, and to 4:2:0 planes).
+5. End-to-end ``convert_video`` (in process, model loaded; H.264 composite over green + H.264
+   alpha, ratio 0.25) of that clip: the eager fp32 path with CPU colour conversion (what the
+   pipeline did before GPU work) against the default GPU path (CUDA graphs, fp16, colours on the
+   GPU, outputs encoded in parallel) with x264 presets medium / veryfast / ultrafast; the same
+   at 4K; and whole ``rvmatte convert`` processes (start-up included).
+
+    python benchmarks/gpu_speed.py --json gpu.json                   # on a CUDA machine
+    python benchmarks/gpu_speed.py --quick                           # tiny sizes, any device
+
+Results go to stdout (tables) and ``--json``. docs/SPEED.md records the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import rvmatte
+from rvmatte.export.optimize import CudaGraphRunner, TorchRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample_talking_head_640x360.mp4"
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def log(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------ 1
+def machine(device) -> dict:
+    import av
+
+    from rvmatte.io.writers import hardware_encoder_error
+    from rvmatte.export.optimize import cpu_name
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(),
+            "torch": torch.__version__, "av": av.__version__, "device": str(device)}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        info.update(gpu=p.name, gpu_mib=p.total_memory // 2**20, sms=p.multi_processor_count)
+    for enc in ("h264_nvenc", "hevc_nvenc"):
+        info[enc] = hardware_encoder_error(enc) or "works"
+    return info
+
+
+# ------------------------------------------------------------------------------------ clips
+def make_clip(path: Path, frames: int, size=(1920, 1080), rate: int = 30) -> Path:
+    """The bundled talking-head sample, upscaled to ``size``, looped to ``frames`` frames
+    (H.264 yuv420p, crf 18, no B-frames: an ordinary camera-like file), with its audio."""
+    import av
+
+    with av.open(str(SAMPLE)) as c:
+        src = [f.reformat(width=size[0], height=size[1], format="yuv420p",
+                          interpolation="BICUBIC").to_ndarray() for f in c.decode(video=0)]
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.options = {"preset": "veryfast", "crf": "18"}
+        for i in range(frames):
+            k = i % (2 * len(src) - 2)
+            k = k if k < len(src) else 2 * len(src) - 2 - k   # ping-pong: no jump cuts
+            f = av.VideoFrame.from_ndarray(src[k], format="yuv420p")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def count_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.demux(video=0) if _.size)
+
+
+# ------------------------------------------------------------------------------------ 2
+def accuracy(model, device, size, ratio) -> list[dict]:
+    import av
+
+    w, h = size
+    with av.open(str(SAMPLE)) as c:
+        frames = [f.reformat(width=w, height=h, format="rgb24").to_ndarray()
+                  for _, f in zip(range(4), c.decode(video=0))]
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255).to(device)
+    ref = TorchRunner(model, fuse_bn=False, channels_last=False)
+    st = None
+    refs = []
+    for t in range(4):
+        o = ref(x[t:t + 1], st, ratio)
+        st = o.state
+        refs.append((o.fgr.float(), o.pha.float()))
+    rows = []
+    cands = [("torch", "fp16", TorchRunner(model, fuse_bn=False, channels_last=False, dtype=torch.float16)),
+             ("torch-fast", "fp32", TorchRunner(model)),
+             ("cudagraph", "fp32", CudaGraphRunner(model)),
+             ("cudagraph", "fp16", CudaGraphRunner(model, dtype=torch.float16))]
+    for name, dt, r in cands:
+        st = None
+        dp, df = [], []
+        for t in range(4):
+            o = r(x[t:t + 1], st, ratio)
+            st = o.state
+            dp.append((o.pha.float() - refs[t][1]).abs())
+            df.append((o.fgr.float() - refs[t][0]).abs())
+        dp, df = torch.stack(dp), torch.stack(df)
+        rows.append({"backend": name, "dtype": dt, "pha_max": dp.max().item(),
+                     "pha_mean": dp.mean().item(), "fgr_max": df.max().item(),
+                     "fgr_mean": df.mean().item(),
+                     "fallback": getattr(r, "fallback_reason", None)})
+    return rows
+
+
+# ------------------------------------------------------------------------------------ 3
+def build(kind: str, dtype: str, model, device, h, w):
+    dt = DT[dtype]
+    if kind == "torch":
+        return TorchRunner(model, fuse_bn=False, channels_last=False,
+                           dtype=None if dt == torch.float32 else dt)
+    if kind == "torch-fast":
+        return TorchRunner(model, dtype=dt)
+    if kind == "cudagraph":
+        return CudaGraphRunner(model, dtype=dt)
+    if kind == "torchscript":  # the official release's way: traced, frozen, fp16
+        from rvmatte.export.torchscript import export_torchscript
+
+        ts = export_torchscript(model, dtype=dt, device=device, freeze=True)
+        zero = torch.zeros(1, 1, 1, 1, device=device, dtype=dt)
+
+        def run(src, state=None, ratio=1.0):
+            x = src.to(dt)
+            if x.ndim == 5:
+                x = x[0]
+            r = state if state is not None else (zero, zero, zero, zero)
+            out = ts(x, *r, ratio)
+            return rvmatte.models.MattingOutput(out[0], out[1], tuple(out[2:]))
+        return run
+    raise ValueError(kind)
+
+
+def model_only(model, device, sizes, configs, rounds, target_frames) -> list[dict]:
+    rows = []
+    for w, h, ratio in sizes:
+        runners, states, times, peaks, inputs = {}, {}, {}, {}, {}
+        for cfg in configs:
+            kind, dtype, chunk = cfg
+            if kind == "torchscript" and chunk > 1:
+                continue
+            try:
+                t0 = time.perf_counter()
+                src = torch.rand(1, chunk, 3, h, w, device=device)
+                if kind == "torchscript":
+                    src = src[:, 0]
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                r = build(kind, dtype, model, device, h, w)
+                st = None
+                for _ in range(3):
+                    st = r(src, st, ratio).state
+                sync(device)
+                if device.type == "cuda":
+                    peaks[cfg] = torch.cuda.max_memory_allocated() / 2**20
+                runners[cfg], states[cfg], times[cfg], inputs[cfg] = r, st, [], src
+                log(f"  [{w}x{h}] {kind}/{dtype}/T={chunk} ready in {time.perf_counter() - t0:.1f}s")
+            except Exception as e:  # noqa: BLE001 - report and go on
+                log(f"  [{w}x{h}] {kind}/{dtype}/T={chunk} unavailable: {str(e).splitlines()[0][:200]}")
+        for _ in range(rounds):
+            for cfg, r in runners.items():
+                calls = max(2, target_frames // cfg[2])
+                st, src = states[cfg], inputs[cfg]
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    st = r(src, st, ratio).state
+                sync(device)
+                times[cfg].append((time.perf_counter() - t0) / (calls * cfg[2]))
+                states[cfg] = st
+        base = statistics.median(times[configs[0]]) if configs[0] in times else None
+        for cfg in runners:
+            t = statistics.median(times[cfg])
+            rows.append({"kind": "model", "size": f"{w}x{h}", "ratio": ratio, "backend": cfg[0],
+                         "dtype": cfg[1], "chunk": cfg[2], "fps": 1 / t, "ms": 1000 * t,
+                         "x_eager": base / t if base else None, "peak_mib": peaks.get(cfg)})
+        del runners, states, inputs
+    return rows
+
+
+# ------------------------------------------------------------------------------------ 4
+def decode_only(clip: Path) -> dict:
+    import av
+
+    out = {}
+    for fmt in ("rgb24", "yuv420p"):
+        t0 = time.perf_counter()
+        n = 0
+        with av.open(str(clip)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for f in c.decode(s):
+                f.to_ndarray(format=fmt) if fmt == "rgb24" else f.to_ndarray()
+                n += 1
+        out[fmt] = n / (time.perf_counter() - t0)
+    return out
+
+
+# ------------------------------------------------------------------------------------ 5
+def e2e(model, device, clip: Path, tmp: Path, configs, rounds, label) -> list[dict]:
+    from rvmatte.inference.session import Matter
+
+    matters = {}
+    for cfg in configs:
+        name, backend, dtype, yuv, preset = cfg
+        matters[cfg] = Matter(model if dtype == "fp32" else _half(model, dtype), backend=backend,
+                              downsample_ratio=0.25)
+    times = {cfg: [] for cfg in configs}
+    info = {}
+    for _ in range(rounds):
+        for cfg, m in matters.items():
+            name, backend, dtype, yuv, preset = cfg
+            m.reset()
+            comp, pha = tmp / f"{label}_{name}.mp4", tmp / f"{label}_{name}_alpha.mp4"
+            t0 = time.perf_counter()
+            res = rvmatte.convert_video(clip, comp, alpha=pha, model=m, overwrite=True,
+                                        downsample_ratio=0.25, device_yuv=yuv, preset=preset)
+            times[cfg].append(time.perf_counter() - t0)
+            info[cfg] = (res.frames, res.encoders, res.notes, count_frames(comp), count_frames(pha))
+    base = statistics.median(times[configs[0]])
+    rows = []
+    for cfg in configs:
+        t = statistics.median(times[cfg])
+        frames, enc, notes, n_comp, n_pha = info[cfg]
+        rows.append({"kind": "e2e", "size": label, "config": cfg[0], "backend": cfg[1],
+                     "dtype": cfg[2], "device_yuv": cfg[3], "preset": cfg[4], "frames": frames,
+                     "fps": frames / t, "seconds": t, "x_eager": base / t, "encoders": enc,
+                     "notes": notes, "frames_written": [n_comp, n_pha],
+                     "rounds_fps": [frames / x for x in times[cfg]]})
+    return rows
+
+
+_HALF = {}
+
+
+def _half(model, dtype):
+    import copy
+
+    if dtype not in _HALF:
+        _HALF[dtype] = copy.deepcopy(model).to(DT[dtype])
+    return _HALF[dtype]
+
+
+def whole_process(clip: Path, tmp: Path, preset: str, frames: int) -> dict:
+    cmd = [sys.executable, "-m", "rvmatte", "convert", str(clip), "-o", str(tmp / "proc.mp4"),
+           "--alpha", str(tmp / "proc_alpha.mp4"), "--downsample", "0.25", "--preset", preset,
+           "--overwrite", "--quiet"]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    t = time.perf_counter() - t0
+    return {"kind": "process", "preset": preset, "rc": p.returncode, "seconds": t,
+            "fps": frames / t, "stderr": p.stderr.strip().splitlines()[-1:] if p.returncode else []}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and clips (a CPU check)")
+    ap.add_argument("--frames", type=int, default=900, help="frames of the 1080p clip")
+    ap.add_argument("--frames-4k", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, model-only")
+    ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds, end to end")
+    ap.add_argument("--skip", default="", help="comma list of: accuracy,model,decode,e2e,4k,process")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results: dict = {"machine": machine(device)}
+    print(json.dumps(results["machine"], indent=1), flush=True)
+    model = rvmatte.load_model(device=device)  # bundled weights (accuracy uses real frames)
+    tmp = Path(tempfile.mkdtemp(prefix="rvmatte-gpu-"))
+    if args.quick:
+        sizes = [(256, 144, 1.0), (512, 288, 0.5)]
+        hd, uhd = (512, 288), (640, 360)
+        args.frames, args.frames_4k, target, rounds = 24, 12, 8, 1
+    else:
+        sizes = [(512, 288, 1.0), (1920, 1080, 0.25), (3840, 2160, 0.125)]
+        hd, uhd = (1920, 1080), (3840, 2160)
+        target, rounds = 256, args.rounds
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+    if "accuracy" not in skip:
+        results["accuracy"] = accuracy(model, device, hd, 0.25 if not args.quick else 0.5)
+        for r in results["accuracy"]:
+            print(f"accuracy vs eager fp32 {r['backend']:10} {r['dtype']}: pha max {r['pha_max']:.2e} "
+                  f"mean {r['pha_mean']:.2e} | fgr max {r['fgr_max']:.2e} mean {r['fgr_mean']:.2e}"
+                  + (f" ({r['fallback']})" if r["fallback"] else ""), flush=True)
+        save()
+    if "model" not in skip:
+        configs = [("torch", "fp32", 1), ("torch", "fp16", 1), ("torchscript", "fp16", 1),
+                   ("torch-fast", "fp16", 1), ("cudagraph", "fp32", 1), ("cudagraph", "fp16", 1),
+                   ("torch", "fp16", 16), ("cudagraph", "fp16", 16)]
+        rows = model_only(model, device, sizes, configs, rounds, target)
+        results["model"] = rows
+        print(f"{'size':>10} {'ratio':>6} {'backend':12} {'dtype':5} {'T':>3} {'FPS':>9} "
+              f"{'ms/frame':>9} {'x eager':>8} {'peak MiB':>9}")
+        for r in rows:
+            pk = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+            print(f"{r['size']:>10} {r['ratio']:>6g} {r['backend']:12} {r['dtype']:5} {r['chunk']:>3} "
+                  f"{r['fps']:9.1f} {r['ms']:9.3f} {r['x_eager'] or 0:8.2f} {pk:>9}", flush=True)
+        save()
+    clip = make_clip(tmp / "clip1080.mp4", args.frames, hd)
+    log(f"clip: {clip} ({args.frames} frames {hd[0]}x{hd[1]})")
+    if "decode" not in skip:
+        results["decode"] = decode_only(clip)
+        print(f"PyAV decode only, {hd[0]}x{hd[1]}: to RGB {results['decode']['rgb24']:.1f} FPS, "
+              f"to 4:2:0 planes {results['decode']['yuv420p']:.1f} FPS", flush=True)
+        save()
+    e2e_cfgs = [("eager-fp32-cpucolour", "torch", "fp32", False, "medium"),
+                ("auto-medium", "auto", "fp16", None, "medium"),
+                ("auto-veryfast", "auto", "fp16", None, "veryfast"),
+                ("auto-ultrafast", "auto", "fp16", None, "ultrafast")]
+    if "e2e" not in skip:
+        rows = e2e(model, device, clip, tmp, e2e_cfgs, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
+        results["e2e"] = rows
+        save()
+    if "4k" not in skip:
+        clip4 = make_clip(tmp / "clip4k.mp4", args.frames_4k, uhd)
+        rows = e2e(model, device, clip4, tmp, [e2e_cfgs[0], e2e_cfgs[3]], 1, f"{uhd[0]}x{uhd[1]}")
+        results.setdefault("e2e", []).extend(rows)
+        clip4.unlink()
+        save()
+    for r in results.get("e2e", []):
+        print(f"e2e {r['size']:>9} {r['config']:22} {r['frames']:5d} frames {r['seconds']:7.2f} s "
+              f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
+              f"{r['encoders']} {r['notes'] or ''}", flush=True)
+    if "process" not in skip:
+        rows = [whole_process(clip, tmp, p, args.frames) for p in ("ultrafast", "medium")]
+        results["process"] = rows
+        for r in rows:
+            print(f"whole process ({args.frames} frames, --preset {r['preset']}): {r['seconds']:.2f} s, "
+                  f"{r['fps']:.1f} FPS rc={r['rc']} {r['stderr']}", flush=True)
+        save()
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
