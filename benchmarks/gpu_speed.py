@@ -234,6 +234,119 @@ def decode_only(clip: Path) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------ 4b
+def io_ceiling(clip: Path, tmp: Path, preset: str, outputs: int) -> dict:
+    """Decode + ``outputs`` H.264 encodes of the clip, no model at all: the pipeline's ceiling
+    on this machine's CPU (decoded 4:2:0 planes straight to the encoders, each in its thread,
+    as convert_video's GPU path feeds them)."""
+    import queue
+    import threading
+
+    import av
+
+    qs = [queue.Queue(maxsize=36) for _ in range(outputs)]
+
+    def encode(k: int) -> None:
+        with av.open(str(tmp / f"ceiling{k}.mp4"), "w") as c:
+            st = None
+            while True:
+                item = qs[k].get()
+                if item is None:
+                    break
+                arr, i = item
+                if st is None:
+                    st = c.add_stream("libx264", rate=30)
+                    st.width, st.height, st.pix_fmt = arr.shape[1], arr.shape[0] * 2 // 3, "yuv420p"
+                    st.options = {"crf": "18", "preset": preset, "bf": "0"}
+                f = av.VideoFrame.from_ndarray(arr, format="yuv420p")
+                f.pts = i
+                for p in st.encode(f):
+                    c.mux(p)
+            for p in st.encode():
+                c.mux(p)
+
+    threads = [threading.Thread(target=encode, args=(k,)) for k in range(outputs)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    n = 0
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for i, f in enumerate(c.decode(s)):
+            arr = f.to_ndarray()
+            for q in qs:
+                q.put((arr, i))
+            n += 1
+    for q in qs:
+        q.put(None)
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    return {"kind": "ceiling", "preset": preset, "outputs": outputs, "frames": n, "seconds": dt,
+            "fps": n / dt}
+
+
+def startup(device) -> dict:
+    """Seconds for: a bare interpreter importing torch and initialising CUDA; the same plus
+    rvmatte and the bundled model on the device; CUDA-graph captures with and without cuDNN
+    autotuning (1080p / 0.25, 12 frames per call) and their steady FPS."""
+    out = {}
+    code = ("import time; t=time.perf_counter(); import torch; a=time.perf_counter(); "
+            "torch.zeros(1, device='cuda' if torch.cuda.is_available() else 'cpu').sum().item(); "
+            "b=time.perf_counter(); import rvmatte; m=rvmatte.load_model(device='cuda' if "
+            "torch.cuda.is_available() else 'cpu', dtype='float16' if torch.cuda.is_available() "
+            "else None); c=time.perf_counter(); print(a-t, b-a, c-b)")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    try:
+        imp, init, load = (float(v) for v in p.stdout.split())
+        out.update(import_torch=imp, cuda_init=init, rvmatte_and_model=load, process_wall=wall)
+    except ValueError:
+        out["error"] = p.stderr.strip().splitlines()[-1:] if p.stderr else p.stdout
+    model = rvmatte.load_model(device=device, dtype=torch.float16 if device.type == "cuda" else None)
+    h, w, chunk = (1080, 1920, 12) if device.type == "cuda" else (144, 256, 2)
+    src = torch.rand(1, chunk, 3, h, w, device=device, dtype=model.project_mat.conv.weight.dtype)
+    for tune in (False, True):
+        r = CudaGraphRunner(model, autotune=tune)
+        sync(device)
+        t0 = time.perf_counter()
+        st = r(src, None, 0.25).state
+        sync(device)
+        cap = time.perf_counter() - t0
+        n = 20
+        t0 = time.perf_counter()
+        for _ in range(n):
+            st = r(src, st, 0.25).state
+        sync(device)
+        out[f"capture_s_autotune_{int(tune)}"] = cap
+        out[f"fps_autotune_{int(tune)}"] = n * chunk / (time.perf_counter() - t0)
+    return out
+
+
+def cuvid_probe(clip: Path) -> dict:
+    """Can this FFmpeg decode H.264 on the GPU's NVDEC (h264_cuvid)? FPS if so."""
+    import av
+
+    try:
+        with av.open(str(clip)) as c:
+            s = c.streams.video[0]
+            cc = av.CodecContext.create("h264_cuvid", "r")
+            cc.extradata = s.codec_context.extradata
+            n = 0
+            t0 = time.perf_counter()
+            for pkt in c.demux(s):
+                for f in cc.decode(pkt):
+                    f.to_ndarray()
+                    n += 1
+            for f in cc.decode(None):
+                n += 1
+            return {"works": n > 0, "frames": n, "fps": n / (time.perf_counter() - t0)}
+    except Exception as e:  # noqa: BLE001
+        return {"works": False, "error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
+
+
 # ------------------------------------------------------------------------------------ 5
 def e2e(model, device, clip: Path, tmp: Path, configs, rounds, label) -> list[dict]:
     from rvmatte.inference.session import Matter
@@ -250,11 +363,14 @@ def e2e(model, device, clip: Path, tmp: Path, configs, rounds, label) -> list[di
             name, backend, dtype, yuv, preset = cfg
             m.reset()
             comp, pha = tmp / f"{label}_{name}.mp4", tmp / f"{label}_{name}_alpha.mp4"
+            if name.endswith("-comp-only"):
+                pha = None
             t0 = time.perf_counter()
             res = rvmatte.convert_video(clip, comp, alpha=pha, model=m, overwrite=True,
                                         downsample_ratio=0.25, device_yuv=yuv, preset=preset)
             times[cfg].append(time.perf_counter() - t0)
-            info[cfg] = (res.frames, res.encoders, res.notes, count_frames(comp), count_frames(pha))
+            info[cfg] = (res.frames, res.encoders, res.notes, count_frames(comp),
+                         count_frames(pha) if pha else None)
     base = statistics.median(times[configs[0]])
     rows = []
     for cfg in configs:
@@ -298,9 +414,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, model-only")
     ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds, end to end")
     ap.add_argument("--skip", default="", help="comma list of: accuracy,model,decode,e2e,4k,process")
+    ap.add_argument("--only", default="", help="comma list of sections to run (default: all): "
+                    "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast")
+    ap.add_argument("--process-presets", default="ultrafast,medium")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    sections = ("accuracy", "model", "decode", "e2e", "4k", "process", "startup", "ceiling",
+                "cuvid", "e2e-fast")
+    only = set(filter(None, args.only.split(",")))
+    if only:
+        skip |= set(sections) - only
+    else:
+        skip |= {"startup", "ceiling", "cuvid", "e2e-fast"}  # the second run's extras
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"machine": machine(device)}
     print(json.dumps(results["machine"], indent=1), flush=True)
@@ -341,6 +467,32 @@ def main(argv=None) -> int:
         save()
     clip = make_clip(tmp / "clip1080.mp4", args.frames, hd)
     log(f"clip: {clip} ({args.frames} frames {hd[0]}x{hd[1]})")
+    if "startup" not in skip:
+        results["startup"] = startup(device)
+        print("startup:", json.dumps(results["startup"]), flush=True)
+        save()
+    if "cuvid" not in skip:
+        results["cuvid"] = cuvid_probe(clip)
+        print("h264_cuvid:", json.dumps(results["cuvid"]), flush=True)
+        save()
+    if "ceiling" not in skip:
+        rows = [io_ceiling(clip, tmp, p, k) for p, k in (("ultrafast", 2), ("ultrafast", 1),
+                                                         ("superfast", 2), ("medium", 2))]
+        results["ceiling"] = rows
+        for r in rows:
+            print(f"I/O ceiling (decode + {r['outputs']} x264 {r['preset']} encodes, no model): "
+                  f"{r['fps']:.1f} FPS", flush=True)
+        save()
+    if "e2e-fast" not in skip:
+        cfgs = [("auto-ultrafast", "auto", "fp16", None, "ultrafast"),
+                ("auto-ultrafast-comp-only", "auto", "fp16", None, "ultrafast"),
+                ("auto-superfast", "auto", "fp16", None, "superfast")]
+        rows = e2e(model, device, clip, tmp, cfgs, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
+        results["e2e_fast"] = rows
+        for r in rows:
+            print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
+                  f"{r['fps']:8.1f} FPS written {r['frames_written']}", flush=True)
+        save()
     if "decode" not in skip:
         results["decode"] = decode_only(clip)
         print(f"PyAV decode only, {hd[0]}x{hd[1]}: to RGB {results['decode']['rgb24']:.1f} FPS, "
@@ -365,7 +517,7 @@ def main(argv=None) -> int:
               f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
               f"{r['encoders']} {r['notes'] or ''}", flush=True)
     if "process" not in skip:
-        rows = [whole_process(clip, tmp, p, args.frames) for p in ("ultrafast", "medium")]
+        rows = [whole_process(clip, tmp, p, args.frames) for p in args.process_presets.split(",")]
         results["process"] = rows
         for r in rows:
             print(f"whole process ({args.frames} frames, --preset {r['preset']}): {r['seconds']:.2f} s, "

@@ -142,8 +142,8 @@ class CudaGraphRunner:
     per frame (MobileNetV3, four ConvGRUs stepping through time, the refiner) disappears, which
     is what limits a small network on a large GPU.
 
-    One graph is captured per (input shape, ratio) on first use, after two warm-up calls (cuDNN
-    picks its algorithms then); at most ``max_graphs`` are kept (least recently used dropped).
+    One graph is captured per (input shape, ratio) on first use, after two warm-up calls (where
+    cuDNN picks its algorithms, autotuned if ``autotune``); at most ``max_graphs`` are kept (least recently used dropped).
     The graph always takes a recurrent state: ``state=None`` is fed as zeros, which is exactly
     what the network does with ``None``. Outputs are copied out of the graph's buffers, so
     they stay valid after the next call. On a CPU, or if capturing fails, it runs
@@ -151,8 +151,14 @@ class CudaGraphRunner:
     """
 
     def __init__(self, model: MattingNetwork, *, dtype: Optional[torch.dtype] = None,
-                 fuse_bn: bool = True, channels_last: bool = True, max_graphs: int = 4) -> None:
+                 fuse_bn: bool = True, channels_last: bool = True, max_graphs: int = 4,
+                 autotune: Optional[bool] = None) -> None:
         self.inner = TorchRunner(model, fuse_bn=fuse_bn, channels_last=channels_last, dtype=dtype)
+        # cuDNN autotuning (``cudnn.benchmark``) during the warm-up before a capture; None keeps
+        # the process-wide setting (or $RVMATTE_CUDNN_BENCHMARK=0/1).
+        env = os.environ.get("RVMATTE_CUDNN_BENCHMARK")
+        self.autotune = autotune if autotune is not None else (
+            env == "1" if env in ("0", "1") else torch.backends.cudnn.benchmark)
         self.device, self.dtype = self.inner.device, self.inner.dtype
         self.max_graphs = max(1, int(max_graphs))
         self._graphs: dict = {}
@@ -163,7 +169,7 @@ class CudaGraphRunner:
     def _capture(self, x: torch.Tensor, ratio: float) -> _Graph:
         model = self.inner.model
         bench = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = bool(self.autotune)
         try:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
