@@ -337,14 +337,55 @@ def cuvid_probe(clip: Path) -> dict:
             n = 0
             t0 = time.perf_counter()
             for pkt in c.demux(s):
+                if not pkt.size:  # the demuxer's end-of-stream packet; flushed below
+                    continue
                 for f in cc.decode(pkt):
                     f.to_ndarray()
                     n += 1
             for f in cc.decode(None):
+                f.to_ndarray()
                 n += 1
             return {"works": n > 0, "frames": n, "fps": n / (time.perf_counter() - t0)}
     except Exception as e:  # noqa: BLE001
         return {"works": False, "error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
+
+
+def compiled(model, device, chunks=(16,), on_row=None) -> list[dict]:
+    """``torch.compile`` (inductor, ``mode="reduce-overhead"``: CUDA graphs) against the
+    ``cudagraph`` runner, fp16, 1080p / 0.25, in the same run; compile time included."""
+    from rvmatte.export.optimize import make_runner
+
+    half = _half(model, "fp16")
+    rows = []
+    for chunk in chunks:
+        src = torch.rand(1, chunk, 3, 1080, 1920, device=device, dtype=torch.float16)
+        for name in ("cudagraph", "compile"):
+            t0 = time.perf_counter()
+            try:
+                r = make_runner(name, half)
+                st = None
+                for _ in range(3):
+                    st = r(src, st, 0.25).state
+                sync(device)
+            except Exception as e:  # noqa: BLE001
+                rows.append({"backend": name, "chunk": chunk, "error": str(e).splitlines()[0][:200]})
+                continue
+            ready = time.perf_counter() - t0
+            calls = max(4, 256 // chunk)
+            times = []
+            for _ in range(3):
+                sync(device)
+                t1 = time.perf_counter()
+                for _ in range(calls):
+                    st = r(src, st, 0.25).state
+                sync(device)
+                times.append((time.perf_counter() - t1) / (calls * chunk))
+            rows.append({"backend": name, "chunk": chunk, "ready_s": ready,
+                         "fps": 1 / statistics.median(times)})
+            if on_row:
+                on_row(rows[-1])
+            del r
+    return rows
 
 
 # ------------------------------------------------------------------------------------ 5
@@ -415,18 +456,18 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds, end to end")
     ap.add_argument("--skip", default="", help="comma list of: accuracy,model,decode,e2e,4k,process")
     ap.add_argument("--only", default="", help="comma list of sections to run (default: all): "
-                    "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast")
+                    "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast,compile")
     ap.add_argument("--process-presets", default="ultrafast,medium")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     sections = ("accuracy", "model", "decode", "e2e", "4k", "process", "startup", "ceiling",
-                "cuvid", "e2e-fast")
+                "cuvid", "e2e-fast", "compile")
     only = set(filter(None, args.only.split(",")))
     if only:
         skip |= set(sections) - only
     else:
-        skip |= {"startup", "ceiling", "cuvid", "e2e-fast"}  # the second run's extras
+        skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile"}  # later runs' extras
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"machine": machine(device)}
     print(json.dumps(results["machine"], indent=1), flush=True)
@@ -467,6 +508,14 @@ def main(argv=None) -> int:
         save()
     clip = make_clip(tmp / "clip1080.mp4", args.frames, hd)
     log(f"clip: {clip} ({args.frames} frames {hd[0]}x{hd[1]})")
+    if "compile" not in skip and device.type == "cuda":
+        results["compile"] = []
+
+        def row(r):
+            results["compile"].append(r)
+            print("compile vs cudagraph (1080p / 0.25, fp16):", json.dumps(r), flush=True)
+            save()
+        compiled(model, device, on_row=row)
     if "startup" not in skip:
         results["startup"] = startup(device)
         print("startup:", json.dumps(results["startup"]), flush=True)
