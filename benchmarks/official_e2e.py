@@ -86,7 +86,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
