@@ -313,6 +313,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-official", action="store_true", help="time rvmatte alone")
     ap.add_argument("--rvmatte-cmd", help="command that runs the rvmatte CLI "
                                           "(default: rvmatte next to this interpreter)")
+    ap.add_argument("--rvmatte-presets", default="",
+                    help="comma list of extra rvmatte runs with --preset P (e.g. medium,ultrafast)")
     ap.add_argument("--rvmatte-cache", choices=("fresh", "user"), default="fresh",
                     help="fresh: a new rvmatte cache (ONNX export, speed choices) for this "
                          "benchmark (default); user: the user's cache")
@@ -429,6 +431,11 @@ def run(args, variants: list[dict], work: Path) -> int:
             "1" if v["jit"] else "0", str(t)]})
     jobs.append({"name": "rvmatte auto", "env": rv_env, "cmd": lambda comp, pha: rv_cmd + [
         "convert", str(clip), "-o", str(comp), "--alpha", str(pha), "--downsample", "0.25"]})
+    for preset in filter(None, args.rvmatte_presets.split(",")):
+        jobs.append({"name": f"rvmatte {preset}", "env": rv_env, "cmd": lambda comp, pha, p=preset:
+                     rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
+                               "--downsample", "0.25", "--preset", p]})
+    rv_names = [j["name"] for j in jobs if j["name"].startswith("rvmatte")]
 
     print(f"load average at start: {load()}")
     results: dict[str, list[dict]] = {j["name"]: [] for j in jobs}
@@ -457,11 +464,14 @@ def run(args, variants: list[dict], work: Path) -> int:
                   f"load {before} -> {res['load_after']} [{idle}]" + ("" if ok else "  FAILED"))
             if not ok:
                 print(f"    rc {res['rc']}; comp {res['comp']}; pha {res['pha']}\n{tail(out / 'log.txt')}")
-        rv = results["rvmatte auto"][-1]
-        for j in jobs[:-1]:
-            o = results[j["name"]][-1]
-            if o["ok"] and rv["ok"]:
-                print(f"  ratio {j['name']} / rvmatte: {o['wall'] / rv['wall']:.2f}x")
+        for rn in rv_names:
+            rv = results[rn][-1]
+            for j in jobs:
+                if j["name"] in rv_names:
+                    continue
+                o = results[j["name"]][-1]
+                if o["ok"] and rv["ok"]:
+                    print(f"  ratio {j['name']} / {rn}: {o['wall'] / rv['wall']:.2f}x")
     print(f"\nload average at end: {load()}")
 
     # What the first rvmatte run left in its fresh cache (exported ONNX model, speed choices).
@@ -486,19 +496,24 @@ def run(args, variants: list[dict], work: Path) -> int:
             line += "all runs failed"
         else:
             line += f"{s['median_wall']:7.1f} s  {s['median_fps']:5.2f} FPS  ({s['ok']}/{s['runs']} ok)"
-            if name != "rvmatte auto" and rv_med:
+            if name not in rv_names and rv_med:
                 s["speedup_rvmatte"] = s["median_wall"] / rv_med
                 line += f"  rvmatte is {s['speedup_rvmatte']:.2f}x faster"
         print(line)
-    official = [s["median_wall"] for n, s in summary.items() if n != "rvmatte auto" and s["median_wall"]]
+    official = [s["median_wall"] for n, s in summary.items() if n not in rv_names and s["median_wall"]]
     if official and rv_med:
         best = min(official)
         info["speedup_vs_best_official"] = best / rv_med
         print(f"  rvmatte vs the official's best configuration: {best / rv_med:.2f}x")
+        for rn in rv_names[1:]:
+            if summary[rn]["median_wall"]:
+                summary[rn]["speedup_vs_best_official"] = best / summary[rn]["median_wall"]
+                print(f"  {rn} vs the official's best configuration: "
+                      f"{best / summary[rn]['median_wall']:.2f}x")
 
     # Do both produce the same matte? (same weights, same ratio; differences = codecs + numerics)
     for name, runs in results.items():
-        if name == "rvmatte auto":
+        if name in rv_names:
             continue
         pairs = [(o, v) for o, v in zip(runs, results["rvmatte auto"]) if o["ok"] and v["ok"]]
         if pairs:

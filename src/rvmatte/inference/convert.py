@@ -200,7 +200,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     model: an already loaded network (or a :class:`~rvmatte.inference.session.Matter`).
     alpha_bits: 8 or 16 (alpha written as PNG).
     segment_frames: frames per checkpoint segment (default about 10 s of video).
-    preset: x264/x265 speed preset, ``ultrafast`` .. ``veryslow`` (default ``medium``).
+    preset: x264/x265 speed preset, ``ultrafast`` .. ``veryslow`` (default ``veryfast``).
     encoder: ``"auto"`` (NVENC for H.264/H.265 when the model runs on a CUDA GPU that can
         encode, else software), ``"software"`` or ``"hardware"`` (NVENC or an error).
     device_yuv: convert colours (decoded YUV 4:2:0 -> RGB, RGB -> YUV 4:2:0 for H.264/H.265/VP9
