@@ -161,3 +161,28 @@ def test_half_precision_fast_guided_filter_is_accurate():
         p32 = m32(x, None, 0.5).pha
         p16 = m16(x.half(), None, 0.5).pha.float()
     assert (p16 - p32).abs().max() < 0.05
+
+
+def test_gpu_chunk_size_follows_the_frame_size():
+    from rvmatte.inference.convert import _default_seq_chunk
+
+    cuda = torch.device("cuda")
+    assert _default_seq_chunk(torch.device("cpu"), 2160, 3840) == 1
+    assert _default_seq_chunk(cuda, 1080, 1920) == 12
+    assert _default_seq_chunk(cuda, 720, 1280) == 12
+    assert _default_seq_chunk(cuda, 2160, 3840) == 3
+    assert _default_seq_chunk(cuda, 4320, 7680) == 1
+
+
+def test_out_of_gpu_memory_is_one_clear_line(tmp_path, clip, monkeypatch):
+    """CI has no GPU to exhaust: the model call raises the error CUDA would raise."""
+    m = Matter(tiny_model(), backend="torch")
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(m, "step", oom)
+    from rvmatte.errors import RvmatteError
+
+    with pytest.raises(RvmatteError, match="out of GPU memory at 1 frame") as ei:
+        convert_video(clip, tmp_path / "o.mp4", model=m)
+    assert "\n" not in str(ei.value) and not (tmp_path / "o.mp4").exists()

@@ -81,11 +81,15 @@ class ConversionResult:
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def _default_seq_chunk(device: torch.device) -> int:
-    # GPUs gain from batching frames. On the CPU one frame per call lets decode, model and
-    # encode interleave best: 90 frames of 1080p (composite + alpha, ratio 0.25) took 14.3 s
-    # with 1 frame per call against 16.8 s with 4 (docs/SPEED.md).
-    return 12 if device.type in ("cuda", "mps") else 1
+def _default_seq_chunk(device: torch.device, height: int = 1080, width: int = 1920) -> int:
+    """GPUs gain from batching frames: 12 per call at 1080p, fewer for larger frames so that a
+    chunk's memory stays that of 12 1080p frames (about 2.3 GB with CUDA graphs in fp16; 4K
+    gets 3). On the CPU one frame per call lets decode, model and encode interleave best: 90
+    frames of 1080p (composite + alpha, ratio 0.25) took 14.3 s with 1 frame per call against
+    16.8 s with 4 (docs/SPEED.md)."""
+    if device.type not in ("cuda", "mps"):
+        return 1
+    return max(1, min(12, round(12 * 1920 * 1080 / max(1, height * width))))
 
 
 def _fingerprint(parts: dict) -> str:
@@ -256,7 +260,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                           device=device, dtype=dtype, downsample_ratio=downsample_ratio,
                           backend=backend)
     if seq_chunk is None:
-        seq_chunk = _default_seq_chunk(matter.device)
+        seq_chunk = _default_seq_chunk(matter.device, info.height, info.width)
     gpu = matter.device.type == "cuda"
     notes: list[str] = []
     for i, s in enumerate(specs):
@@ -510,13 +514,18 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             idx, pts, frames = item
             if shared["range_offset"] is None:
                 shared["range_offset"] = pts[0] if not rng.empty and rng.start else 0
-            if yuv_in:
-                src = matter.yuv_to_tensor(frames, height, width, matrix=in_matrix,
-                                           full_range=in_full)
-            else:
-                src = matter.to_tensor(frames)
-            fgr, pha, state = matter.step(src, state, ratio)
-            arrays = outputs_for(src, fgr, pha, idx[0])
+            try:
+                if yuv_in:
+                    src = matter.yuv_to_tensor(frames, height, width, matrix=in_matrix,
+                                               full_range=in_full)
+                else:
+                    src = matter.to_tensor(frames)
+                fgr, pha, state = matter.step(src, state, ratio)
+                arrays = outputs_for(src, fgr, pha, idx[0])
+            except torch.cuda.OutOfMemoryError:
+                raise RvmatteError(
+                    f"out of GPU memory at {len(idx)} frame(s) of {width}x{height} per call; "
+                    "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
             if not _put(q_out, ("frames", idx, pts, arrays), job):
                 break
             done = idx[-1] + 1
