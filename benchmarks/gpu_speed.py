@@ -462,12 +462,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     sections = ("accuracy", "model", "decode", "e2e", "4k", "process", "startup", "ceiling",
-                "cuvid", "e2e-fast", "compile")
+                "cuvid", "e2e-fast", "compile", "defaults")
     only = set(filter(None, args.only.split(",")))
     if only:
         skip |= set(sections) - only
     else:
-        skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile"}  # later runs' extras
+        skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile", "defaults"}  # later runs' extras
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"machine": machine(device)}
     print(json.dumps(results["machine"], indent=1), flush=True)
@@ -541,6 +541,17 @@ def main(argv=None) -> int:
         for r in rows:
             print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
                   f"{r['fps']:8.1f} FPS written {r['frames_written']}", flush=True)
+        save()
+    if "defaults" not in skip:  # everything at its default: preset, chunk size, colours, backend
+        cfg = [("auto-defaults", "auto", "fp16", None, None)]
+        rows = e2e(model, device, clip, tmp, cfg, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
+        clip4 = make_clip(tmp / "clip4k.mp4", args.frames_4k, uhd)
+        rows += e2e(model, device, clip4, tmp, cfg, 1, f"{uhd[0]}x{uhd[1]}")
+        clip4.unlink()
+        results["e2e_defaults"] = rows
+        for r in rows:
+            print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
+                  f"{r['fps']:8.1f} FPS written {r['frames_written']} {r['encoders']}", flush=True)
         save()
     if "decode" not in skip:
         results["decode"] = decode_only(clip)
