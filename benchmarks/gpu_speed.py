@@ -447,6 +447,13 @@ def whole_process(clip: Path, tmp: Path, preset: str, frames: int) -> dict:
             "fps": frames / t, "stderr": p.stderr.strip().splitlines()[-1:] if p.returncode else []}
 
 
+def print_e2e(rows) -> None:
+    for r in rows:
+        print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
+              f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
+              f"{r['encoders']} {r['notes'] or ''}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and clips (a CPU check)")
@@ -538,9 +545,7 @@ def main(argv=None) -> int:
                 ("auto-superfast", "auto", "fp16", None, "superfast")]
         rows = e2e(model, device, clip, tmp, cfgs, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
         results["e2e_fast"] = rows
-        for r in rows:
-            print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
-                  f"{r['fps']:8.1f} FPS written {r['frames_written']}", flush=True)
+        print_e2e(rows)
         save()
     if "defaults" not in skip:  # everything at its default: preset, chunk size, colours, backend
         cfg = [("auto-defaults", "auto", "fp16", None, None)]
@@ -549,9 +554,7 @@ def main(argv=None) -> int:
         rows += e2e(model, device, clip4, tmp, cfg, 1, f"{uhd[0]}x{uhd[1]}")
         clip4.unlink()
         results["e2e_defaults"] = rows
-        for r in rows:
-            print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
-                  f"{r['fps']:8.1f} FPS written {r['frames_written']} {r['encoders']}", flush=True)
+        print_e2e(rows)
         save()
     if "decode" not in skip:
         results["decode"] = decode_only(clip)
@@ -572,10 +575,7 @@ def main(argv=None) -> int:
         results.setdefault("e2e", []).extend(rows)
         clip4.unlink()
         save()
-    for r in results.get("e2e", []):
-        print(f"e2e {r['size']:>9} {r['config']:22} {r['frames']:5d} frames {r['seconds']:7.2f} s "
-              f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
-              f"{r['encoders']} {r['notes'] or ''}", flush=True)
+    print_e2e(results.get("e2e", []))
     if "process" not in skip:
         rows = [whole_process(clip, tmp, p, args.frames) for p in args.process_presets.split(",")]
         results["process"] = rows
