@@ -89,8 +89,8 @@ def register(subparsers) -> None:
     o.add_argument("--preset", default=None,
                    choices=["ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
                             "slow", "slower", "veryslow"],
-                   help="H.264/H.265 speed preset (default veryfast; medium: about 2x slower "
-                        "encoding for ~10%% smaller files; ultrafast: faster, larger files)")
+                   help="H.264/H.265 speed preset (default veryfast; medium encodes about 2x "
+                        "slower for ~0.5 dB; ultrafast is faster, with larger files)")
     o.add_argument("--encoder", default="auto", choices=["auto", "software", "hardware"],
                    help="H.264/H.265 encoder: auto (default) = NVENC when the model runs on an "
                         "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")

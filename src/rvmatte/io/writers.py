@@ -56,7 +56,7 @@ SEGMENT_FORMAT = {"h264": ("mp4", ".mp4"), "h265": ("mp4", ".mp4"), "vp9": ("web
 DEFAULT_QUALITY = {"h264": 18, "h265": 22, "vp9": 28}
 # x264/x265 speed presets (--preset), fastest first. The default is "veryfast": at the same
 # CRF it costs about half of "medium"'s encoding time for a difference of ~0.6 dB (alpha,
-# 53.4 vs 52.8 dB against a lossless encode) and +-10 % in size (docs/SPEED.md); encoding
+# 53.4 vs 52.8 dB against a lossless encode; sizes within 10 %, either way); encoding
 # is what bounds a conversion on a GPU and a large share of it on a CPU.
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")
