@@ -114,3 +114,30 @@ def test_reader_refuses_planes_when_not_possible(tmp_path):
         next(Source(info).frames(yuv=True))
     odd = probe(make_clip(tmp_path / "o.mp4", w=63, h=47, n=2, audio=False, pix_fmt="yuv444p"))
     assert not odd.yuv420_ok
+
+
+@pytest.mark.parametrize("yuv", [False, True])
+def test_outputs_are_tagged_with_the_matrix_they_were_made_with(tmp_path, yuv):
+    """Both ways of making 4:2:0 (libswscale from RGB, rvmatte.io.yuv on the device) use
+    BT.601 limited range, and the stream says so: a player that honours the tag gets pure red
+    back (tagged BT.709 or guessed as BT.709, the green channel would read about 23)."""
+    from fractions import Fraction
+
+    from rvmatte.io.writers import SegmentWriter, plan_output
+
+    spec = plan_output("composite", tmp_path / "o.mp4", codec=None, transparent=False, quality=0)
+    red = np.zeros((48, 64, 3), np.uint8)
+    red[..., 0] = 255
+    frame = (rgb_to_yuv420(torch.from_numpy(red).permute(2, 0, 1)[None].float() / 255)[0].numpy()
+             if yuv else red)
+    w = SegmentWriter(spec, tmp_path / "seg.mp4", 64, 48, Fraction(1, 25), Fraction(25), 0, yuv=yuv)
+    for i in range(3):
+        w.write(frame, i)
+    w.close()
+    with av.open(str(tmp_path / "seg.mp4")) as c:
+        s = c.streams.video[0]
+        assert (int(s.codec_context.colorspace), int(s.codec_context.color_range)) == (6, 1)
+        f = next(c.decode(s))
+        assert int(f.colorspace) == 6
+        rgb = f.to_ndarray(format="rgb24").astype(int)
+    assert np.abs(rgb - [255, 0, 0]).max() <= 3

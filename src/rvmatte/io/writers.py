@@ -273,6 +273,12 @@ class SegmentWriter:
         s = self.container.add_stream(spec.encoder_name, rate=rate)
         s.width, s.height = width, height
         s.pix_fmt = _pix_fmt(spec, width, height)
+        if s.pix_fmt.startswith("yuv"):
+            # Say which matrix the YUV was made with: BT.601, limited range (libswscale's
+            # default for RGB input, and what rvmatte.io.yuv writes). Untagged, players guess,
+            # and most guess BT.709 for HD, which shifts the colours slightly.
+            s.codec_context.colorspace = 6      # AVCOL_SPC_SMPTE170M (BT.601)
+            s.codec_context.color_range = 1     # AVCOL_RANGE_MPEG (limited)
         s.time_base = time_base
         s.codec_context.time_base = time_base
         q = spec.quality if spec.quality is not None else DEFAULT_QUALITY.get(spec.codec)
