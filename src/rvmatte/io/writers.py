@@ -314,6 +314,11 @@ class SegmentWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(image, format=self._fmt)
+        if self.spec.codec == "prores":
+            # prores_ks writes the colour tags of each frame (not the stream's) into the file:
+            # convert here (what encode() would do) and tag the result as BT.601 limited.
+            frame = frame.reformat(format=self.stream.pix_fmt)
+            frame.colorspace, frame.color_range = 6, 1
         rel = pts - self.start_pts
         if self._last is not None and rel <= self._last:
             rel = self._last + 1
