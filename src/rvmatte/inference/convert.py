@@ -38,7 +38,7 @@ from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_b
                           to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
 from ..io.writers import (AudioPlan, ENCODER_CHOICES, OutputSpec, SegmentWriter, SEGMENT_FORMAT,
-                          _pix_fmt, assemble, check_output_target, check_preset, image_name,
+                          pix_fmt_for, assemble, check_output_target, check_preset, image_name,
                           move_images, pick_encoder, plan_output, replace_into_place, write_png)
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
 from .downsample import auto_downsample_ratio, parse_downsample_ratio
@@ -274,7 +274,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     use_yuv = gpu if device_yuv is None else bool(device_yuv)
     yuv_in = use_yuv and info.yuv420_ok
     yuv_out = {s.kind for s in specs if use_yuv and s.mode == "video" and not s.rgba
-               and _pix_fmt(s, info.width, info.height) == "yuv420p"}
+               and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
     if segment_frames is None:
         segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk

@@ -164,7 +164,8 @@ def plan_output(kind: str, path, *, codec: Optional[str], transparent: Optional[
                       alpha_bits=alpha_bits, quality=quality)
 
 
-def _pix_fmt(spec: OutputSpec, width: int, height: int) -> str:
+def pix_fmt_for(spec: OutputSpec, width: int, height: int) -> str:
+    """The pixel format ``spec``'s encoder is given at ``width`` x ``height``."""
     odd = width % 2 or height % 2
     c = spec.codec
     if c in ("h264", "h265"):
@@ -272,7 +273,7 @@ class SegmentWriter:
             raise OutputError(f"cannot write {path}: {e}") from None
         s = self.container.add_stream(spec.encoder_name, rate=rate)
         s.width, s.height = width, height
-        s.pix_fmt = _pix_fmt(spec, width, height)
+        s.pix_fmt = pix_fmt_for(spec, width, height)
         if s.pix_fmt.startswith("yuv"):
             # Say which matrix the YUV was made with: BT.601, limited range (libswscale's
             # default for RGB input, and what rvmatte.io.yuv writes). Untagged, players guess,
