@@ -66,6 +66,33 @@ def cached_onnx(model: MattingNetwork, *, dtype: str | torch.dtype | None = None
     return path
 
 
+def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | None = None,
+                 opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None) -> Path:
+    """The cached ONNX export of the *bundled* weights of ``variant``, keyed by their pinned
+    sha256 instead of a hash of a built model: when the file is there, no PyTorch model is
+    built and torchvision is never imported (about 1 s of start-up). Exported on first use."""
+    from ..weights import BUNDLED, load_model, resolve_dtype
+
+    b = BUNDLED[variant]
+    dt = str(resolve_dtype(dtype)).replace("torch.", "")
+    key = hashlib.sha256(f"{variant}/{b.refiner}/{GRAPH_VERSION}/{b.sha256}".encode()).hexdigest()[:16]
+    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"rvm_{variant}_{b.refiner}_{dt}_op{opset}_w{key}"
+                     f"_torch{torch.__version__.split('+')[0]}.onnx")
+    if not path.is_file():
+        export_onnx(load_model(variant, device="cpu"), path, dtype=dtype, opset=opset)
+    return path
+
+
+def uses_bundled(variant: str, weights: Any, refiner: Optional[str]) -> bool:
+    """``weights``/``refiner`` name the bundled weights of ``variant`` as they ship."""
+    from ..weights import BUNDLED
+
+    return (isinstance(weights, str) and weights == "default" and variant in BUNDLED
+            and refiner in (None, BUNDLED[variant].refiner))
+
+
 def _providers(device: torch.device, available: Sequence[str]) -> list:
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in available:
@@ -114,6 +141,8 @@ class OnnxRuntimeRunner:
         self.dtype = resolve_dtype(dtype)
         if self.dtype not in (torch.float32, torch.float16):
             raise RvmatteError(f"the onnxruntime backend supports float32 and float16, not {self.dtype}")
+        if onnx_path is None and model is None and uses_bundled(variant, weights, refiner):
+            onnx_path = bundled_onnx(variant, dtype=self.dtype, opset=opset)
         if onnx_path is None:
             if model is None:
                 from ..weights import load_model

@@ -41,6 +41,22 @@ def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
     return "torch-fast"
 
 
+def _lazy_model_ok(variant, weights, refiner, device, dtype) -> bool:
+    """A session can start without its PyTorch model: bundled weights, CPU, float32, and
+    ONNX Runtime installed (so ``auto`` will run the exported graph)."""
+    from ..weights import _resolve_device, resolve_dtype
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    try:
+        from ..export.runtime import uses_bundled
+
+        return (uses_bundled(variant, weights, refiner) and _resolve_device(device).type == "cpu"
+                and resolve_dtype(dtype) == torch.float32)
+    except Exception:  # noqa: BLE001 - any doubt: build the model as usual
+        return False
+
+
 def _load_onnx_runner(**kwargs: Any):
     try:
         mod = importlib.import_module("rvmatte.export.runtime")
@@ -92,19 +108,37 @@ class Matter:
             if model is not None:
                 kwargs = dict(model=model, device=str(self.device), dtype=dtype)
             self._runner = _load_onnx_runner(**kwargs)
-            self.model = model
+            self._model = model
+        elif model is None and backend == "auto" and _lazy_model_ok(variant, weights, refiner,
+                                                                     device, dtype):
+            # The automatic choice will be ONNX Runtime on this CPU, from the bundled weights'
+            # cached export: the PyTorch model is built only if something asks for it.
+            self._model = None
+            self._load_args = dict(variant=variant, refiner=refiner, weights=weights,
+                                   device=device, dtype=dtype)
+            self.device, self.dtype = _resolve_device(device), resolve_dtype(dtype)
         else:
             if model is None:
                 from ..weights import load_model
 
                 model = load_model(variant, refiner=refiner, weights=weights, device=device,
                                    dtype=dtype)
-            self.model = model.eval()
+            self._model = model.eval()
             p = next(model.parameters())
             self.device, self.dtype = p.device, p.dtype
         self._runners: dict[str, Any] = {}  # wrapped/auto backends, built on first use
         self.state: Optional[State] = None
         self._size: Optional[tuple[int, int]] = None
+
+    @property
+    def model(self) -> Optional[torch.nn.Module]:
+        """The PyTorch network (built on first access when the session started without it)."""
+        if self._model is None and getattr(self, "_load_args", None) is not None:
+            from ..weights import load_model
+
+            self._model = load_model(**self._load_args).eval()
+            self._load_args = None
+        return self._model
 
     # -- device tensors ---------------------------------------------------------------
     def ratio_for(self, h: int, w: int) -> float:
@@ -144,7 +178,11 @@ class Matter:
             return self.model
         if name not in self._runners:
             if name == "onnxruntime":
-                self._runners[name] = _load_onnx_runner(model=self.model, device=str(self.device))
+                lazy = getattr(self, "_load_args", None)
+                self._runners[name] = (_load_onnx_runner(**{**lazy, "device": str(self.device)})
+                                       if lazy is not None and
+                                       self._model is None else
+                                       _load_onnx_runner(model=self.model, device=str(self.device)))
             else:
                 from ..export.optimize import make_runner
 

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .decoder import Projection, RecurrentDecoder
-from .encoders import ENCODERS
 from .guided_filter import REFINERS
 from .lraspp import LRASPP
 from .time import fold, unfold
@@ -55,6 +54,10 @@ class MattingNetwork(nn.Module):
 
     def __init__(self, variant: str = "mobilenetv3", refiner: str = "deep_guided_filter") -> None:
         super().__init__()
+        # Imported here: the encoders subclass torchvision's models, and importing torchvision
+        # costs about a second, which a process that only runs an exported graph never pays.
+        from .encoders import ENCODERS
+
         if variant not in ENCODERS:
             raise ValueError(f"unknown variant {variant!r}; choose from {sorted(ENCODERS)}")
         if refiner not in REFINERS:

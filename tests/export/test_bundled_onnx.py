@@ -1,0 +1,79 @@
+"""The bundled weights' ONNX export, cached by their sha256: a CPU session that runs it never
+builds the PyTorch model nor imports torchvision (about 1.5 s of start-up)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+CODE = r"""
+import json, sys
+import numpy as np
+from rvmatte.inference.session import Matter
+m = Matter(backend="auto", downsample_ratio=0.5)
+frames = np.random.default_rng(0).integers(0, 256, (2, 72, 128, 3), dtype=np.uint8)
+pha, fgr = m.process(frames)
+print(json.dumps({"torchvision": "torchvision" in sys.modules, "built": m._model is not None,
+                  "pha": pha.tolist()}))
+"""
+
+
+def _run(cache):
+    env = dict(os.environ, RVMATTE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_runs_the_cached_export_without_torchvision(tmp_path):
+    first = _run(tmp_path)           # exports the bundled weights once (builds the model)
+    files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert len(files) == 1 and "_w" in files[0]
+    second = _run(tmp_path)
+    assert second["torchvision"] is False and second["built"] is False
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == files  # reused
+    # same numbers as the PyTorch model
+    import rvmatte
+
+    m = rvmatte.load_model(device="cpu")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 72, 128, 3), dtype=np.uint8)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)[None]
+    with torch.inference_mode():
+        ref = m(x, None, 0.5).pha[0, :, 0].numpy()
+    got = np.asarray(second["pha"], dtype=np.float32)
+    assert np.abs(got - ref).max() < 1e-4
+    assert np.abs(np.asarray(first["pha"], dtype=np.float32) - got).max() == 0
+
+
+def test_lazy_session_builds_the_model_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("RVMATTE_CACHE_DIR", str(tmp_path))
+    from rvmatte.inference.session import Matter
+
+    m = Matter(backend="auto")
+    assert m._model is None and m.device.type == "cpu" and m.dtype == torch.float32
+    net = m.model
+    assert net is not None and m.model is net and not net.training
+    # explicit weights, another dtype or another backend build it at once, as before
+    assert Matter(backend="auto", dtype="bfloat16")._model is not None
+    assert Matter(backend="torch")._model is not None
+
+
+def test_graph_version_is_part_of_the_key(tmp_path, monkeypatch):
+    from rvmatte.export import runtime
+
+    monkeypatch.setattr(runtime, "export_onnx", lambda model, path, **kw: path.write_bytes(b"x"))
+    a = runtime.bundled_onnx(directory=tmp_path)
+    monkeypatch.setattr(runtime, "GRAPH_VERSION", runtime.GRAPH_VERSION + 1)
+    b = runtime.bundled_onnx(directory=tmp_path)
+    assert a != b and a.is_file() and b.is_file()
+    assert runtime.uses_bundled("mobilenetv3", "default", None)
+    assert runtime.uses_bundled("mobilenetv3", "default", "fast_guided_filter")
+    assert not runtime.uses_bundled("mobilenetv3", "default", "deep_guided_filter")
+    assert not runtime.uses_bundled("mobilenetv3", "weights.pth", None)
+    assert not runtime.uses_bundled("resnet50", "default", None)
