@@ -77,3 +77,27 @@ def test_graph_version_is_part_of_the_key(tmp_path, monkeypatch):
     assert not runtime.uses_bundled("mobilenetv3", "default", "deep_guided_filter")
     assert not runtime.uses_bundled("mobilenetv3", "weights.pth", None)
     assert not runtime.uses_bundled("resnet50", "default", None)
+
+
+def test_a_damaged_cache_file_is_exported_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("RVMATTE_CACHE_DIR", str(tmp_path))
+    from rvmatte.export.runtime import OnnxRuntimeRunner, bundled_onnx
+
+    path = bundled_onnx()
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 3])          # truncated by a crash, a full disk...
+    r = OnnxRuntimeRunner(device="cpu")
+    out = r(torch.rand(1, 3, 72, 128), None, 0.5)
+    assert out.pha.shape == (1, 1, 72, 128)
+    assert path.read_bytes() == good                   # the same export, made again
+
+
+def test_a_damaged_user_file_is_a_clear_error(tmp_path):
+    from rvmatte.errors import RvmatteError
+    from rvmatte.export.runtime import OnnxRuntimeRunner
+
+    bad = tmp_path / "mine.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(RvmatteError, match="onnxruntime cannot load") as ei:
+        OnnxRuntimeRunner(onnx_path=bad, device="cpu")
+    assert "\n" not in str(ei.value) and bad.read_bytes() == b"not an onnx file"

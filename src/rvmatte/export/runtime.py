@@ -141,14 +141,20 @@ class OnnxRuntimeRunner:
         self.dtype = resolve_dtype(dtype)
         if self.dtype not in (torch.float32, torch.float16):
             raise RvmatteError(f"the onnxruntime backend supports float32 and float16, not {self.dtype}")
+        rebuild = None  # how to re-make a file of our cache that turns out unreadable
         if onnx_path is None and model is None and uses_bundled(variant, weights, refiner):
-            onnx_path = bundled_onnx(variant, dtype=self.dtype, opset=opset)
-        if onnx_path is None:
+            def rebuild():
+                return bundled_onnx(variant, dtype=self.dtype, opset=opset)
+        elif onnx_path is None:
             if model is None:
                 from ..weights import load_model
 
                 model = load_model(variant, refiner=refiner, weights=weights, device="cpu")
-            onnx_path = cached_onnx(model, dtype=self.dtype, opset=opset)
+
+            def rebuild():
+                return cached_onnx(model, dtype=self.dtype, opset=opset)
+        if rebuild is not None:
+            onnx_path = rebuild()
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise WeightsError(f"ONNX file not found: {self.onnx_path}")
@@ -168,29 +174,41 @@ class OnnxRuntimeRunner:
         if pipeline and not threads:
             opts.intra_op_num_threads = 1
         try:
-            if pipeline:
-                import onnx
-
-                from .onnx import split_refiner
-
-                low, refine, self._refine_inputs = split_refiner(onnx.load(str(self.onnx_path)))
-                self.session = ort.InferenceSession(low.SerializeToString(), sess_options=opts,
-                                                    providers=self.providers)
-                self._refine = ort.InferenceSession(refine.SerializeToString(), sess_options=opts,
-                                                    providers=self.providers)
-                self._low_names = [o.name for o in self.session.get_outputs()]
-            else:
-                self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
-                                                    providers=self.providers)
+            self._open(ort, opts)
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
+            if rebuild is None:
+                raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
+            # A damaged file in our own cache: export it again, once.
+            self.onnx_path.unlink(missing_ok=True)
+            self.onnx_path = Path(rebuild())
+            try:
+                self._open(ort, opts)
+            except Exception as e2:  # noqa: BLE001
+                first = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+                raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
         names = [i.name for i in self.session.get_inputs()]
         if names != INPUT_NAMES:
             raise WeightsError(f"{self.onnx_path} is not an rvmatte export (inputs {names})")
         src_type = self.session.get_inputs()[0].type
         self._np_dtype = np.float16 if "float16" in src_type else np.float32
         self._zero = np.zeros((1, 1, 1, 1), dtype=self._np_dtype)
+
+    def _open(self, ort, opts) -> None:
+        if self.pipeline:
+            import onnx
+
+            from .onnx import split_refiner
+
+            low, refine, self._refine_inputs = split_refiner(onnx.load(str(self.onnx_path)))
+            self.session = ort.InferenceSession(low.SerializeToString(), sess_options=opts,
+                                                providers=self.providers)
+            self._refine = ort.InferenceSession(refine.SerializeToString(), sess_options=opts,
+                                                providers=self.providers)
+            self._low_names = [o.name for o in self.session.get_outputs()]
+        else:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
+                                                providers=self.providers)
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeRunner({self.onnx_path.name}, providers={self.providers})"
