@@ -7,6 +7,12 @@ Anything raised as :class:`RvmatteError` is reported by the CLI as one line
 from __future__ import annotations
 
 
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name if it has none."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 class RvmatteError(Exception):
     """A problem with the user's input, options or environment (not a bug)."""
 

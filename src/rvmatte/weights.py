@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import WeightsError
+from .errors import WeightsError, one_line
 from .models import MattingNetwork, build_model
 
 
@@ -79,8 +79,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types on garbage; all mean "bad file"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"cannot read weights file {path}: not a valid PyTorch checkpoint ({first})") from None
+        raise WeightsError(f"cannot read weights file {path}: not a valid PyTorch checkpoint "
+                           f"({one_line(e)})") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

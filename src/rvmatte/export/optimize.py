@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..errors import RvmatteError
+from ..errors import RvmatteError, one_line
 from ..models import MattingNetwork, MattingOutput
 
 BACKENDS = ("torch", "torch-fast", "compile", "cudagraph", "onnxruntime", "onnxruntime-pipe")
@@ -131,8 +131,8 @@ class TorchRunner:
 class _Graph:
     """One captured CUDA graph with its static input, state and output tensors."""
 
-    def __init__(self, src, state_in, out) -> None:
-        self.graph = None
+    def __init__(self, graph, src, state_in, out) -> None:
+        self.graph = graph
         self.src, self.state_in = src, state_in
         self.fgr, self.pha, self.state_out = out[0], out[1], tuple(out[2])
 
@@ -182,9 +182,7 @@ class CudaGraphRunner:
             graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(graph):
                 out = model(static_src, state_in, ratio)
-            g = _Graph(static_src, state_in, out)
-            g.graph = graph
-            return g
+            return _Graph(graph, static_src, state_in, out)
         finally:
             torch.backends.cudnn.benchmark = bench
 
@@ -199,7 +197,7 @@ class CudaGraphRunner:
                 try:
                     g = self._capture(x, float(downsample_ratio))
                 except RuntimeError as e:  # capture unsupported here: run eagerly from now on
-                    self.fallback_reason = f"CUDA graph capture failed: {str(e).splitlines()[0]}"
+                    self.fallback_reason = f"CUDA graph capture failed: {one_line(e)}"
                     self._graphs.clear()
                     return self.inner(src, state, downsample_ratio)
                 while len(self._graphs) >= self.max_graphs:
@@ -352,7 +350,7 @@ def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ra
         except (RvmatteError, RuntimeError) as e:  # a path that cannot run here is skipped
             t = float("inf")
             if timings is not None:
-                timings[name + ".error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                timings[name + ".error"] = one_line(e)
         if timings is not None:
             timings[name] = t
         if t < best_t:

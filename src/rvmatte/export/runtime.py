@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import RvmatteError, WeightsError
+from ..errors import RvmatteError, WeightsError, one_line
 from ..models import MattingNetwork, MattingOutput
 from .onnx import DEFAULT_OPSET, INPUT_NAMES, export_onnx
 
@@ -141,18 +142,16 @@ class OnnxRuntimeRunner:
         self.dtype = resolve_dtype(dtype)
         if self.dtype not in (torch.float32, torch.float16):
             raise RvmatteError(f"the onnxruntime backend supports float32 and float16, not {self.dtype}")
-        rebuild = None  # how to re-make a file of our cache that turns out unreadable
+        # How to (re-)make the file when it is ours, in the export cache; None for a user's file.
+        rebuild: Optional[Callable[[], Path]] = None
         if onnx_path is None and model is None and uses_bundled(variant, weights, refiner):
-            def rebuild():
-                return bundled_onnx(variant, dtype=self.dtype, opset=opset)
+            rebuild = partial(bundled_onnx, variant, dtype=self.dtype, opset=opset)
         elif onnx_path is None:
             if model is None:
                 from ..weights import load_model
 
                 model = load_model(variant, refiner=refiner, weights=weights, device="cpu")
-
-            def rebuild():
-                return cached_onnx(model, dtype=self.dtype, opset=opset)
+            rebuild = partial(cached_onnx, model, dtype=self.dtype, opset=opset)
         if rebuild is not None:
             onnx_path = rebuild()
         self.onnx_path = Path(onnx_path)
@@ -173,20 +172,17 @@ class OnnxRuntimeRunner:
         self._pool = None
         if pipeline and not threads:
             opts.intra_op_num_threads = 1
-        try:
-            self._open(ort, opts)
-        except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if rebuild is None:
-                raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
-            # A damaged file in our own cache: export it again, once.
-            self.onnx_path.unlink(missing_ok=True)
-            self.onnx_path = Path(rebuild())
+        for retry in (False, True):
             try:
                 self._open(ort, opts)
-            except Exception as e2:  # noqa: BLE001
-                first = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
-                raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
+                break
+            except Exception as e:  # onnxruntime raises its own types (Fail, InvalidGraph...)
+                if rebuild is None or retry:
+                    raise WeightsError(f"onnxruntime cannot load {self.onnx_path}: "
+                                       f"{one_line(e)}") from None
+                # A damaged file in our own cache: export it again, once.
+                self.onnx_path.unlink(missing_ok=True)
+                self.onnx_path = Path(rebuild())
         names = [i.name for i in self.session.get_inputs()]
         if names != INPUT_NAMES:
             raise WeightsError(f"{self.onnx_path} is not an rvmatte export (inputs {names})")

@@ -37,9 +37,10 @@ from ..errors import Cancelled, InputError, OutputError, RvmatteError
 from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_background,
                           to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
-from ..io.writers import (AudioPlan, ENCODER_CHOICES, OutputSpec, SegmentWriter, SEGMENT_FORMAT,
-                          pix_fmt_for, assemble, check_output_target, check_preset, image_name,
-                          move_images, pick_encoder, plan_output, replace_into_place, write_png)
+from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
+                          check_encoder_choice, check_output_target, check_preset, image_name,
+                          move_images, pick_encoder, pix_fmt_for, plan_output,
+                          replace_into_place, write_png)
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
 from .downsample import auto_downsample_ratio, parse_downsample_ratio
 
@@ -220,8 +221,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     if seq_chunk is not None and (not isinstance(seq_chunk, int) or seq_chunk < 1):
         raise InputError(f"invalid seq_chunk {seq_chunk!r}: must be a positive integer")
     preset = check_preset(preset)
-    if encoder not in ENCODER_CHOICES:
-        raise OutputError(f"unknown encoder choice {encoder!r}; choose from {', '.join(ENCODER_CHOICES)}")
+    check_encoder_choice(encoder)
 
     in_path = Path(input)
     info = probe(in_path)
@@ -351,7 +351,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     q_out: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
     time_base, rate = info.time_base, info.rate
     width, height = info.width, info.height
-    need = {("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
+    # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
+    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     image_dirs = {s.kind: job_dir / f"{s.kind}_frames" for s in specs if s.mode == "images"}
     for d in image_dirs.values():
         d.mkdir(exist_ok=True)
@@ -403,7 +404,6 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                               if e.errno == 28 else f"cannot write checkpoint in {job_dir}: "
                               f"{e.strerror or e}") from None
 
-    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     # Several video outputs are encoded in parallel threads where there are cores to spare
     # (PyAV releases the GIL while encoding); on 1-2 cores the model needs them.
     n_video = sum(s.mode == "video" for s in specs)
@@ -464,7 +464,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
 
     def outputs_for(src: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, first: int) -> dict:
         out = {}
-        for key in need:
+        for key in keys.values():
             ch, kind = key.split(":")
             if ch == "yuv":  # converted here, on the device; 4:2:0 planes come back
                 if kind == "alpha":

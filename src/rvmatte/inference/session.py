@@ -98,6 +98,7 @@ class Matter:
         self.backend = backend
         self.ratio = parse_downsample_ratio(downsample_ratio)  # None = auto per frame size
         self._runner = None
+        self._load_args: Optional[dict] = None  # set while the PyTorch model is not built yet
         if backend == "onnxruntime":
             self.device = _resolve_device(device) if model is None else next(model.parameters()).device
             self.dtype = resolve_dtype(dtype)
@@ -133,7 +134,7 @@ class Matter:
     @property
     def model(self) -> Optional[torch.nn.Module]:
         """The PyTorch network (built on first access when the session started without it)."""
-        if self._model is None and getattr(self, "_load_args", None) is not None:
+        if self._load_args is not None:
             from ..weights import load_model
 
             self._model = load_model(**self._load_args).eval()
@@ -178,11 +179,10 @@ class Matter:
             return self.model
         if name not in self._runners:
             if name == "onnxruntime":
-                lazy = getattr(self, "_load_args", None)
-                self._runners[name] = (_load_onnx_runner(**{**lazy, "device": str(self.device)})
-                                       if lazy is not None and
-                                       self._model is None else
-                                       _load_onnx_runner(model=self.model, device=str(self.device)))
+                # the bundled weights' cached export while the PyTorch model is not built
+                source = (self._load_args if self._load_args is not None
+                          else {"model": self.model})
+                self._runners[name] = _load_onnx_runner(**{**source, "device": str(self.device)})
             else:
                 from ..export.optimize import make_runner
 

@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v", ".mpg", ".mpeg", ".ts",
               ".mts", ".m2ts", ".flv", ".wmv", ".ogv", ".3gp", ".mxf", ".nut", ".y4m"}
@@ -65,17 +65,12 @@ class SourceInfo:
         return self.kind == "image"
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def _to_rgb(frame, width: int, height: int, rotation: int) -> np.ndarray:
     """Decoded frame -> upright RGB uint8 (H, W, 3); a mid-stream size change is rescaled."""
     try:
         arr = frame.to_ndarray(format="rgb24", width=width, height=height)
     except (ValueError, NotImplementedError) as e:
-        raise InputError(f"unsupported pixel format {frame.format.name!r} ({_one_line(e)})") from None
+        raise InputError(f"unsupported pixel format {frame.format.name!r} ({one_line(e)})") from None
     k = (rotation // 90) % 4
     if k:
         arr = np.ascontiguousarray(np.rot90(arr, k))
@@ -132,7 +127,7 @@ def _read_image(path: Path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)  # honour EXIF orientation, like video rotation
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {_one_line(e)}") from None
+        raise InputError(f"cannot read image {path}: {one_line(e)}") from None
 
 
 def probe(path: str | os.PathLike) -> SourceInfo:
@@ -177,7 +172,7 @@ def _open_container(p: Path):
         return av.open(str(p), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise InputError(f"cannot read {p}: not a video or image file rvmatte can decode "
-                         f"({_one_line(e)})") from None
+                         f"({one_line(e)})") from None
 
 
 def _video_info(p: Path) -> SourceInfo:
@@ -195,7 +190,7 @@ def _video_info(p: Path) -> SourceInfo:
                 first = frame
                 break
         except av.error.FFmpegError as e:
-            raise InputError(f"cannot decode video in {p}: {_one_line(e)}") from None
+            raise InputError(f"cannot decode video in {p}: {one_line(e)}") from None
         if first is None:
             raise InputError(f"{p} contains no video frames (empty or truncated video)")
         rotation = _frame_rotation(first)
@@ -221,11 +216,12 @@ def _video_info(p: Path) -> SourceInfo:
                           rotation=rotation, pix_fmt=first.format.name,
                           codec=vs.codec_context.name,
                           start_pts=first.pts if first.pts is not None else 0, audio=audio,
-                          colorspace=_enum_int(first.colorspace, 2),
-                          color_range=_enum_int(first.color_range, 0))
+                          colorspace=enum_int(first.colorspace, 2),
+                          color_range=enum_int(first.color_range, 0))
 
 
-def _enum_int(value, default: int) -> int:
+def enum_int(value, default: int) -> int:
+    """A PyAV enum (or int) as an int; ``default`` when there is none."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -397,4 +393,4 @@ class Source:
                         yield Frame(index, pts, image(frame))
                     index += 1
             except av.error.FFmpegError as e:
-                raise InputError(f"cannot decode video in {info.path}: {_one_line(e)}") from None
+                raise InputError(f"cannot decode video in {info.path}: {one_line(e)}") from None

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, one_line
 from .readers import IMAGE_EXTS, is_pattern
 
 # user-facing codec name -> PyAV encoder
@@ -223,18 +223,23 @@ def hardware_encoder_error(name: str) -> Optional[str]:
             cc.encode(frame)
             cc.encode(None)
         except Exception as e:  # noqa: BLE001 - any failure means "not usable here"
-            text = str(e).strip().splitlines()
-            err = f"{name} cannot encode on this machine ({text[0] if text else type(e).__name__})"
+            err = f"{name} cannot encode on this machine ({one_line(e)})"
     _HW_PROBES[name] = err
     return err
+
+
+def check_encoder_choice(choice: str) -> str:
+    """``choice`` if it is one of :data:`ENCODER_CHOICES`, else :class:`OutputError`."""
+    if choice not in ENCODER_CHOICES:
+        raise OutputError(f"unknown encoder choice {choice!r}; choose from {', '.join(ENCODER_CHOICES)}")
+    return choice
 
 
 def pick_encoder(codec: str, choice: str = "auto", *, gpu: bool = False) -> tuple[Optional[str], Optional[str]]:
     """``(encoder, note)`` for a video codec. ``choice``: ``"software"`` (libx264 etc.),
     ``"hardware"`` (NVENC, or :class:`OutputError` if it cannot run here) or ``"auto"``
     (NVENC when ``gpu`` and it works here, else software; ``note`` says why software)."""
-    if choice not in ENCODER_CHOICES:
-        raise OutputError(f"unknown encoder choice {choice!r}; choose from {', '.join(ENCODER_CHOICES)}")
+    check_encoder_choice(choice)
     hw = HARDWARE_ENCODERS.get(codec)
     if choice == "software" or (choice == "auto" and not gpu):
         return None, None
@@ -358,7 +363,7 @@ def _write_error(path, e) -> OutputError:
         return OutputError(f"disk full while writing {path}")
     if "File too large" in text or getattr(e, "errno", None) == 27:
         return OutputError(f"file size limit reached while writing {path} (disk full?)")
-    return OutputError(f"cannot write {path}: {text.strip().splitlines()[0] if text.strip() else type(e).__name__}")
+    return OutputError(f"cannot write {path}: {one_line(e)}")
 
 
 def write_png(path: Path, image: np.ndarray, *, bits: int = 8) -> None:
@@ -508,7 +513,6 @@ def _audio_encode(container, stream, out, encoder: str, plan: AudioPlan):
 
     def gen():
         next_pts = None
-        frame_size = None
 
         def drain(final=False):
             nonlocal next_pts

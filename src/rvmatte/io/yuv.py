@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .readers import enum_int
+
 # (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb.
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
 # libavutil AVColorSpace values -> matrix. 1 = BT.709, 9/10 = BT.2020; everything else
@@ -27,19 +29,12 @@ _AV_COLORSPACE = {1: "bt709", 9: "bt2020", 10: "bt2020"}
 
 def matrix_for(colorspace) -> str:
     """The matrix name for a PyAV frame's ``colorspace`` (an int or an enum)."""
-    try:
-        value = int(colorspace)
-    except (TypeError, ValueError):
-        value = 2
-    return _AV_COLORSPACE.get(value, "bt601")
+    return _AV_COLORSPACE.get(enum_int(colorspace, 2), "bt601")
 
 
 def is_full_range(color_range) -> bool:
     """``True`` for AVCOL_RANGE_JPEG (2)."""
-    try:
-        return int(color_range) == 2
-    except (TypeError, ValueError):
-        return False
+    return enum_int(color_range, 0) == 2
 
 
 def _split(planes: torch.Tensor, height: int, width: int):
