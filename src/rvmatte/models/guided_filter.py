@@ -35,18 +35,36 @@ def _resize(x: Tensor, size) -> Tensor:
     return F.interpolate(x, size, mode="bilinear", align_corners=False)
 
 
+def apply_coefficients(fine_src: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Both refiners' full-resolution step: ``upsample(a) * [src, gray] + upsample(b)`` ->
+    ``(fgr_residual (N,3,H,W), pha (N,1,H,W))``.
+
+    Written per output, so that no 4-channel full-resolution tensor is concatenated and split
+    again: the same arithmetic (bit-identical), two fewer passes over the frame (ONNX Runtime,
+    1080p / 0.25: 4 % less CPU time per frame). rvmatte's CPU kernel
+    (:mod:`rvmatte.kernels`) does this step fused with the composite and the 8-bit output.
+    """
+    size = fine_src.shape[2:]
+    fgr = _resize(a[:, :3], size) * fine_src + _resize(b[:, :3], size)
+    pha = _resize(a[:, 3:], size) * fine_src.mean(1, keepdim=True) + _resize(b[:, 3:], size)
+    return fgr, pha
+
+
 class FastGuidedFilterRefiner(nn.Module):
     def __init__(self, r: int = 1, eps: float = 1e-5) -> None:
         super().__init__()
         self.r = r
         self.eps = eps
 
-    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor) -> tuple[Tensor, Tensor]:
+    def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                     base_hid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The low-resolution linear coefficients ``(a, b)``, (N,4,h,w) each, in the input's
+        dtype: the full-resolution result is ``upsample(a) * [src, gray] + upsample(b)``."""
         # The local statistics are computed in float32 whatever the model's dtype: in half
         # precision ``cov / (var + 1e-5)`` cancels catastrophically (fp16 alpha errors up to 1.0
         # at ratio 0.5, docs/SPEED.md). They are low-resolution, so this costs little; the
         # full-resolution ``a * x + b`` stays in the model's dtype.
-        dtype = fine_src.dtype
+        dtype = base_src.dtype
         lr_x = _with_gray(base_src.float())
         lr_y = torch.cat([base_fgr, base_pha], dim=1).float()
         mean_x = box_filter(lr_x, self.r)
@@ -55,15 +73,11 @@ class FastGuidedFilterRefiner(nn.Module):
         var_x = box_filter(lr_x * lr_x, self.r) - mean_x * mean_x
         a = cov_xy / (var_x + self.eps)
         b = mean_y - a * mean_x
-        a, b = a.to(dtype), b.to(dtype)
-        # ``a * [src, gray] + b`` upsampled, written per output so that no 4-channel
-        # full-resolution tensor is concatenated and split again: the same arithmetic
-        # (bit-identical), two fewer passes over the frame (ONNX Runtime, 1080p / 0.25:
-        # 4 % less CPU time per frame, the same wall time on 2 threads).
-        size = fine_src.shape[2:]
-        fgr = _resize(a[:, :3], size) * fine_src + _resize(b[:, :3], size)
-        pha = _resize(a[:, 3:], size) * fine_src.mean(1, keepdim=True) + _resize(b[:, 3:], size)
-        return fgr, pha
+        return a.to(dtype), b.to(dtype)
+
+    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = self.coefficients(base_src, base_fgr, base_pha)
+        return apply_coefficients(fine_src, a, b)
 
     def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
                 base_hid: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -85,9 +99,10 @@ class DeepGuidedFilterRefiner(nn.Module):
             nn.Conv2d(hid_channels, 4, kernel_size=1, bias=True),
         )
 
-    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
-                base_hid: Tensor) -> tuple[Tensor, Tensor]:
-        fine_x = _with_gray(fine_src)
+    def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                     base_hid: Tensor) -> tuple[Tensor, Tensor]:
+        """The low-resolution linear coefficients ``(a, b)``, (N,4,h,w) each (see
+        :meth:`FastGuidedFilterRefiner.coefficients`)."""
         base_x = _with_gray(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = self.box_filter(base_x)
@@ -96,9 +111,12 @@ class DeepGuidedFilterRefiner(nn.Module):
         var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
         a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
         b = mean_y - a * mean_x
-        size = fine_src.shape[2:]
-        out = _resize(a, size) * fine_x + _resize(b, size)
-        return out.split([3, 1], dim=1)
+        return a, b
+
+    def _single(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = self.coefficients(base_src, base_fgr, base_pha, base_hid)
+        return apply_coefficients(fine_src, a, b)
 
     def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
                 base_hid: Tensor) -> tuple[Tensor, Tensor]:
