@@ -256,6 +256,28 @@ def simplify(model_proto):
     return simplified
 
 
+def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list,
+           dynamic_axes: dict, dt: torch.dtype, opset: int):
+    """Trace ``module(args[0], r1, r2, r3, r4, *args[1:])`` with first-frame zero states to
+    an ``onnx.ModelProto``; the states get dynamic axes (inputs ``r*i``, outputs ``r*o``)."""
+    import onnx
+
+    zeros = torch.zeros(1, 1, 1, 1, dtype=dt)
+    axes = dict(dynamic_axes)
+    for k in range(1, 5):
+        axes[f"r{k}i"] = {0: f"r{k}_batch", 1: f"r{k}_channels", 2: f"r{k}_height", 3: f"r{k}_width"}
+        axes[f"r{k}o"] = {0: "batch", 2: f"r{k}o_height", 3: f"r{k}o_width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad(), _ConvSymbolic(opset):
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints; sizes are traced
+        torch.onnx.export(module, (args[0], zeros, zeros, zeros, zeros, *args[1:]), buf,
+                          dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=axes, do_constant_folding=True,
+                          custom_opsets=({_DOMAIN: 1} if isinstance(module, OnnxExportModule)
+                                         else None))
+    return onnx.load_from_string(buf.getvalue())
+
+
 def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
                 dtype: str | torch.dtype | None = None, opset: int = DEFAULT_OPSET,
                 sample_size: tuple[int, int] = (288, 512), simplify_graph: bool = False,
@@ -279,24 +301,12 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
     import copy
 
     m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()
-    wrapper = OnnxExportModule(m).eval()
     h, w = sample_size
-    src = torch.rand(1, 3, h, w, dtype=dt)
-    zeros = torch.zeros(1, 1, 1, 1, dtype=dt)
-    ratio = torch.tensor([0.5], dtype=torch.float32)
     spatial = {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {"src": spatial, "fgr": spatial, "pha": spatial}
-    for k in range(1, 5):
-        dynamic_axes[f"r{k}i"] = {0: f"r{k}_batch", 1: f"r{k}_channels", 2: f"r{k}_height", 3: f"r{k}_width"}
-        dynamic_axes[f"r{k}o"] = {0: "batch", 2: f"r{k}o_height", 3: f"r{k}o_width"}
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad(), _ConvSymbolic(opset):
-        warnings.simplefilter("ignore")  # tracer warnings about Python ints; sizes are traced
-        torch.onnx.export(wrapper, (src, zeros, zeros, zeros, zeros, ratio), buf, dynamo=False,
-                          opset_version=opset, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-                          dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          custom_opsets={_DOMAIN: 1})
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = _trace(OnnxExportModule(m).eval(),
+                   (torch.rand(1, 3, h, w, dtype=dt), torch.tensor([0.5], dtype=torch.float32)),
+                   INPUT_NAMES, OUTPUT_NAMES, {"src": spatial, "fgr": spatial, "pha": spatial},
+                   dt, opset)
     proto = _wrap_refiner_in_if(_feed_ratio_to_resize(proto))
     proto.producer_name = "rvmatte"
     doc = ("rvmatte RVM {variant}/{refiner} {dtype}. Feed zeros (1,1,1,1) as r1i..r4i on the first "
@@ -308,10 +318,17 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
     if check:
         onnx.checker.check_model(proto)
     if path is not None:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        _save(proto, path)
     return proto
+
+
+def _save(proto, path: Path) -> None:
+    """Write ``proto`` to ``path`` atomically (a reader never sees a half-written file)."""
+    import onnx
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
 
 
 def split_refiner(model_proto):
@@ -376,3 +393,42 @@ def split_refiner(model_proto):
                         + [helper.make_tensor_value_info("fgr_lo", elem, [None] * 4),
                            helper.make_tensor_value_info("pha_lo", elem, [None] * 4)] + rec_outputs)
     return proto, refine_proto, acts
+
+
+COEF_INPUT_NAMES = ["src_sm", "r1i", "r2i", "r3i", "r4i"]
+COEF_OUTPUT_NAMES = ["a", "b", "r1o", "r2o", "r3o", "r4o"]
+
+
+def export_coefficients_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
+                             dtype: str | torch.dtype | None = None, opset: int = DEFAULT_OPSET,
+                             sample_size: tuple[int, int] = (144, 256), check: bool = True):
+    """Export the working-resolution half of ``model``: ``src_sm (B,3,h,w)`` (the frame already
+    downsampled), ``r1i..r4i`` -> the refiner's coefficients ``a``, ``b`` (B,4,h,w) and
+    ``r1o..r4o`` (:class:`~rvmatte.export.wrapper.Coefficients`). The full-resolution step is
+    left to the caller (rvmatte's fused CPU kernel, :mod:`rvmatte.kernels`). Returns the
+    ``onnx.ModelProto`` (also written to ``path``)."""
+    import copy
+
+    import onnx
+
+    from ..weights import resolve_dtype
+    from .wrapper import Coefficients
+
+    dt = resolve_dtype(dtype)
+    if dt not in (torch.float32, torch.float16):
+        raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
+    path = check_output_path(path)
+    m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()
+    h, w = sample_size
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    proto = _trace(Coefficients(m).eval(), (torch.rand(1, 3, h, w, dtype=dt),),
+                   COEF_INPUT_NAMES, COEF_OUTPUT_NAMES,
+                   {"src_sm": spatial, "a": spatial, "b": spatial}, dt, opset)
+    proto.producer_name = "rvmatte"
+    proto.doc_string = (f"rvmatte RVM {model.variant}/{model.refiner_name} coefficients "
+                        f"{str(dt).replace('torch.', '')}")
+    if check:
+        onnx.checker.check_model(proto)
+    if path is not None:
+        _save(proto, path)
+    return proto

@@ -19,10 +19,21 @@ import torch
 
 from ..errors import RvmatteError, WeightsError, one_line
 from ..models import MattingNetwork, MattingOutput
-from .onnx import DEFAULT_OPSET, INPUT_NAMES, export_onnx
+from .onnx import (COEF_INPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES, export_coefficients_onnx,
+                   export_onnx)
 
 # Bump when the exported graph changes, so cached files are rebuilt.
 GRAPH_VERSION = 2
+# The graphs rvmatte exports: the whole network, or its working-resolution half that ends
+# with the refiner's coefficients (for the fused CPU kernel, rvmatte.kernels).
+GRAPHS = {"full": (export_onnx, INPUT_NAMES, ""),
+          "coefficients": (export_coefficients_onnx, COEF_INPUT_NAMES, "_coef")}
+
+
+def _graph(graph: str):
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; choose from {', '.join(GRAPHS)}")
+    return GRAPHS[graph]
 
 
 def cache_dir() -> Path:
@@ -53,36 +64,41 @@ def model_digest(model: MattingNetwork) -> str:
 
 
 def cached_onnx(model: MattingNetwork, *, dtype: str | torch.dtype | None = None,
-                opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None) -> Path:
-    """Export ``model`` to the cache unless an identical export is there; returns its path."""
+                opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None,
+                graph: str = "full") -> Path:
+    """Export ``model`` to the cache unless an identical export is there; returns its path.
+    ``graph``: ``"full"`` or ``"coefficients"`` (see :data:`GRAPHS`)."""
     from ..weights import resolve_dtype
 
+    export, _, tag = _graph(graph)
     dt = str(resolve_dtype(dtype)).replace("torch.", "")
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f"rvm_{model.variant}_{model.refiner_name}_{dt}_op{opset}_{model_digest(model)}"
-                     f"_torch{torch.__version__.split('+')[0]}.onnx")
+    path = folder / (f"rvm_{model.variant}_{model.refiner_name}{tag}_{dt}_op{opset}_"
+                     f"{model_digest(model)}_torch{torch.__version__.split('+')[0]}.onnx")
     if not path.is_file():
-        export_onnx(model, path, dtype=dtype, opset=opset)
+        export(model, path, dtype=dtype, opset=opset)
     return path
 
 
 def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | None = None,
-                 opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None) -> Path:
+                 opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None,
+                 graph: str = "full") -> Path:
     """The cached ONNX export of the *bundled* weights of ``variant``, keyed by their pinned
     sha256 instead of a hash of a built model: when the file is there, no PyTorch model is
     built and torchvision is never imported (about 1 s of start-up). Exported on first use."""
     from ..weights import BUNDLED, load_model, resolve_dtype
 
+    export, _, tag = _graph(graph)
     b = BUNDLED[variant]
     dt = str(resolve_dtype(dtype)).replace("torch.", "")
     key = hashlib.sha256(f"{variant}/{b.refiner}/{GRAPH_VERSION}/{b.sha256}".encode()).hexdigest()[:16]
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f"rvm_{variant}_{b.refiner}_{dt}_op{opset}_w{key}"
+    path = folder / (f"rvm_{variant}_{b.refiner}{tag}_{dt}_op{opset}_w{key}"
                      f"_torch{torch.__version__.split('+')[0]}.onnx")
     if not path.is_file():
-        export_onnx(load_model(variant, device="cpu"), path, dtype=dtype, opset=opset)
+        export(load_model(variant, device="cpu"), path, dtype=dtype, opset=opset)
     return path
 
 
@@ -127,14 +143,23 @@ class OnnxRuntimeRunner:
     ``pipeline``: split the graph at the refiner (:func:`~rvmatte.export.onnx.split_refiner`) and,
     for clips (B,T,3,H,W) at ratio < 1, run frame t's full-size refinement in a worker thread
     while frame t+1's network runs (one intra-op thread per stage unless ``threads``).
+    ``graph="coefficients"``: open the working-resolution graph instead
+    (:func:`~rvmatte.export.onnx.export_coefficients_onnx`) and run it with
+    :meth:`coefficients`; used by :class:`rvmatte.inference.fused.FusedRunner`.
     """
 
     def __init__(self, variant: str = "mobilenetv3", *, weights: Any = "default",
                  refiner: Optional[str] = None, device: Any = None, dtype: Any = None,
                  model: Optional[MattingNetwork] = None, onnx_path: str | os.PathLike | None = None,
                  threads: Optional[int] = None, providers: Optional[Sequence] = None,
-                 opset: int = DEFAULT_OPSET, spin: bool = False, pipeline: bool = False) -> None:
+                 opset: int = DEFAULT_OPSET, spin: bool = False, pipeline: bool = False,
+                 graph: str = "full") -> None:
         from ..weights import resolve_dtype
+
+        _, input_names, _ = _graph(graph)
+        if pipeline and graph != "full":
+            raise ValueError("pipeline=True splits the full graph")
+        self.graph = graph
 
         ort = _import_ort()
         available = ort.get_available_providers()
@@ -145,13 +170,13 @@ class OnnxRuntimeRunner:
         # How to (re-)make the file when it is ours, in the export cache; None for a user's file.
         rebuild: Optional[Callable[[], Path]] = None
         if onnx_path is None and model is None and uses_bundled(variant, weights, refiner):
-            rebuild = partial(bundled_onnx, variant, dtype=self.dtype, opset=opset)
+            rebuild = partial(bundled_onnx, variant, dtype=self.dtype, opset=opset, graph=graph)
         elif onnx_path is None:
             if model is None:
                 from ..weights import load_model
 
                 model = load_model(variant, refiner=refiner, weights=weights, device="cpu")
-            rebuild = partial(cached_onnx, model, dtype=self.dtype, opset=opset)
+            rebuild = partial(cached_onnx, model, dtype=self.dtype, opset=opset, graph=graph)
         if rebuild is not None:
             onnx_path = rebuild()
         self.onnx_path = Path(onnx_path)
@@ -184,7 +209,7 @@ class OnnxRuntimeRunner:
                 self.onnx_path.unlink(missing_ok=True)
                 self.onnx_path = Path(rebuild())
         names = [i.name for i in self.session.get_inputs()]
-        if names != INPUT_NAMES:
+        if names != input_names:
             raise WeightsError(f"{self.onnx_path} is not an rvmatte export (inputs {names})")
         src_type = self.session.get_inputs()[0].type
         self._np_dtype = np.float16 if "float16" in src_type else np.float32
@@ -214,10 +239,20 @@ class OnnxRuntimeRunner:
                  "downsample_ratio": ratio}
         return self.session.run(None, feeds)
 
+    def coefficients(self, src_sm: np.ndarray, rec: Sequence[np.ndarray]):
+        """``graph="coefficients"``: ``src_sm`` (B,3,h,w), ``rec`` the four state arrays (zeros
+        ``(1,1,1,1)`` on the first frame) -> ``[a, b, r1, r2, r3, r4]`` as numpy arrays."""
+        feeds = {"src_sm": np.ascontiguousarray(src_sm, self._np_dtype)}
+        for k, r in enumerate(rec, 1):
+            feeds[f"r{k}i"] = np.ascontiguousarray(r, self._np_dtype)
+        return self.session.run(None, feeds)
+
     def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
         """``src``: (B,3,H,W) or (B,T,3,H,W) float in [0, 1]; ``state``: ``None`` or the last
         call's ``out.state``. Returns ``MattingOutput`` on ``src``'s device, in the graph's dtype.
         """
+        if self.graph != "full":
+            raise RuntimeError("this runner holds the coefficients graph: use .coefficients()")
         if src.ndim not in (4, 5) or src.shape[-3] != 3:
             raise ValueError(f"src must be (B,3,H,W) or (B,T,3,H,W), got {tuple(src.shape)}")
         r = float(downsample_ratio)

@@ -72,6 +72,23 @@ class LowRes(nn.Module):
         return (fgr_residual, pha, hid, *rec_out)
 
 
+class Coefficients(nn.Module):
+    """``src_sm (B,3,h,w), r1..r4 -> a, b, r1..r4``: the network at the working resolution and
+    the refiner's linear coefficients (``(B,4,h,w)`` each; the full-resolution result is
+    ``upsample(a) * [src, gray] + upsample(b)``, see
+    :func:`rvmatte.models.guided_filter.apply_coefficients`)."""
+
+    def __init__(self, model: MattingNetwork) -> None:
+        super().__init__()
+        self.low = LowRes(model)
+        self.refiner = model.refiner
+
+    def forward(self, src_sm: Tensor, r1: Tensor, r2: Tensor, r3: Tensor, r4: Tensor):
+        fgr_residual, pha, hid, *rec = self.low(src_sm, r1, r2, r3, r4)
+        a, b = self.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        return (a, b, *rec)
+
+
 class Refine(nn.Module):
     """The model's refiner: low-resolution prediction -> full resolution."""
 
