@@ -14,7 +14,7 @@ Peak memory: CUDA: ``max_memory_allocated`` per backend. CPU: with ``--memory`` 
 runs again in a child process and reports its peak RSS growth (VmHWM - VmRSS at start).
 
     python benchmarks/speed.py                      # CPU, defaults
-    python benchmarks/speed.py --backends torch,torch-fast,onnxruntime --dtypes fp32,bf16
+    python benchmarks/speed.py --backends torch,torch-fast,onnxruntime,fused --dtypes fp32,bf16
     python benchmarks/speed.py --e2e --e2e-frames 60
     python benchmarks/speed.py --device cuda --dtypes fp32,fp16 --backends torch,torch-fast,compile
     python benchmarks/speed.py --json results.json
@@ -73,8 +73,8 @@ def build(backend: str, dtype: str, model, threads):
     dt = DTYPES[dtype]
     if backend == "torch" and dtype == "fp32":
         return TorchRunner(model, fuse_bn=False, channels_last=False)
-    if backend == "onnxruntime" and dtype == "bf16":
-        raise ValueError("onnxruntime: no bf16 export")
+    if backend in ("onnxruntime", "fused") and dtype == "bf16":
+        raise ValueError(f"{backend}: no bf16 export")
     return make_runner(backend, model, dtype=None if dt == torch.float32 else dt, threads=threads)
 
 
@@ -184,8 +184,8 @@ def end_to_end(args, model, device) -> list[dict]:
         if backend == "torch-fast":
             fast = fuse_batchnorm(model).to(memory_format=torch.channels_last)
             return Matter(fast, downsample_ratio=args.e2e_ratio)
-        if backend == "onnxruntime":
-            return Matter(model, downsample_ratio=args.e2e_ratio, backend="onnxruntime")
+        if backend in ("onnxruntime", "fused"):
+            return Matter(model, downsample_ratio=args.e2e_ratio, backend=backend)
         if backend == "onnxruntime-pipe":
             # Matter has no switch for the pipelined runner yet: swap it in (benchmark only).
             from rvmatte.export.runtime import OnnxRuntimeRunner
@@ -195,7 +195,7 @@ def end_to_end(args, model, device) -> list[dict]:
             return m
         raise ValueError(f"no end-to-end path for {backend}")
 
-    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe")
+    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe", "fused")
     names = ["torch"] + [b for b in args.backends if b in e2e_paths]
     matters = {n: matter(n) for n in names}
     times = {n: [] for n in names}
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--refiner", default="fast_guided_filter")
     p.add_argument("--weights", default=None, help="default: random init (speed does not depend on it)")
     p.add_argument("--sizes", default=",".join(SIZES))
-    p.add_argument("--backends", default="torch,torch-fast,onnxruntime")
+    p.add_argument("--backends", default="torch,torch-fast,onnxruntime,fused")
     p.add_argument("--dtypes", default="fp32")
     p.add_argument("--frames", type=int, default=5, help="calls per round")
     p.add_argument("--chunk", type=int, default=1,

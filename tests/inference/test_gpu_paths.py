@@ -141,7 +141,8 @@ def test_cudagraph_backend_runs_eagerly_off_cuda(clip):
 
 
 def test_auto_backend_rules():
-    assert auto_backend(torch.device("cpu"), torch.float32, 0.25) in ("onnxruntime", "torch-fast")
+    assert auto_backend(torch.device("cpu"), torch.float32, 0.25) in ("fused", "onnxruntime",
+                                                                      "torch-fast")
     assert auto_backend(torch.device("cpu"), torch.bfloat16, 0.25) == "torch"
     want = "cudagraph" if torch.cuda.is_available() else "torch"
     assert auto_backend(torch.device("cuda"), torch.float16, 0.25) == want

@@ -11,22 +11,25 @@ from rvmatte.inference.session import Matter, auto_backend
 
 def test_rule():
     cpu = torch.device("cpu")
-    assert auto_backend(cpu, torch.float32, 0.25) == "onnxruntime"
-    assert auto_backend(cpu, torch.float32, 1.0) == "onnxruntime"
+    assert auto_backend(cpu, torch.float32, 0.25) == "fused"  # numba and onnxruntime installed
+    assert auto_backend(cpu, torch.float32, 1.0) == "onnxruntime"  # no refiner at ratio 1
     assert auto_backend(cpu, torch.bfloat16, 0.25) == "torch"
     assert auto_backend(torch.device("cuda"), torch.float32, 0.25) == "torch"
 
 
-@pytest.mark.parametrize("ratio,expected", [(1.0, "onnxruntime"), (0.5, "onnxruntime"),
-                                            (1.0, "torch-fast")])
-def test_auto_matches_eager(ratio, expected, monkeypatch):
+@pytest.mark.parametrize("ratio,expected,missing", [
+    (1.0, "onnxruntime", None), (0.5, "fused", None),
+    (0.5, "onnxruntime", "numba"),      # what auto picks without numba
+    (1.0, "torch-fast", "onnxruntime"),  # ... and without onnxruntime
+])
+def test_auto_matches_eager(ratio, expected, missing, monkeypatch):
     pytest.importorskip("onnxruntime")
-    if expected == "torch-fast":  # what auto falls back to without onnxruntime installed
+    if missing is not None:
         import importlib.util
 
         real = importlib.util.find_spec
         monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+                            lambda name, *a: None if name == missing else real(name, *a))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(3, 72, 120, 3), dtype=np.uint8)
     eager = Matter(device="cpu", downsample_ratio=ratio, backend="torch")

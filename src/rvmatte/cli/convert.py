@@ -29,11 +29,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--dtype", default=None,
                    help="float32 | float16 | bfloat16 (default: float16 on CUDA, else float32)")
-    g.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fast", "compile", "cudagraph",
-                                                   "onnxruntime", "onnxruntime-pipe"],
+    g.add_argument("--backend", default="auto", choices=["auto", "fused", "onnxruntime", "torch",
+                                                   "torch-fast", "compile", "cudagraph",
+                                                   "onnxruntime-pipe"],
                    help="auto (default): the fastest path measured for the device and ratio "
-                        "(docs/SPEED.md: ONNX Runtime on CPUs, CUDA graphs on NVIDIA GPUs); "
-                        "torch = plain eager PyTorch")
+                        "(docs/SPEED.md: on CPUs 'fused' -- ONNX Runtime plus rvmatte's compiled "
+                        "full-resolution kernel -- below ratio 1, else ONNX Runtime; CUDA graphs "
+                        "on NVIDIA GPUs); torch = plain eager PyTorch")
     g.add_argument("--downsample", default="auto", metavar="auto|R",
                    help="downsample ratio in (0, 1]; auto = longest side of the working image "
                         "at most 512 px")

@@ -38,10 +38,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..errors import RvmatteError, one_line
 from ..models import MattingNetwork, MattingOutput
 
-BACKENDS = ("torch", "torch-fast", "compile", "cudagraph", "onnxruntime", "onnxruntime-pipe")
+BACKENDS = ("torch", "torch-fast", "compile", "cudagraph", "onnxruntime", "onnxruntime-pipe",
+            "fused")
 # What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
 # machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
-DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1", "onnxruntime-pipe"),
+DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1", "onnxruntime-pipe",
+                             "fused"),
                       "cuda": ("torch", "torch-fast", "cudagraph")}
 CHOICE_FILE = "speed_choice.json"
 
@@ -234,6 +236,11 @@ def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
         device = next(model.parameters()).device
         return OnnxRuntimeRunner(model=model, device=str(device), dtype=dt, threads=threads,
                                  pipeline=True)
+    if backend == "fused":
+        from ..inference.fused import FusedRunner
+
+        return FusedRunner(model=model, device=str(next(model.parameters()).device), dtype=dt,
+                           threads=threads)
     if backend.startswith("onnxruntime:"):
         try:
             threads = int(backend.split(":", 1)[1])

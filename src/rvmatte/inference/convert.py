@@ -144,6 +144,36 @@ def _make_matter(model, **kw):
     return Matter(model, **kw)
 
 
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> bool:
+    """Keep freed frame-sized buffers in the process instead of handing them back to the OS.
+
+    Each 1080p frame passes through 15-20 MB of short-lived buffers (decoded frame, network
+    input, outputs, encoder frames). glibc serves blocks that large with ``mmap`` and returns
+    them with ``munmap``, so every frame paid about 4000 page faults: 1.2 M minor faults and
+    3 s of system time for 300 frames, 7 % of the wall time on 2 cores (docs/SPEED.md). Raising
+    the mmap and trim thresholds (64 MB / 256 MB) lets the heap reuse them. glibc only; done
+    once per process; returns whether it was applied."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = (libc.mallopt(m_mmap_threshold, 64 << 20) == 1
+              and libc.mallopt(m_trim_threshold, 256 << 20) == 1)
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+    _MALLOC_TUNED = ok
+    return ok
+
+
 # ---- the job --------------------------------------------------------------------------------
 
 class _Job:
@@ -182,7 +212,7 @@ def _get(q: queue.Queue, job: _Job):
 
 def convert_video(input, output=None, *, alpha=None, foreground=None, background=None,
                   downsample_ratio="auto", variant="mobilenetv3", weights="default", refiner=None,
-                  device=None, dtype=None, backend="torch", seq_chunk=None, start=None, end=None,
+                  device=None, dtype=None, backend="auto", seq_chunk=None, start=None, end=None,
                   codec=None, quality=None, overwrite=False, resume=False, progress=None,
                   cancel=None, model=None, alpha_bits: int = 8,
                   segment_frames: Optional[int] = None, preset: Optional[str] = None,
@@ -212,6 +242,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         outputs) on the model's device instead of in libswscale on the CPU. Default: on for CUDA.
     """
     t_start = time.perf_counter()
+    _tune_malloc()
     ratio_value = parse_downsample_ratio(downsample_ratio)  # validates early
     rng = parse_range(start, end)
     requested = [(k, p) for k, p in (("composite", output), ("alpha", alpha),
@@ -276,12 +307,26 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     yuv_out = {s.kind for s in specs if use_yuv and s.mode == "video" and not s.rgba
                and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
+    # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
+    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     if segment_frames is None:
         segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
     else:
         segment_frames = max(1, -(-int(segment_frames) // seq_chunk)) * seq_chunk
     ratio = (ratio_value if ratio_value is not None
              else auto_downsample_ratio(info.height, info.width))
+    # The CPU's fused path (backend "fused", rvmatte.kernels): uint8 frames in, each output
+    # made as uint8 in one pass. It covers 8-bit outputs over a colour or no background.
+    fused_names = {"rgb:composite": "composite", "rgba:composite": "rgba",
+                   "rgba:foreground": "rgba", "rgb:foreground": "foreground", "gray:alpha": "alpha"}
+    fused = None
+    if (not yuv_in and all(k in fused_names for k in keys.values())
+            and (alpha_bits == 8 or "alpha" not in keys)
+            and (comp_bg is None or isinstance(comp_bg, ColorBackground))):
+        fused = matter.fused_runner(ratio)
+    fused_bg = (tuple(c / 255.0 for c in comp_bg.rgb) if isinstance(comp_bg, ColorBackground)
+                else (0.0, 0.0, 0.0))
+    fused_outputs = sorted({fused_names[k] for k in keys.values() if k in fused_names})
 
     for s in specs:  # frames/%06d.png: the folder is created (its parent exists, checked above)
         if s.mode == "images" and "%" in s.path.name and str(s.path.parent):
@@ -351,8 +396,6 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     q_out: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
     time_base, rate = info.time_base, info.rate
     width, height = info.width, info.height
-    # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
-    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     image_dirs = {s.kind: job_dir / f"{s.kind}_frames" for s in specs if s.mode == "images"}
     for d in image_dirs.values():
         d.mkdir(exist_ok=True)
@@ -515,13 +558,16 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             if shared["range_offset"] is None:
                 shared["range_offset"] = pts[0] if not rng.empty and rng.start else 0
             try:
-                if yuv_in:
-                    src = matter.yuv_to_tensor(frames, height, width, matrix=in_matrix,
-                                               full_range=in_full)
+                if fused is not None:
+                    made, state = fused.matte_uint8(frames, state, ratio, outputs=fused_outputs,
+                                                    background=fused_bg)
+                    arrays = {key: made[fused_names[key]] for key in keys.values()}
                 else:
-                    src = matter.to_tensor(frames)
-                fgr, pha, state = matter.step(src, state, ratio)
-                arrays = outputs_for(src, fgr, pha, idx[0])
+                    src = (matter.yuv_to_tensor(frames, height, width, matrix=in_matrix,
+                                                full_range=in_full) if yuv_in
+                           else matter.to_tensor(frames))
+                    fgr, pha, state = matter.step(src, state, ratio)
+                    arrays = outputs_for(src, fgr, pha, idx[0])
             except torch.cuda.OutOfMemoryError:
                 raise RvmatteError(
                     f"out of GPU memory at {len(idx)} frame(s) of {width}x{height} per call; "

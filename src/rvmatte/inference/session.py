@@ -19,7 +19,7 @@ from ..models.matting import MattingOutput, State
 from .downsample import parse_downsample_ratio, resolve_downsample_ratio
 
 BACKENDS = ("auto", "torch", "torch-fast", "compile", "cudagraph", "onnxruntime",
-            "onnxruntime-pipe")
+            "onnxruntime-pipe", "fused")
 # Backends built around a loaded torch model by rvmatte.export.optimize.make_runner.
 _WRAPPED = ("torch-fast", "compile", "cudagraph", "onnxruntime-pipe")
 
@@ -27,17 +27,21 @@ _WRAPPED = ("torch-fast", "compile", "cudagraph", "onnxruntime-pipe")
 def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
     """The backend ``backend="auto"`` picks, by a rule measured on CPUs (docs/SPEED.md).
 
-    On the CPU in float32: ONNX Runtime (quiet 2-core x86_64: 2.1x plain eager at 512x288 / 1,
-    2.3x at 1080p / 0.25, 2.8x at 4K / 0.125); without onnxruntime installed, the BatchNorm-
-    folded channels-last torch path (1.85x at 512x288, about 1x when downsampled). On CUDA
-    GPUs: that path replayed from CUDA graphs. Elsewhere and for other dtypes: eager torch. ``ratio`` is accepted so the rule can depend on it.
+    On the CPU in float32 below ratio 1: ``fused`` (the network in ONNX Runtime, the
+    full-resolution step in rvmatte's compiled kernel; needs onnxruntime and numba). At ratio 1,
+    or without numba: ONNX Runtime (quiet 2-core x86_64: 2.1x plain eager at 512x288 / 1, 2.3x
+    at 1080p / 0.25, 2.8x at 4K / 0.125); without onnxruntime installed, the BatchNorm-folded
+    channels-last torch path (1.85x at 512x288, about 1x when downsampled). On CUDA GPUs: that
+    path replayed from CUDA graphs. Elsewhere and for other dtypes: eager torch.
     """
     if device.type == "cuda" and torch.cuda.is_available():
         return "cudagraph"
     if device.type != "cpu" or dtype != torch.float32:
         return "torch"
     if importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
+        from .fused import fused_available
+
+        return "fused" if ratio < 1 and fused_available() else "onnxruntime"
     return "torch-fast"
 
 
@@ -110,10 +114,10 @@ class Matter:
                 kwargs = dict(model=model, device=str(self.device), dtype=dtype)
             self._runner = _load_onnx_runner(**kwargs)
             self._model = model
-        elif model is None and backend == "auto" and _lazy_model_ok(variant, weights, refiner,
-                                                                     device, dtype):
-            # The automatic choice will be ONNX Runtime on this CPU, from the bundled weights'
-            # cached export: the PyTorch model is built only if something asks for it.
+        elif model is None and backend in ("auto", "fused") and _lazy_model_ok(
+                variant, weights, refiner, device, dtype):
+            # ONNX Runtime on this CPU (``auto`` picks it), from the bundled weights' cached
+            # export: the PyTorch model is built only if something asks for it.
             self._model = None
             self._load_args = dict(variant=variant, refiner=refiner, weights=weights,
                                    device=device, dtype=dtype)
@@ -178,16 +182,30 @@ class Matter:
         if name == "torch":
             return self.model
         if name not in self._runners:
-            if name == "onnxruntime":
+            if name in ("onnxruntime", "fused"):
                 # the bundled weights' cached export while the PyTorch model is not built
                 source = (self._load_args if self._load_args is not None
-                          else {"model": self.model})
-                self._runners[name] = _load_onnx_runner(**{**source, "device": str(self.device)})
+                          else {"model": self.model, "dtype": self.dtype})
+                source = {**source, "device": str(self.device)}
+                if name == "fused":
+                    from .fused import FusedRunner
+
+                    self._runners[name] = FusedRunner(**source)
+                else:
+                    self._runners[name] = _load_onnx_runner(**source)
             else:
                 from ..export.optimize import make_runner
 
                 self._runners[name] = make_runner(name, self.model)
         return self._runners[name]
+
+    def fused_runner(self, ratio: float):
+        """The :class:`~rvmatte.inference.fused.FusedRunner` when this session runs the
+        ``fused`` backend at ``ratio`` (below 1), else ``None``: file conversion then feeds it
+        uint8 frames and takes uint8 outputs."""
+        if ratio >= 1 or self.backend_for(ratio) != "fused":
+            return None
+        return self._runner_for(ratio)
 
     # -- numpy frames -----------------------------------------------------------------
     def reset(self) -> None:

@@ -1,0 +1,158 @@
+"""Backend ``"fused"``: ONNX Runtime for the network, rvmatte's compiled kernel for the rest.
+
+At a downsample ratio below 1 the network itself only sees the small image; ONNX Runtime runs
+that half (:func:`~rvmatte.export.onnx.export_coefficients_onnx`, ending with the refiner's
+linear coefficients ``a``, ``b`` at the working resolution) and :mod:`rvmatte.kernels` does
+the full-resolution half in one pass: upsampling of the coefficients, ``a * x + b``, the
+clamps and, for file conversion, the composite and the 8-bit outputs
+(:meth:`FusedRunner.matte_uint8`, used by :func:`~rvmatte.inference.convert.convert_video`).
+Called like the model (:meth:`FusedRunner.__call__`) it returns float tensors as the other
+backends do. At ratio 1 there is no refiner and it runs the whole exported graph.
+
+``backend="auto"`` picks it on CPUs in float32 when onnxruntime and numba are installed and
+the ratio is below 1 (docs/SPEED.md has the measurements).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .. import kernels
+from ..errors import RvmatteError
+from ..models import MattingOutput
+
+_ZERO = np.zeros((1, 1, 1, 1), np.float32)
+
+
+def fused_available() -> bool:
+    """onnxruntime and numba are both installed."""
+    return kernels.available() and importlib.util.find_spec("onnxruntime") is not None
+
+
+def _state_arrays(state) -> list[np.ndarray]:
+    if state is None:
+        return [_ZERO] * 4
+    return [s.detach().to("cpu", torch.float32).numpy() if isinstance(s, torch.Tensor)
+            else np.asarray(s, np.float32) for s in state]
+
+
+class FusedRunner:
+    """``FusedRunner(**source, threads=None)``: ``source`` as for
+    :class:`~rvmatte.export.runtime.OnnxRuntimeRunner` (``variant``/``weights``/``refiner``,
+    or ``model=``); CPU, float32. ``threads``: ONNX Runtime's intra-op threads and the kernel's
+    bands of rows (default ``torch.get_num_threads()``)."""
+
+    def __init__(self, *, threads: Optional[int] = None, device: Any = "cpu", dtype: Any = None,
+                 **source: Any) -> None:
+        from ..export.runtime import OnnxRuntimeRunner
+        from ..weights import _resolve_device, resolve_dtype
+
+        if not kernels.available():
+            raise RvmatteError("backend 'fused' needs numba (pip install numba); "
+                               "or use --backend onnxruntime")
+        if _resolve_device(device).type != "cpu" or resolve_dtype(dtype) != torch.float32:
+            raise RvmatteError("backend 'fused' runs on the CPU in float32")
+        # Load the compiled kernels (numba's disk cache) while ONNX Runtime opens the graph.
+        threading.Thread(target=kernels.warm_up, name="rvmatte-kernel-load", daemon=True).start()
+        self._source = dict(source, threads=threads)
+        self.threads = int(threads or torch.get_num_threads())
+        self.coef = OnnxRuntimeRunner(device="cpu", graph="coefficients", **self._source)
+        self.refine = kernels.Refiner(self.threads)
+        self._full = None  # the whole graph, for ratio 1
+
+    def __repr__(self) -> str:
+        return f"FusedRunner({self.coef.onnx_path.name}, threads={self.threads})"
+
+    def _whole(self):
+        from ..export.runtime import OnnxRuntimeRunner
+
+        if self._full is None:
+            self._full = OnnxRuntimeRunner(device="cpu", **self._source)
+        return self._full
+
+    @staticmethod
+    def _check_ratio(ratio: float) -> float:
+        r = float(ratio)
+        if not 0 < r <= 1:
+            raise ValueError(f"downsample_ratio must be in (0, 1], got {ratio}")
+        return r
+
+    # -- like the model: float tensors in and out ----------------------------------------------
+    def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
+        """``src`` (B,3,H,W) or (B,T,3,H,W) float in [0, 1] on the CPU -> ``MattingOutput``
+        (float32 tensors), as :class:`~rvmatte.models.MattingNetwork`."""
+        r = self._check_ratio(downsample_ratio)
+        if r == 1:
+            return self._whole()(src, state, r)
+        if src.ndim not in (4, 5) or src.shape[-3] != 3:
+            raise ValueError(f"src must be (B,3,H,W) or (B,T,3,H,W), got {tuple(src.shape)}")
+        clip = src.ndim == 5
+        x = src.detach().to("cpu", torch.float32)
+        x = x if clip else x.unsqueeze(1)
+        B, T, _, H, W = x.shape
+        fgr = torch.empty(B, T, 3, H, W)
+        pha = torch.empty(B, T, 1, H, W)
+        rec = _state_arrays(state)
+        for t in range(T):
+            frame = x[:, t].contiguous()
+            sm = F.interpolate(frame, scale_factor=r, mode="bilinear", align_corners=False,
+                               recompute_scale_factor=False)
+            a, b, *rec = self.coef.coefficients(sm.numpy(), rec)
+            for i in range(B):
+                self.refine.floats(frame[i].numpy(), a[i], b[i], fgr[i, t].numpy(), pha[i, t, 0].numpy())
+        if not clip:
+            fgr, pha = fgr[:, 0], pha[:, 0]
+        return MattingOutput(fgr, pha, tuple(torch.from_numpy(s) for s in rec))
+
+    # -- file conversion: uint8 frames in, uint8 outputs out -----------------------------------
+    _SHAPES = {"composite": 3, "rgba": 4, "foreground": 3, "alpha": 0}
+
+    def network(self, frames: np.ndarray, state, downsample_ratio: float):
+        """The recurrent half: uint8 (T,H,W,3) RGB frames -> (the refiner's coefficients per
+        frame, the new state). The other half, :meth:`finish`, does not depend on the state and
+        can run in another thread. (Overlapping the two in file conversion measured the same
+        as running them in turn on 2 cores: 23.7-24.6 s against 23.7-24.2 s for 300 frames.)"""
+        r = self._check_ratio(downsample_ratio)
+        if r == 1:
+            raise ValueError("the fused path needs a downsample ratio below 1")
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
+        rec = _state_arrays(state)
+        coefs = []
+        for t in range(frames.shape[0]):
+            a, b, *rec = self.coef.coefficients(kernels.downsample(frames[t], r)[None], rec)
+            coefs.append((a[0], b[0]))
+        return coefs, tuple(torch.from_numpy(s) for s in rec)
+
+    def finish(self, frames: np.ndarray, coefs, *, outputs: Sequence[str],
+               background: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:
+        """The full-resolution half: ``{name: uint8 array}`` for each name in ``outputs``:
+        ``"composite"`` (T,H,W,3) over ``background`` (RGB in [0, 1]), ``"rgba"`` (T,H,W,4)
+        foreground and alpha, ``"foreground"`` (T,H,W,3), ``"alpha"`` (T,H,W)."""
+        unknown = set(outputs) - set(self._SHAPES)
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}")
+        T, H, W = frames.shape[:3]
+        out = {k: np.empty((T, H, W, self._SHAPES[k]) if self._SHAPES[k] else (T, H, W), np.uint8)
+               for k in outputs}
+        for t, (a, b) in enumerate(coefs):
+            self.refine(np.ascontiguousarray(frames[t]), a, b, background=background,
+                        **{k: v[t] for k, v in out.items()})
+        return out
+
+    def matte_uint8(self, frames: np.ndarray, state, downsample_ratio: float, *,
+                    outputs: Sequence[str], background: Sequence[float] = (0.0, 0.0, 0.0)):
+        """``frames`` uint8 (T,H,W,3) RGB -> ``({name: uint8 array}, state)``: :meth:`network`
+        then :meth:`finish`. ``state``: ``None`` or the previous call's."""
+        coefs, state = self.network(frames, state, downsample_ratio)
+        return self.finish(frames, coefs, outputs=outputs, background=background), state
+
+    def close(self) -> None:
+        self.refine.close()

@@ -1,0 +1,139 @@
+"""Compiled CPU kernels (numba) for the full-resolution work around the network.
+
+At 1080p / 0.25 the network runs on a 480x270 image, yet most of a CPU conversion's time went
+to full-resolution passes: uint8 -> float, the refiner's bilinear upsampling of its eight
+coefficient planes, ``a * x + b``, the clamps, the composite and float -> uint8 -- each a
+separate sweep over 8-32 MB. :func:`refine` does all of that in one pass per row, reading the
+decoded uint8 frame and writing the uint8 outputs (about 17 ms per 1080p frame on one core of
+the reference CPU, against 76 ms for the same steps in ONNX Runtime and PyTorch); see
+docs/SPEED.md. :func:`downsample` makes the network's input straight from the uint8 frame.
+
+The arithmetic is that of :func:`rvmatte.models.guided_filter.apply_coefficients`,
+``MattingNetwork.forward``'s clamps, :func:`rvmatte.io.compose.composite` and
+:func:`~rvmatte.io.compose.to_uint8` (bilinear, ``align_corners=False``, PyTorch's source-index
+rule), in float32; the uint8 results agree with that path to within one level (tests).
+
+numba is imported on first use; :func:`available` says whether it can be. Compiled code is
+cached on disk (numba's cache, next to this file or in the user cache), so only the first run
+on a machine pays the compilation (about 2 s).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+
+_EMPTY3 = np.zeros((0, 0, 3), np.uint8)
+_EMPTY4 = np.zeros((0, 0, 4), np.uint8)
+_EMPTY2 = np.zeros((0, 0), np.uint8)
+
+
+def available() -> bool:
+    """numba is installed (the kernels can be compiled)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    """The numba kernels (:mod:`rvmatte._numba_kernels`), imported on first use."""
+    from . import _numba_kernels
+
+    return _numba_kernels
+
+
+@functools.lru_cache(maxsize=16)
+def _maps(n_out: int, n_in: int, scale: float):
+    """Bilinear taps along one axis, PyTorch's rule (``align_corners=False``): source
+    ``(o + 0.5) * scale - 0.5`` clamped below at 0; the right neighbour clamps at the edge.
+    Returns ``(i0, i1, weight of i1)``."""
+    f = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * np.float32(scale)
+                   - np.float32(0.5), np.float32(0.0))
+    i0 = np.minimum(f.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (f - i0.astype(np.float32)).astype(np.float32)
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernels that file conversion uses, on tiny inputs, so that a
+    thread can do it while the caller opens its model."""
+    frame = np.zeros((2, 2, 3), np.uint8)
+    downsample(frame, 0.5)
+    coef = np.zeros((4, 1, 1), np.float32)
+    Refiner(1)(frame, coef, coef, alpha=np.empty((2, 2), np.uint8))
+
+
+def working_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """``floor(H * r), floor(W * r)``, the size ``interpolate(scale_factor=r)`` makes."""
+    import math
+
+    return int(math.floor(height * ratio)), int(math.floor(width * ratio))
+
+
+def downsample(frame: np.ndarray, ratio: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 RGB ``(H,W,3)`` -> float32 ``(3,h,w)`` in [0, 1] at ``ratio``, as
+    ``interpolate(x / 255, scale_factor=ratio, mode="bilinear", recompute_scale_factor=False)``
+    (the network's own downsample)."""
+    H, W = frame.shape[:2]
+    h, w = working_size(H, W, ratio)
+    if out is None:
+        out = np.empty((3, h, w), np.float32)
+    k = _compiled()
+    k.downsample(frame, out, *_maps(h, H, 1.0 / ratio), *_maps(w, W, 1.0 / ratio))
+    return out
+
+
+class Refiner:
+    """The fused full-resolution step, split into ``threads`` bands of rows run side by side
+    (the kernels release the GIL)."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, int(threads))
+        self._pool = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="rvmatte-kernel")
+                      if self.threads > 1 else None)
+        self._k = _compiled()
+
+    def __call__(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray, *,
+                 background=None, composite: Optional[np.ndarray] = None,
+                 rgba: Optional[np.ndarray] = None, foreground: Optional[np.ndarray] = None,
+                 alpha: Optional[np.ndarray] = None) -> None:
+        """``frame`` uint8 (H,W,3); ``a``, ``b`` float32 (4,h,w), the refiner's coefficients.
+        Fills the given uint8 arrays: ``composite`` (H,W,3) over ``background`` (RGB floats
+        in [0, 1]), ``rgba`` (H,W,4) foreground and alpha, ``foreground`` (H,W,3), ``alpha``
+        (H,W)."""
+        H, W = frame.shape[:2]
+        h, w = a.shape[1:]
+        bg = np.asarray(background if background is not None else (0, 0, 0), np.float32)
+        outs = (_EMPTY3 if composite is None else composite, _EMPTY4 if rgba is None else rgba,
+                _EMPTY3 if foreground is None else foreground, _EMPTY2 if alpha is None else alpha)
+        self._run(self._k.refine_rows, H, w, h, W, (frame, a, b, bg, *outs))
+
+    def floats(self, src: np.ndarray, a: np.ndarray, b: np.ndarray, fgr: np.ndarray,
+               pha: np.ndarray) -> None:
+        """``src`` float32 (3,H,W) in [0, 1]; fills ``fgr`` (3,H,W) and ``pha`` (H,W) float32
+        (the network's outputs, clamped)."""
+        H, W = src.shape[1:]
+        h, w = a.shape[1:]
+        self._run(self._k.refine_float_rows, H, w, h, W,
+                  (np.ascontiguousarray(src, np.float32), a, b, fgr, pha))
+
+    def _run(self, kernel, H: int, w: int, h: int, W: int, args: tuple) -> None:
+        """``kernel(*args, *maps, r0, r1)`` over ``self.threads`` bands of rows."""
+        maps = (*_maps(W, w, w / W), *_maps(H, h, h / H))
+        args = tuple(np.ascontiguousarray(x, np.float32) if i in (1, 2) else x
+                     for i, x in enumerate(args))
+        bands = np.linspace(0, H, self.threads + 1).astype(int)
+        jobs = [(int(bands[i]), int(bands[i + 1])) for i in range(self.threads)]
+        futures = ([self._pool.submit(kernel, *args, *maps, r0, r1) for r0, r1 in jobs[1:]]
+                   if self._pool is not None else [])
+        kernel(*args, *maps, *jobs[0])
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
