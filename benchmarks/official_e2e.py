@@ -315,6 +315,8 @@ def main(argv=None) -> int:
                                           "(default: rvmatte next to this interpreter)")
     ap.add_argument("--rvmatte-presets", default="",
                     help="comma list of extra rvmatte runs with --preset P (e.g. medium,ultrafast)")
+    ap.add_argument("--rvmatte-backends", default="",
+                    help="comma list of extra rvmatte runs with --backend B (e.g. onnxruntime)")
     ap.add_argument("--rvmatte-cache", choices=("fresh", "user"), default="fresh",
                     help="fresh: a new rvmatte cache (ONNX export, speed choices) for this "
                          "benchmark (default); user: the user's cache")
@@ -431,6 +433,10 @@ def run(args, variants: list[dict], work: Path) -> int:
             "1" if v["jit"] else "0", str(t)]})
     jobs.append({"name": "rvmatte auto", "env": rv_env, "cmd": lambda comp, pha: rv_cmd + [
         "convert", str(clip), "-o", str(comp), "--alpha", str(pha), "--downsample", "0.25"]})
+    for backend in filter(None, args.rvmatte_backends.split(",")):
+        jobs.append({"name": f"rvmatte {backend}", "env": rv_env, "cmd": lambda comp, pha, b=backend:
+                     rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
+                               "--downsample", "0.25", "--backend", b]})
     for preset in filter(None, args.rvmatte_presets.split(",")):
         jobs.append({"name": f"rvmatte {preset}", "env": rv_env, "cmd": lambda comp, pha, p=preset:
                      rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
