@@ -45,24 +45,43 @@ def coef_row(a, b, va, ua, j0, j1, ly, xi0, xi1, xl):
             ua[c, x] = va[c, xi0[x]] * (one - lx) + va[c, xi1[x]] * lx
 
 
+# BT.601 (what rvmatte's YUV outputs are tagged as; rvmatte.io.yuv.rgb_to_yuv420)
+KR, KB = 0.299, 0.114
+KG = 1.0 - KR - KB
+
+
 @jit
-def refine_rows(src, a, b, bg, comp, rgba, fgr, alpha, xi0, xi1, xl, yi0, yi1, yl, r0, r1):
+def refine_rows(src, a, b, bg, comp, rgba, fgr, alpha, comp_yuv, alpha_yuv,
+                xi0, xi1, xl, yi0, yi1, yl, r0, r1):
     # src (H,W,3) uint8; a, b (4,h,w) float32; bg (3,) float32 in [0, 1].
     # Writes rows r0..r1 of whichever outputs are non-empty: comp (H,W,3) composite over
-    # bg, rgba (H,W,4) foreground + alpha, fgr (H,W,3) foreground, alpha (H,W).
-    W = src.shape[1]
+    # bg, rgba (H,W,4) foreground + alpha, fgr (H,W,3) foreground, alpha (H,W); comp_yuv and
+    # alpha_yuv: the composite / alpha as flat 4:2:0 planes (H*W luma, then H/2*W/2 U, then V;
+    # limited range BT.601, chroma = the 2x2 block mean, as rvmatte.io.yuv). With planes, r0
+    # must be even (chroma is written at each odd row from it and the row before).
+    H, W = src.shape[0], src.shape[1]
     va = np.empty((8, a.shape[2]), np.float32)
     ua = np.empty((8, W), np.float32)
+    even = np.empty((3, W), np.float32)  # the composite of the last even row (chroma)
     one = np.float32(1.0)
     zero = np.float32(0.0)
     half = np.float32(0.5)
     s255 = np.float32(255.0)
     inv = np.float32(1.0 / 255.0)
     three = np.float32(3.0)
+    kr, kg, kb = np.float32(KR), np.float32(KG), np.float32(KB)
+    s219, o16 = np.float32(219.0), np.float32(16.5)
+    cbs, crs = np.float32(224.0 / (2.0 * (1.0 - KB))), np.float32(224.0 / (2.0 * (1.0 - KR)))
+    o128, quarter = np.float32(128.5), np.float32(0.25)
+    uoff = H * W
+    voff = uoff + (H // 2) * (W // 2)
     want_comp, want_rgba = comp.shape[0] > 0, rgba.shape[0] > 0
     want_fgr, want_alpha = fgr.shape[0] > 0, alpha.shape[0] > 0
+    want_cy, want_ay = comp_yuv.shape[0] > 0, alpha_yuv.shape[0] > 0
     for y in range(r0, r1):
         coef_row(a, b, va, ua, yi0[y], yi1[y], yl[y], xi0, xi1, xl)
+        odd = y % 2 == 1
+        q0 = q1 = q2 = zero  # the previous pixel's composite
         for x in range(W):
             r = src[y, x, 0] * inv
             g = src[y, x, 1] * inv
@@ -71,10 +90,13 @@ def refine_rows(src, a, b, bg, comp, rgba, fgr, alpha, xi0, xi1, xl, yi0, yi1, y
             fr = min(max(ua[0, x] * r + ua[4, x] + r, zero), one)
             fg = min(max(ua[1, x] * g + ua[5, x] + g, zero), one)
             fb = min(max(ua[2, x] * bl + ua[6, x] + bl, zero), one)
+            c0 = bg[0] + p * (fr - bg[0])
+            c1 = bg[1] + p * (fg - bg[1])
+            c2 = bg[2] + p * (fb - bg[2])
             if want_comp:
-                comp[y, x, 0] = np.uint8((bg[0] + p * (fr - bg[0])) * s255 + half)
-                comp[y, x, 1] = np.uint8((bg[1] + p * (fg - bg[1])) * s255 + half)
-                comp[y, x, 2] = np.uint8((bg[2] + p * (fb - bg[2])) * s255 + half)
+                comp[y, x, 0] = np.uint8(c0 * s255 + half)
+                comp[y, x, 1] = np.uint8(c1 * s255 + half)
+                comp[y, x, 2] = np.uint8(c2 * s255 + half)
             if want_rgba:
                 rgba[y, x, 0] = np.uint8(fr * s255 + half)
                 rgba[y, x, 1] = np.uint8(fg * s255 + half)
@@ -86,6 +108,27 @@ def refine_rows(src, a, b, bg, comp, rgba, fgr, alpha, xi0, xi1, xl, yi0, yi1, y
                 fgr[y, x, 2] = np.uint8(fb * s255 + half)
             if want_alpha:
                 alpha[y, x] = np.uint8(p * s255 + half)
+            if want_ay:
+                alpha_yuv[y * W + x] = np.uint8(p * s219 + o16)
+            if want_cy:
+                comp_yuv[y * W + x] = np.uint8(min((kr * c0 + kg * c1 + kb * c2) * s219 + o16,
+                                                   s255))
+                if not odd:
+                    even[0, x], even[1, x], even[2, x] = c0, c1, c2
+                elif x % 2 == 1:
+                    m0 = (even[0, x - 1] + even[0, x] + q0 + c0) * quarter
+                    m1 = (even[1, x - 1] + even[1, x] + q1 + c1) * quarter
+                    m2 = (even[2, x - 1] + even[2, x] + q2 + c2) * quarter
+                    ml = kr * m0 + kg * m1 + kb * m2
+                    ci = (y // 2) * (W // 2) + x // 2
+                    comp_yuv[uoff + ci] = np.uint8(min(max((m2 - ml) * cbs + o128, zero), s255))
+                    comp_yuv[voff + ci] = np.uint8(min(max((m0 - ml) * crs + o128, zero), s255))
+                q0, q1, q2 = c0, c1, c2
+        if want_ay and odd:  # neutral chroma
+            ci = (y // 2) * (W // 2)
+            for x in range(W // 2):
+                alpha_yuv[uoff + ci + x] = 128
+                alpha_yuv[voff + ci + x] = 128
 
 
 @jit

@@ -30,6 +30,7 @@ import numpy as np
 _EMPTY3 = np.zeros((0, 0, 3), np.uint8)
 _EMPTY4 = np.zeros((0, 0, 4), np.uint8)
 _EMPTY2 = np.zeros((0, 0), np.uint8)
+_EMPTY1 = np.zeros(0, np.uint8)
 
 
 def available() -> bool:
@@ -99,16 +100,29 @@ class Refiner:
     def __call__(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray, *,
                  background=None, composite: Optional[np.ndarray] = None,
                  rgba: Optional[np.ndarray] = None, foreground: Optional[np.ndarray] = None,
-                 alpha: Optional[np.ndarray] = None) -> None:
+                 alpha: Optional[np.ndarray] = None, composite_yuv: Optional[np.ndarray] = None,
+                 alpha_yuv: Optional[np.ndarray] = None) -> None:
         """``frame`` uint8 (H,W,3); ``a``, ``b`` float32 (4,h,w), the refiner's coefficients.
         Fills the given uint8 arrays: ``composite`` (H,W,3) over ``background`` (RGB floats
         in [0, 1]), ``rgba`` (H,W,4) foreground and alpha, ``foreground`` (H,W,3), ``alpha``
-        (H,W)."""
+        (H,W); ``composite_yuv`` / ``alpha_yuv``: the composite / alpha as 4:2:0 planes
+        (H*3/2, W) ready for the encoder (BT.601 limited range, :mod:`rvmatte.io.yuv`'s layout
+        and conventions; even sizes only)."""
         H, W = frame.shape[:2]
         h, w = a.shape[1:]
+        planes = [composite_yuv, alpha_yuv]
+        for i, pl in enumerate(planes):
+            if pl is None:
+                planes[i] = _EMPTY1
+                continue
+            if H % 2 or W % 2 or pl.shape != (H * 3 // 2, W) or not pl.flags.c_contiguous:
+                raise ValueError(f"4:2:0 planes need an even size and a contiguous "
+                                 f"({H * 3 // 2}, {W}) array, got {pl.shape}")
+            planes[i] = pl.reshape(-1)
         bg = np.asarray(background if background is not None else (0, 0, 0), np.float32)
         outs = (_EMPTY3 if composite is None else composite, _EMPTY4 if rgba is None else rgba,
-                _EMPTY3 if foreground is None else foreground, _EMPTY2 if alpha is None else alpha)
+                _EMPTY3 if foreground is None else foreground, _EMPTY2 if alpha is None else alpha,
+                *planes)
         self._run(self._k.refine_rows, H, w, h, W, (frame, a, b, bg, *outs))
 
     def floats(self, src: np.ndarray, a: np.ndarray, b: np.ndarray, fgr: np.ndarray,
@@ -125,7 +139,8 @@ class Refiner:
         maps = (*_maps(W, w, w / W), *_maps(H, h, h / H))
         args = tuple(np.ascontiguousarray(x, np.float32) if i in (1, 2) else x
                      for i, x in enumerate(args))
-        bands = np.linspace(0, H, self.threads + 1).astype(int)
+        bands = np.linspace(0, H, self.threads + 1).astype(int) // 2 * 2  # even: 4:2:0 rows
+        bands[-1] = H
         jobs = [(int(bands[i]), int(bands[i + 1])) for i in range(self.threads)]
         futures = ([self._pool.submit(kernel, *args, *maps, r0, r1) for r0, r1 in jobs[1:]]
                    if self._pool is not None else [])

@@ -239,7 +239,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     encoder: ``"auto"`` (NVENC for H.264/H.265 when the model runs on a CUDA GPU that can
         encode, else software), ``"software"`` or ``"hardware"`` (NVENC or an error).
     device_yuv: convert colours (decoded YUV 4:2:0 -> RGB, RGB -> YUV 4:2:0 for H.264/H.265/VP9
-        outputs) on the model's device instead of in libswscale on the CPU. Default: on for CUDA.
+        outputs) on the model's device instead of in libswscale on the CPU. Default: on for CUDA;
+        on the CPU's fused path the kernel writes the composite and alpha as 4:2:0 (False: not).
+    backend: ``"auto"`` (default: the fastest measured path for the device and ratio, see
+        :func:`~rvmatte.inference.session.auto_backend`), or one of
+        :data:`~rvmatte.inference.session.BACKENDS`.
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -304,8 +308,10 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     # 4:2:0 planes come back for the outputs that are encoded as 4:2:0.
     use_yuv = gpu if device_yuv is None else bool(device_yuv)
     yuv_in = use_yuv and info.yuv420_ok
-    yuv_out = {s.kind for s in specs if use_yuv and s.mode == "video" and not s.rgba
-               and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
+    even = info.width % 2 == 0 and info.height % 2 == 0
+    yuv_able = {s.kind for s in specs if s.mode == "video" and not s.rgba and even
+                and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
+    yuv_out = yuv_able if use_yuv else set()
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
     # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
     keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
@@ -316,14 +322,22 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     ratio = (ratio_value if ratio_value is not None
              else auto_downsample_ratio(info.height, info.width))
     # The CPU's fused path (backend "fused", rvmatte.kernels): uint8 frames in, each output
-    # made as uint8 in one pass. It covers 8-bit outputs over a colour or no background.
+    # made as uint8 in one pass -- for H.264/H.265/VP9 the composite and the alpha directly as
+    # the encoder's 4:2:0 planes (unless device_yuv=False). It covers 8-bit outputs over a
+    # colour or no background.
     fused_names = {"rgb:composite": "composite", "rgba:composite": "rgba",
-                   "rgba:foreground": "rgba", "rgb:foreground": "foreground", "gray:alpha": "alpha"}
+                   "rgba:foreground": "rgba", "rgb:foreground": "foreground", "gray:alpha": "alpha",
+                   "yuv:composite": "composite_yuv", "yuv:alpha": "alpha_yuv"}
     fused = None
-    if (not yuv_in and all(k in fused_names for k in keys.values())
+    if (not yuv_in and all(f"{s.channels}:{s.kind}" in fused_names for s in specs)
             and (alpha_bits == 8 or "alpha" not in keys)
             and (comp_bg is None or isinstance(comp_bg, ColorBackground))):
         fused = matter.fused_runner(ratio)
+    if fused is not None:
+        yuv_out = (set() if device_yuv is False
+                   else {k for k in yuv_able if k in ("composite", "alpha")})
+        keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind
+                for s in specs}
     fused_bg = (tuple(c / 255.0 for c in comp_bg.rgb) if isinstance(comp_bg, ColorBackground)
                 else (0.0, 0.0, 0.0))
     fused_outputs = sorted({fused_names[k] for k in keys.values() if k in fused_names})

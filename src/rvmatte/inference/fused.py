@@ -111,7 +111,14 @@ class FusedRunner:
         return MattingOutput(fgr, pha, tuple(torch.from_numpy(s) for s in rec))
 
     # -- file conversion: uint8 frames in, uint8 outputs out -----------------------------------
-    _SHAPES = {"composite": 3, "rgba": 4, "foreground": 3, "alpha": 0}
+    _OUTPUTS = ("composite", "rgba", "foreground", "alpha", "composite_yuv", "alpha_yuv")
+
+    @staticmethod
+    def _shape(name: str, T: int, H: int, W: int) -> tuple:
+        if name.endswith("_yuv"):
+            return (T, H * 3 // 2, W)
+        return {"composite": (T, H, W, 3), "rgba": (T, H, W, 4), "foreground": (T, H, W, 3),
+                "alpha": (T, H, W)}[name]
 
     def network(self, frames: np.ndarray, state, downsample_ratio: float):
         """The recurrent half: uint8 (T,H,W,3) RGB frames -> (the refiner's coefficients per
@@ -135,13 +142,14 @@ class FusedRunner:
                background: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:
         """The full-resolution half: ``{name: uint8 array}`` for each name in ``outputs``:
         ``"composite"`` (T,H,W,3) over ``background`` (RGB in [0, 1]), ``"rgba"`` (T,H,W,4)
-        foreground and alpha, ``"foreground"`` (T,H,W,3), ``"alpha"`` (T,H,W)."""
-        unknown = set(outputs) - set(self._SHAPES)
+        foreground and alpha, ``"foreground"`` (T,H,W,3), ``"alpha"`` (T,H,W);
+        ``"composite_yuv"`` / ``"alpha_yuv"``: (T,H*3/2,W) 4:2:0 planes for the encoder (even
+        sizes; see :class:`rvmatte.kernels.Refiner`)."""
+        unknown = set(outputs) - set(self._OUTPUTS)
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}")
         T, H, W = frames.shape[:3]
-        out = {k: np.empty((T, H, W, self._SHAPES[k]) if self._SHAPES[k] else (T, H, W), np.uint8)
-               for k in outputs}
+        out = {k: np.empty(self._shape(k, T, H, W), np.uint8) for k in outputs}
         for t, (a, b) in enumerate(coefs):
             self.refine(np.ascontiguousarray(frames[t]), a, b, background=background,
                         **{k: v[t] for k, v in out.items()})
