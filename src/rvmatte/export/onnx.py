@@ -278,6 +278,21 @@ def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list
     return onnx.load_from_string(buf.getvalue())
 
 
+def _prepare(model: MattingNetwork, dtype, opset: int, path):
+    """Check an export's options; returns ``(a CPU copy of model in dtype, dtype, path)``."""
+    import copy
+
+    from ..weights import resolve_dtype
+
+    if opset < MIN_OPSET:
+        raise RvmatteError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    dt = resolve_dtype(dtype)
+    if dt not in (torch.float32, torch.float16):
+        raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
+    path = check_output_path(path)
+    return copy.deepcopy(model).to(device="cpu", dtype=dt).eval(), dt, path
+
+
 def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
                 dtype: str | torch.dtype | None = None, opset: int = DEFAULT_OPSET,
                 sample_size: tuple[int, int] = (288, 512), simplify_graph: bool = False,
@@ -290,17 +305,7 @@ def export_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,
     """
     import onnx
 
-    from ..weights import resolve_dtype
-
-    if opset < MIN_OPSET:
-        raise RvmatteError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
-    dt = resolve_dtype(dtype)
-    if dt not in (torch.float32, torch.float16):
-        raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
-    path = check_output_path(path)
-    import copy
-
-    m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()
+    m, dt, path = _prepare(model, dtype, opset, path)
     h, w = sample_size
     spatial = {0: "batch", 2: "height", 3: "width"}
     proto = _trace(OnnxExportModule(m).eval(),
@@ -407,18 +412,11 @@ def export_coefficients_onnx(model: MattingNetwork, path: str | os.PathLike | No
     ``r1o..r4o`` (:class:`~rvmatte.export.wrapper.Coefficients`). The full-resolution step is
     left to the caller (rvmatte's fused CPU kernel, :mod:`rvmatte.kernels`). Returns the
     ``onnx.ModelProto`` (also written to ``path``)."""
-    import copy
-
     import onnx
 
-    from ..weights import resolve_dtype
     from .wrapper import Coefficients
 
-    dt = resolve_dtype(dtype)
-    if dt not in (torch.float32, torch.float16):
-        raise RvmatteError(f"ONNX export supports float32 and float16, not {dt}")
-    path = check_output_path(path)
-    m = copy.deepcopy(model).to(device="cpu", dtype=dt).eval()
+    m, dt, path = _prepare(model, dtype, opset, path)
     h, w = sample_size
     spatial = {0: "batch", 2: "height", 3: "width"}
     proto = _trace(Coefficients(m).eval(), (torch.rand(1, 3, h, w, dtype=dt),),
