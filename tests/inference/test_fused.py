@@ -329,3 +329,18 @@ def test_h264_outputs_are_made_as_yuv_by_the_kernel(tmp_path):
             p2 = np.stack([f.to_ndarray() for f in c2.decode(s2)]).astype(int)
         assert p1.shape == p2.shape == (6, 540, 640)
         assert np.abs(p1 - p2).mean() < 0.5
+
+
+def test_one_session_serves_a_ratio_change(pretrained):
+    """set_downsample_ratio restarts the state and keeps the backend (live mode's adaptive
+    ratio): the frames after the change are those of a fresh session at the new ratio."""
+    frames = _frames(3, 64, 96, seed=9)
+    m = Matter(pretrained, downsample_ratio=0.5, backend="auto")
+    m.process(frames[:2])
+    runner = m._runners["fused"]
+    m.set_downsample_ratio(0.25)
+    assert m.state is None and m.ratio == 0.25
+    got, _ = m.process(frames[2:])
+    assert m._runners["fused"] is runner
+    want, _ = Matter(pretrained, downsample_ratio=0.25, backend="fused").process(frames[2:])
+    assert np.array_equal(got, want)

@@ -213,6 +213,13 @@ class Matter:
         self.state = None
         self._size = None
 
+    def set_downsample_ratio(self, downsample_ratio: Any) -> None:
+        """Change the session's ratio (``"auto"`` or a float in (0, 1]). The state's size
+        follows the working resolution, so it starts afresh; the backends built so far are
+        kept (a CUDA-graph or ONNX Runtime session serves every ratio)."""
+        self.ratio = parse_downsample_ratio(downsample_ratio)
+        self.reset()
+
     def upload(self, arr: np.ndarray) -> torch.Tensor:
         """A numpy array -> the same tensor on :attr:`device` (dtype kept). On CUDA through
         page-locked staging, so the copy runs asynchronously."""

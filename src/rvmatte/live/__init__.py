@@ -109,29 +109,34 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
     if bg is None and not sink.alpha_ok:
         raise InputError("a transparent background needs an output that keeps alpha "
                          "(a .webm file); use a colour, an image or blur here")
+    # One session for the whole stream, on the fastest path for the device ("auto": CUDA
+    # graphs on NVIDIA GPUs, ONNX Runtime + the fused kernel on CPUs); a ratio change only
+    # restarts its state.
     if model is None:
-        from ..weights import load_model
-
-        model = load_model(variant, weights=weights, device=device, dtype=dtype)
+        matter = Matter(variant=variant, weights=weights, device=device, dtype=dtype,
+                        backend="auto")
+    else:
+        matter = Matter(model, backend="auto")
 
     stats = LiveStats()
     src = LiveSource(spec).open()
     opened = False
     try:
         target = target_fps or src.fps or 30.0
-        matter = controller = None
+        controller = None
+        first_at_ratio = True
         t_start = last_status = time.monotonic()
         fps_ema = None
         for index, frame in enumerate(src.frames()):
             if max_frames is not None and index >= max_frames:
                 break
             t0 = time.monotonic()
-            if matter is None:  # first frame: the size is known now
+            if controller is None:  # first frame: the size is known now
                 h, w = frame.shape[:2]
                 ratio = fixed_ratio or auto_downsample_ratio(h, w)
                 controller = RatioController(ratio, target if adapt else None,
                                              min_ratio=min_ratio)
-                matter = Matter(model, downsample_ratio=ratio)
+                matter.set_downsample_ratio(ratio)
                 stats.state_resets += 1
                 sink.open(w, h, src.fps or target)
                 opened = True
@@ -142,10 +147,14 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
             overlay = f"{fps_ema:.1f} fps  ratio {controller.ratio:g}"
             keep_going = sink.write(image, overlay)
             stats.frames += 1
-            new_ratio = controller.update(time.monotonic() - t0)
+            # The first frame at a ratio builds what that ratio needs (an exported graph, a
+            # CUDA graph capture): its time says nothing about the speed, so it is not counted.
+            new_ratio = controller.update(time.monotonic() - t0) if not first_at_ratio else None
+            first_at_ratio = False
             if new_ratio is not None:  # the state's size follows the ratio: start it afresh
-                matter = Matter(model, downsample_ratio=new_ratio)
+                matter.set_downsample_ratio(new_ratio)
                 stats.state_resets += 1
+                first_at_ratio = True
             if status is not None and time.monotonic() - last_status >= 1.0:
                 last_status = time.monotonic()
                 status(overlay)
