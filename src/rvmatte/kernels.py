@@ -60,11 +60,15 @@ def _maps(n_out: int, n_in: int, scale: float):
 
 def warm_up() -> None:
     """Load (or compile) the kernels that file conversion uses, on tiny inputs, so that a
-    thread can do it while the caller opens its model."""
-    frame = np.zeros((2, 2, 3), np.uint8)
-    downsample(frame, 0.5)
-    coef = np.zeros((4, 1, 1), np.float32)
-    Refiner(1)(frame, coef, coef, alpha=np.empty((2, 2), np.uint8))
+    thread can do it while the caller opens its model. Quiet: a failure shows again, with
+    its message, at the first real call."""
+    try:
+        frame = np.zeros((2, 2, 3), np.uint8)
+        downsample(frame, 0.5)
+        coef = np.zeros((4, 1, 1), np.float32)
+        Refiner(1)(frame, coef, coef, alpha=np.empty((2, 2), np.uint8))
+    except Exception:  # noqa: BLE001 - reported by the real call
+        pass
 
 
 def working_size(height: int, width: int, ratio: float) -> tuple[int, int]:
