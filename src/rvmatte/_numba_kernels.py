@@ -6,10 +6,15 @@ in a closure is recompiled in every process).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
-jit = njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+# RVMATTE_NUMBA_CACHE=0: compile in every process instead of caching on disk (rvmatte.kernels
+# sets it when numba finds no writable cache location).
+jit = njit(nogil=True, cache=os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0", fastmath=False,
+           boundscheck=False)
 
 
 @jit

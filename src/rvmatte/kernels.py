@@ -40,9 +40,20 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _compiled():
-    """The numba kernels (:mod:`rvmatte._numba_kernels`), imported on first use."""
-    from . import _numba_kernels
+    """The numba kernels (:mod:`rvmatte._numba_kernels`), imported on first use. Where numba
+    finds no writable place for its cache (a read-only install and home), they are compiled
+    in each process instead (about 2 s)."""
+    import os
+    import sys
 
+    try:
+        from . import _numba_kernels
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        os.environ["RVMATTE_NUMBA_CACHE"] = "0"
+        sys.modules.pop(f"{__package__}._numba_kernels", None)
+        from . import _numba_kernels
     return _numba_kernels
 
 

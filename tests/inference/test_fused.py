@@ -344,3 +344,29 @@ def test_one_session_serves_a_ratio_change(pretrained):
     assert m._runners["fused"] is runner
     want, _ = Matter(pretrained, downsample_ratio=0.25, backend="fused").process(frames[2:])
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("how", ["env", "no-locator"])
+def test_kernels_without_a_disk_cache(how):
+    """Where numba finds no writable cache location (simulated: no locator classes) rvmatte
+    compiles in the process (RVMATTE_NUMBA_CACHE=0, also settable by hand) instead of failing."""
+    import os
+    import subprocess
+    import sys
+
+    pre = ("import numba.core.caching as c; c.CacheImpl._locator_classes = []; "
+           if how == "no-locator" else "")
+    code = (pre + "import os, numpy as np; from rvmatte import kernels; "
+            "f = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3); "
+            "print(float(kernels.downsample(f, 0.5).sum()), os.environ['RVMATTE_NUMBA_CACHE'])")
+    env = dict(os.environ)
+    if how == "env":
+        env["RVMATTE_NUMBA_CACHE"] = "0"
+    else:
+        env.pop("RVMATTE_NUMBA_CACHE", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    total, flag = r.stdout.split()
+    f = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    assert abs(float(total) - float(kernels.downsample(f, 0.5).sum())) < 1e-3
+    assert flag == "0"
