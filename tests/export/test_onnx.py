@@ -36,6 +36,22 @@ def test_graph_contract(exported):
     onnx.checker.check_model(str(path))
 
 
+def test_decoder_convolutions_are_split_for_blocked_kernels(exported):
+    """No convolution reads a concatenation with a channel count ONNX Runtime's blocked CPU
+    kernels cannot take: the decoder's four are split into one convolution per piece."""
+    from onnx import numpy_helper
+
+    _, proto = exported
+    g = proto.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.op_type == "Conv" and n.input[0] in producer and producer[n.input[0]].op_type == "Concat":
+            assert inits[n.input[1]].shape[1] % 8 == 0, n.name
+    parts = [n.name for n in g.node if n.op_type == "Conv" and "/part" in n.name]
+    assert len(parts) == 3 + 3 + 3 + 2  # decode3..decode1: upsampled, skip, source; decode0: 2
+
+
 @pytest.mark.parametrize("size", [(77, 130), (130, 77)])
 def test_parity_other_size(model, exported, size):
     runner = OnnxRuntimeRunner(onnx_path=exported[0], device="cpu")

@@ -23,7 +23,7 @@ from .onnx import (COEF_INPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES, export_coeffici
                    export_onnx)
 
 # Bump when the exported graph changes, so cached files are rebuilt.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 # The graphs rvmatte exports: the whole network, or its working-resolution half that ends
 # with the refiner's coefficients (for the fused CPU kernel, rvmatte.kernels).
 GRAPHS = {"full": (export_onnx, INPUT_NAMES, ""),
