@@ -12,8 +12,9 @@ import numpy as np
 from numba import njit
 
 # RVMATTE_NUMBA_CACHE=0: compile in every process instead of caching on disk (rvmatte.kernels
-# sets it when numba finds no writable cache location).
-jit = njit(nogil=True, cache=os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0", fastmath=False,
+# sets it when numba finds no writable cache location). fastmath (reassociation, FMA; all values
+# are finite): 21.6 -> 18.3 ms per 1080p frame, results within the same one-level tolerance.
+jit = njit(nogil=True, cache=os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0", fastmath=True,
            boundscheck=False)
 
 
