@@ -24,6 +24,16 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Keep exported graphs and speed choices out of the user's cache: the suite's conversions
+    run backend "auto", which exports every (random) test model it meets."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RVMATTE_CACHE_DIR", str(tmp_path_factory.mktemp("rvmatte-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES

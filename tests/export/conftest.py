@@ -29,12 +29,3 @@ def random_model(refiner: str, variant: str = "mobilenetv3", seed: int = 0):
 @pytest.fixture(scope="session", params=["fast_guided_filter", "deep_guided_filter"])
 def model(request):
     return random_model(request.param)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _cache(tmp_path_factory):
-    """Keep exported files and speed choices out of the user's cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RVMATTE_CACHE_DIR", str(tmp_path_factory.mktemp("rvmatte-cache")))
-    yield
-    mp.undo()
