@@ -27,6 +27,8 @@ from typing import Optional
 
 import numpy as np
 
+from .inference.downsample import working_size
+
 _EMPTY3 = np.zeros((0, 0, 3), np.uint8)
 _EMPTY4 = np.zeros((0, 0, 4), np.uint8)
 _EMPTY2 = np.zeros((0, 0), np.uint8)
@@ -82,13 +84,6 @@ def warm_up() -> None:
         pass
 
 
-def working_size(height: int, width: int, ratio: float) -> tuple[int, int]:
-    """``floor(H * r), floor(W * r)``, the size ``interpolate(scale_factor=r)`` makes."""
-    import math
-
-    return int(math.floor(height * ratio)), int(math.floor(width * ratio))
-
-
 def downsample(frame: np.ndarray, ratio: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """uint8 RGB ``(H,W,3)`` -> float32 ``(3,h,w)`` in [0, 1] at ``ratio``, as
     ``interpolate(x / 255, scale_factor=ratio, mode="bilinear", recompute_scale_factor=False)``
@@ -124,7 +119,6 @@ class Refiner:
         (H*3/2, W) ready for the encoder (BT.601 limited range, :mod:`rvmatte.io.yuv`'s layout
         and conventions; even sizes only)."""
         H, W = frame.shape[:2]
-        h, w = a.shape[1:]
         planes = [composite_yuv, alpha_yuv]
         for i, pl in enumerate(planes):
             if pl is None:
@@ -138,22 +132,24 @@ class Refiner:
         outs = (_EMPTY3 if composite is None else composite, _EMPTY4 if rgba is None else rgba,
                 _EMPTY3 if foreground is None else foreground, _EMPTY2 if alpha is None else alpha,
                 *planes)
-        self._run(self._k.refine_rows, H, w, h, W, (frame, a, b, bg, *outs))
+        self._run(self._k.refine_rows, frame, H, W, a, b, (bg, *outs))
 
     def floats(self, src: np.ndarray, a: np.ndarray, b: np.ndarray, fgr: np.ndarray,
                pha: np.ndarray) -> None:
         """``src`` float32 (3,H,W) in [0, 1]; fills ``fgr`` (3,H,W) and ``pha`` (H,W) float32
         (the network's outputs, clamped)."""
         H, W = src.shape[1:]
-        h, w = a.shape[1:]
-        self._run(self._k.refine_float_rows, H, w, h, W,
-                  (np.ascontiguousarray(src, np.float32), a, b, fgr, pha))
+        self._run(self._k.refine_float_rows, np.ascontiguousarray(src, np.float32), H, W, a, b,
+                  (fgr, pha))
 
-    def _run(self, kernel, H: int, w: int, h: int, W: int, args: tuple) -> None:
-        """``kernel(*args, *maps, r0, r1)`` over ``self.threads`` bands of rows."""
+    def _run(self, kernel, src: np.ndarray, H: int, W: int, a: np.ndarray, b: np.ndarray,
+             rest: tuple) -> None:
+        """``kernel(src, a, b, *rest, *maps, r0, r1)`` over ``self.threads`` bands of rows of
+        the ``H`` x ``W`` output (``a``, ``b``: the (4,h,w) coefficients)."""
+        h, w = a.shape[1:]
         maps = (*_maps(W, w, w / W), *_maps(H, h, h / H))
-        args = tuple(np.ascontiguousarray(x, np.float32) if i in (1, 2) else x
-                     for i, x in enumerate(args))
+        args = (src, np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32),
+                *rest)
         bands = np.linspace(0, H, self.threads + 1).astype(int) // 2 * 2  # even: 4:2:0 rows
         bands[-1] = H
         jobs = [(int(bands[i]), int(bands[i + 1])) for i in range(self.threads)]

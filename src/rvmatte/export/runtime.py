@@ -63,22 +63,30 @@ def model_digest(model: MattingNetwork) -> str:
     return h.hexdigest()[:16]
 
 
+def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
+              directory: str | os.PathLike | None) -> Path:
+    """``<cache>/onnx/<stem>_<dtype>_op<opset>_<key>_torch<version>.onnx``, made by
+    ``make(path)`` unless it is there already."""
+    from ..weights import resolve_dtype
+
+    dt = str(resolve_dtype(dtype)).replace("torch.", "")
+    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}_{dt}_op{opset}_{key}_torch{torch.__version__.split('+')[0]}.onnx"
+    if not path.is_file():
+        make(path)
+    return path
+
+
 def cached_onnx(model: MattingNetwork, *, dtype: str | torch.dtype | None = None,
                 opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None,
                 graph: str = "full") -> Path:
     """Export ``model`` to the cache unless an identical export is there; returns its path.
     ``graph``: ``"full"`` or ``"coefficients"`` (see :data:`GRAPHS`)."""
-    from ..weights import resolve_dtype
-
     export, _, tag = _graph(graph)
-    dt = str(resolve_dtype(dtype)).replace("torch.", "")
-    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f"rvm_{model.variant}_{model.refiner_name}{tag}_{dt}_op{opset}_"
-                     f"{model_digest(model)}_torch{torch.__version__.split('+')[0]}.onnx")
-    if not path.is_file():
-        export(model, path, dtype=dtype, opset=opset)
-    return path
+    return _in_cache(f"rvm_{model.variant}_{model.refiner_name}{tag}", model_digest(model),
+                     lambda path: export(model, path, dtype=dtype, opset=opset),
+                     dtype=dtype, opset=opset, directory=directory)
 
 
 def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | None = None,
@@ -87,19 +95,15 @@ def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | Non
     """The cached ONNX export of the *bundled* weights of ``variant``, keyed by their pinned
     sha256 instead of a hash of a built model: when the file is there, no PyTorch model is
     built and torchvision is never imported (about 1 s of start-up). Exported on first use."""
-    from ..weights import BUNDLED, load_model, resolve_dtype
+    from ..weights import BUNDLED, load_model
 
     export, _, tag = _graph(graph)
     b = BUNDLED[variant]
-    dt = str(resolve_dtype(dtype)).replace("torch.", "")
     key = hashlib.sha256(f"{variant}/{b.refiner}/{GRAPH_VERSION}/{b.sha256}".encode()).hexdigest()[:16]
-    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f"rvm_{variant}_{b.refiner}{tag}_{dt}_op{opset}_w{key}"
-                     f"_torch{torch.__version__.split('+')[0]}.onnx")
-    if not path.is_file():
-        export(load_model(variant, device="cpu"), path, dtype=dtype, opset=opset)
-    return path
+    return _in_cache(f"rvm_{variant}_{b.refiner}{tag}", f"w{key}",
+                     lambda path: export(load_model(variant, device="cpu"), path, dtype=dtype,
+                                         opset=opset),
+                     dtype=dtype, opset=opset, directory=directory)
 
 
 def uses_bundled(variant: str, weights: Any, refiner: Optional[str]) -> bool:
@@ -239,6 +243,14 @@ class OnnxRuntimeRunner:
                  "downsample_ratio": ratio}
         return self.session.run(None, feeds)
 
+    def state_arrays(self, state) -> list[np.ndarray]:
+        """``None`` (a clip's first frame: zeros ``(1,1,1,1)``) or four tensors / arrays ->
+        the four state inputs as numpy arrays in the graph's dtype."""
+        if state is None:
+            return [self._zero] * 4
+        return [(s.detach().to("cpu").numpy() if isinstance(s, torch.Tensor) else np.asarray(s))
+                .astype(self._np_dtype, copy=False) for s in state]
+
     def coefficients(self, src_sm: np.ndarray, rec: Sequence[np.ndarray]):
         """``graph="coefficients"``: ``src_sm`` (B,3,h,w), ``rec`` the four state arrays (zeros
         ``(1,1,1,1)`` on the first frame) -> ``[a, b, r1, r2, r3, r4]`` as numpy arrays."""
@@ -260,8 +272,7 @@ class OnnxRuntimeRunner:
             raise ValueError(f"downsample_ratio must be in (0, 1], got {downsample_ratio}")
         out_device = src.device
         x = src.detach().to("cpu").numpy().astype(self._np_dtype, copy=False)
-        rec = ([self._zero] * 4 if state is None
-               else [s.detach().to("cpu").numpy().astype(self._np_dtype, copy=False) for s in state])
+        rec = self.state_arrays(state)
         ratio = np.array([r], dtype=np.float32)
         if self.pipeline:
             return self._call_pipelined(x, rec, ratio, out_device)

@@ -40,15 +40,6 @@ def state_shapes(model: MattingNetwork, batch: int, h: int, w: int) -> list[tupl
     return shapes
 
 
-def working_size(h: int, w: int, ratio: float) -> tuple[int, int]:
-    """``floor(h * r), floor(w * r)``: the size ``interpolate(scale_factor=r)`` produces."""
-    if ratio == 1:
-        return h, w
-    import math
-
-    return int(math.floor(h * ratio)), int(math.floor(w * ratio))
-
-
 class LowRes(nn.Module):
     """``src_sm (B,3,h,w), r1..r4 -> fgr_residual, pha, hid, r1..r4`` at the working resolution.
 

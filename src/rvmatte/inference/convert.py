@@ -16,6 +16,7 @@ input's audio into temporary files that are renamed into place; the checkpoint i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -144,9 +145,7 @@ def _make_matter(model, **kw):
     return Matter(model, **kw)
 
 
-_MALLOC_TUNED = False
-
-
+@functools.cache
 def _tune_malloc() -> bool:
     """Keep freed frame-sized buffers in the process instead of handing them back to the OS.
 
@@ -156,9 +155,6 @@ def _tune_malloc() -> bool:
     3 s of system time for 300 frames, 7 % of the wall time on 2 cores (docs/SPEED.md). Raising
     the mmap and trim thresholds (64 MB / 256 MB) lets the heap reuse them. glibc only; done
     once per process; returns whether it was applied."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -166,12 +162,10 @@ def _tune_malloc() -> bool:
 
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = (libc.mallopt(m_mmap_threshold, 64 << 20) == 1
-              and libc.mallopt(m_trim_threshold, 256 << 20) == 1)
+        return (libc.mallopt(m_mmap_threshold, 64 << 20) == 1
+                and libc.mallopt(m_trim_threshold, 256 << 20) == 1)
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         return False
-    _MALLOC_TUNED = ok
-    return ok
 
 
 # ---- the job --------------------------------------------------------------------------------
@@ -311,10 +305,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     even = info.width % 2 == 0 and info.height % 2 == 0
     yuv_able = {s.kind for s in specs if s.mode == "video" and not s.rgba and even
                 and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
-    yuv_out = yuv_able if use_yuv else set()
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
-    # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
-    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     if segment_frames is None:
         segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
     else:
@@ -330,17 +321,20 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                    "yuv:composite": "composite_yuv", "yuv:alpha": "alpha_yuv"}
     fused = None
     if (not yuv_in and all(f"{s.channels}:{s.kind}" in fused_names for s in specs)
-            and (alpha_bits == 8 or "alpha" not in keys)
+            and (alpha_bits == 8 or all(s.kind != "alpha" for s in specs))
             and (comp_bg is None or isinstance(comp_bg, ColorBackground))):
         fused = matter.fused_runner(ratio)
     if fused is not None:
         yuv_out = (set() if device_yuv is False
                    else {k for k in yuv_able if k in ("composite", "alpha")})
-        keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind
-                for s in specs}
-    fused_bg = (tuple(c / 255.0 for c in comp_bg.rgb) if isinstance(comp_bg, ColorBackground)
-                else (0.0, 0.0, 0.0))
-    fused_outputs = sorted({fused_names[k] for k in keys.values() if k in fused_names})
+    else:
+        yuv_out = yuv_able if use_yuv else set()
+    # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
+    keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
+    if fused is not None:
+        fused_bg = (tuple(c / 255.0 for c in comp_bg.rgb) if comp_bg is not None
+                    else (0.0, 0.0, 0.0))
+        fused_outputs = sorted({fused_names[k] for k in keys.values()})
 
     for s in specs:  # frames/%06d.png: the folder is created (its parent exists, checked above)
         if s.mode == "images" and "%" in s.path.name and str(s.path.parent):

@@ -13,6 +13,14 @@ from ..errors import InputError
 AUTO_TARGET = 512
 
 
+def working_size(h: int, w: int, ratio: float) -> tuple[int, int]:
+    """``floor(h * r), floor(w * r)``: the size ``interpolate(scale_factor=r)`` produces (the
+    network's working image)."""
+    if ratio == 1:
+        return h, w
+    return int(math.floor(h * ratio)), int(math.floor(w * ratio))
+
+
 def auto_downsample_ratio(h: int, w: int) -> float:
     """``min(512 / max(h, w), 1)``: the official RVM rule."""
     return min(AUTO_TARGET / max(h, w), 1.0)

@@ -27,19 +27,9 @@ from .. import kernels
 from ..errors import RvmatteError
 from ..models import MattingOutput
 
-_ZERO = np.zeros((1, 1, 1, 1), np.float32)
-
-
 def fused_available() -> bool:
     """onnxruntime and numba are both installed."""
     return kernels.available() and importlib.util.find_spec("onnxruntime") is not None
-
-
-def _state_arrays(state) -> list[np.ndarray]:
-    if state is None:
-        return [_ZERO] * 4
-    return [s.detach().to("cpu", torch.float32).numpy() if isinstance(s, torch.Tensor)
-            else np.asarray(s, np.float32) for s in state]
 
 
 class FusedRunner:
@@ -98,7 +88,7 @@ class FusedRunner:
         B, T, _, H, W = x.shape
         fgr = torch.empty(B, T, 3, H, W)
         pha = torch.empty(B, T, 1, H, W)
-        rec = _state_arrays(state)
+        rec = self.coef.state_arrays(state)
         for t in range(T):
             frame = x[:, t].contiguous()
             sm = F.interpolate(frame, scale_factor=r, mode="bilinear", align_corners=False,
@@ -131,7 +121,7 @@ class FusedRunner:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
-        rec = _state_arrays(state)
+        rec = self.coef.state_arrays(state)
         coefs = []
         for t in range(frames.shape[0]):
             a, b, *rec = self.coef.coefficients(kernels.downsample(frames[t], r)[None], rec)
