@@ -68,6 +68,8 @@ def model_kwargs(args) -> dict:
 
 
 def register(subparsers) -> None:
+    from ..io.writers import ENCODER_CHOICES, PRESETS
+
     p = subparsers.add_parser(
         "convert", help="matte a video (or images, or a folder of videos)",
         description="Matte people in a video: composite, alpha and/or foreground outputs in one "
@@ -88,12 +90,10 @@ def register(subparsers) -> None:
                    help="CRF-like, lower is better (h264 default 18, h265 22, vp9 28)")
     o.add_argument("--alpha-bits", type=int, default=8, choices=[8, 16],
                    help="bit depth of PNG alpha output")
-    o.add_argument("--preset", default=None,
-                   choices=["ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
-                            "slow", "slower", "veryslow"],
+    o.add_argument("--preset", default=None, choices=PRESETS,
                    help="H.264/H.265 speed preset (default veryfast; medium encodes about 2x "
                         "slower for ~0.5 dB; ultrafast is faster, with larger files)")
-    o.add_argument("--encoder", default="auto", choices=["auto", "software", "hardware"],
+    o.add_argument("--encoder", default="auto", choices=ENCODER_CHOICES,
                    help="H.264/H.265 encoder: auto (default) = NVENC when the model runs on an "
                         "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")

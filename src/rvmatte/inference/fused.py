@@ -15,7 +15,6 @@ the ratio is below 1 (docs/SPEED.md has the measurements).
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from typing import Any, Optional, Sequence
 
@@ -26,11 +25,6 @@ from torch.nn import functional as F
 from .. import kernels
 from ..errors import RvmatteError
 from ..models import MattingOutput
-
-def fused_available() -> bool:
-    """onnxruntime and numba are both installed."""
-    return kernels.available() and importlib.util.find_spec("onnxruntime") is not None
-
 
 class FusedRunner:
     """``FusedRunner(**source, threads=None)``: ``source`` as for

@@ -39,9 +39,9 @@ def auto_backend(device: torch.device, dtype: torch.dtype, ratio: float) -> str:
     if device.type != "cpu" or dtype != torch.float32:
         return "torch"
     if importlib.util.find_spec("onnxruntime") is not None:
-        from .fused import fused_available
+        from .. import kernels
 
-        return "fused" if ratio < 1 and fused_available() else "onnxruntime"
+        return "fused" if ratio < 1 and kernels.available() else "onnxruntime"
     return "torch-fast"
 
 

@@ -11,6 +11,7 @@ the bytes an uninterrupted one writes.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import os
 import shutil
@@ -193,17 +194,13 @@ def check_preset(preset: Optional[str]) -> str:
     return name
 
 
-_HW_PROBES: dict = {}
-
-
+@functools.cache
 def hardware_encoder_error(name: str) -> Optional[str]:
     """Why the encoder ``name`` (e.g. ``h264_nvenc``) cannot be used here, or ``None`` if it can.
 
     PyAV's FFmpeg lists NVENC whether or not the machine has an NVIDIA GPU with an encoder
     (H100 and H200 have none; GeForce, RTX and L4/L40 cards do), so the only reliable test is
     to open one and encode a frame. The answer is cached per process."""
-    if name in _HW_PROBES:
-        return _HW_PROBES[name]
     import av
 
     err: Optional[str] = None
@@ -224,7 +221,6 @@ def hardware_encoder_error(name: str) -> Optional[str]:
             cc.encode(None)
         except Exception as e:  # noqa: BLE001 - any failure means "not usable here"
             err = f"{name} cannot encode on this machine ({one_line(e)})"
-    _HW_PROBES[name] = err
     return err
 
 
