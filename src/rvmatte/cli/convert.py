@@ -96,6 +96,13 @@ def register(subparsers) -> None:
     o.add_argument("--encoder", default="auto", choices=ENCODER_CHOICES,
                    help="H.264/H.265 encoder: auto (default) = NVENC when the model runs on an "
                         "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")
+    o.add_argument("--encode-workers", default="auto", metavar="N",
+                   help="segments of each video output encoded at a time, each by its own "
+                        "encoder (default auto: 1 below 8 cores, else several; more use "
+                        "more memory)")
+    o.add_argument("--encoder-threads", default=None, metavar="N",
+                   help="threads per encoder (default: the encoder's choice, or the cores "
+                        "shared among several encoders)")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     r = p.add_argument_group("range and job")
     r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
@@ -123,7 +130,8 @@ def run(args) -> int:
     common = dict(background=args.background, seq_chunk=args.seq_chunk, start=args.start,
                   end=args.end, codec=args.codec, quality=args.quality,
                   overwrite=args.overwrite, resume=args.resume, alpha_bits=args.alpha_bits,
-                  preset=args.preset, encoder=args.encoder, **model_kwargs(args))
+                  preset=args.preset, encoder=args.encoder, encode_workers=args.encode_workers,
+                  encoder_threads=args.encoder_threads, **model_kwargs(args))
     inp = Path(args.input)
     if _is_batch(inp):
         def on_error(path, msg):

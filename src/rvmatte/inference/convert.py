@@ -5,10 +5,12 @@ Pipeline (three threads, bounded queues, flat memory)::
     decode thread:  Source.frames() -> chunks of seq_chunk uint8 frames      --q_in-->
     caller thread:  Matter.step() -> composite / alpha / foreground as uint8 --q_out-->
     encode thread:  segment writers (video) / PNG files; checkpoints at segment ends
+                    (on 4+ cores the video encoders run on worker threads, on 8+ cores
+                    several segments of each output at a time: rvmatte.io.segments)
 
 Every ``segment`` frames (a multiple of ``seq_chunk``) the encode thread closes the segment
-files and saves a checkpoint (frame index, last timestamp, recurrent state, segment list) in
-``<first output>.rvmatte-resume/``. A job killed at any point (even ``kill -9``) continues
+files and, once they and every earlier segment are encoded, saves a checkpoint (frame
+index, last timestamp, recurrent state, segment list) in ``<first output>.rvmatte-resume/``. A job killed at any point (even ``kill -9``) continues
 from there with ``resume=True``. When all frames are done the segments are remuxed with the
 input's audio into temporary files that are renamed into place; the checkpoint is removed.
 """
@@ -26,7 +28,6 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -38,6 +39,7 @@ from ..errors import Cancelled, InputError, OutputError, RvmatteError
 from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_background,
                           to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
+from ..io.segments import SegmentedOutputs, check_count, plan_encoding
 from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
                           check_encoder_choice, check_output_target, check_preset, image_name,
                           move_images, pick_encoder, pix_fmt_for, plan_output,
@@ -72,13 +74,14 @@ class ConversionResult:
     input: Optional[str] = None
     encoders: dict = field(default_factory=dict)  # kind -> libavcodec encoder (video outputs)
     notes: list = field(default_factory=list)     # e.g. why hardware encoding was not used
+    encoding: dict = field(default_factory=dict)  # segment_frames, workers, threads (video)
 
     def as_dict(self) -> dict:
         return {"input": self.input, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 3), "outputs": {k: str(v) for k, v in self.outputs.items()},
                 "audio": self.audio, "resumed_from": self.resumed_from,
                 "downsample_ratio": self.downsample_ratio, "encoders": dict(self.encoders),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "encoding": dict(self.encoding)}
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -210,7 +213,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   codec=None, quality=None, overwrite=False, resume=False, progress=None,
                   cancel=None, model=None, alpha_bits: int = 8,
                   segment_frames: Optional[int] = None, preset: Optional[str] = None,
-                  encoder: str = "auto", device_yuv: Optional[bool] = None) -> ConversionResult:
+                  encoder: str = "auto", device_yuv: Optional[bool] = None,
+                  encode_workers="auto", encoder_threads=None) -> ConversionResult:
     """Matte ``input`` and write any combination of ``output`` (composite), ``alpha`` and
     ``foreground``.
 
@@ -228,7 +232,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         and keeps its checkpoint.
     model: an already loaded network (or a :class:`~rvmatte.inference.session.Matter`).
     alpha_bits: 8 or 16 (alpha written as PNG).
-    segment_frames: frames per checkpoint segment (default about 10 s of video).
+    segment_frames: frames per checkpoint segment (default about 10 s of video, 2 s when
+        several segments are encoded at a time).
     preset: x264/x265 speed preset, ``ultrafast`` .. ``veryslow`` (default ``veryfast``).
     encoder: ``"auto"`` (NVENC for H.264/H.265 when the model runs on a CUDA GPU that can
         encode, else software), ``"software"`` or ``"hardware"`` (NVENC or an error).
@@ -238,6 +243,10 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     backend: ``"auto"`` (default: the fastest measured path for the device and ratio, see
         :func:`~rvmatte.inference.session.auto_backend`), or one of
         :data:`~rvmatte.inference.session.BACKENDS`.
+    encode_workers: segments of each video output encoded at a time, each by its own encoder
+        (``"auto"``: one below 8 cores, else several; see :func:`rvmatte.io.segments.plan_encoding`).
+    encoder_threads: threads per encoder (default: the encoder's choice with one encoder per
+        output, else the cores divided among the encoders).
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -251,6 +260,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         raise InputError(f"invalid seq_chunk {seq_chunk!r}: must be a positive integer")
     preset = check_preset(preset)
     check_encoder_choice(encoder)
+    check_count(encode_workers, "number of encode workers")
+    check_count(encoder_threads, "number of encoder threads")
 
     in_path = Path(input)
     info = probe(in_path)
@@ -306,10 +317,6 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     yuv_able = {s.kind for s in specs if s.mode == "video" and not s.rgba and even
                 and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
-    if segment_frames is None:
-        segment_frames = max(1, int(round(10 * float(info.rate) / seq_chunk))) * seq_chunk
-    else:
-        segment_frames = max(1, -(-int(segment_frames) // seq_chunk)) * seq_chunk
     ratio = (ratio_value if ratio_value is not None
              else auto_downsample_ratio(info.height, info.width))
     # The CPU's fused path (backend "fused", rvmatte.kernels): uint8 frames in, each output
@@ -331,6 +338,17 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         yuv_out = yuv_able if use_yuv else set()
     # what the model thread makes for each output: "<channels>:<kind>" ("yuv" = 4:2:0 planes)
     keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
+    video_specs = [s for s in specs if s.mode == "video"]
+    plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
+    plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
+                         threads=encoder_threads,
+                         frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
+                                             for s in video_specs) * info.width * info.height))
+    if segment_frames is None:
+        segment_frames = seq_chunk * max(1, int(round(plan.segment_seconds * float(info.rate)
+                                                      / seq_chunk)))
+    else:
+        segment_frames = max(1, -(-int(segment_frames) // seq_chunk)) * seq_chunk
     if fused is not None:
         fused_bg = (tuple(c / 255.0 for c in comp_bg.rgb) if comp_bg is not None
                     else (0.0, 0.0, 0.0))
@@ -433,13 +451,21 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             job.fail(e)
 
     # ---- encode thread ------------------------------------------------------------------
-    writers: dict[str, SegmentWriter] = {}
+    spec_of = {s.kind: s for s in video_specs}
 
-    def close_segment() -> None:
-        for kind, w in list(writers.items()):
-            w.close()
-            segments[kind].append((w.path, w.start_pts))
-            del writers[kind]
+    def make_writer(kind: str, index: int, start_pts: int) -> SegmentWriter:
+        s = spec_of[kind]
+        path = job_dir / "segments" / f"{kind}_{index:09d}{SEGMENT_FORMAT[s.codec][1]}"
+        return SegmentWriter(s, path, width, height, time_base, rate, start_pts,
+                             yuv=kind in yuv_out, threads=plan.threads)
+
+    # Video outputs are encoded segment by segment (rvmatte.io.segments): in this thread on
+    # 1-3 cores, where the model needs them; else each output on its own worker threads, and
+    # on 8+ cores several segments of each output at a time (the producer runs up to
+    # `workers` segments ahead, so a segment's frames may all be queued).
+    outs = SegmentedOutputs(list(spec_of), make_writer, workers=plan.workers,
+                            threaded=plan.threaded, stop=job.stop,
+                            bound=segment_frames + 1 if plan.workers > 1 else 2 * seq_chunk)
 
     def save_checkpoint(done: int, last: int, state_cpu) -> None:
         buf = io.BytesIO()
@@ -455,63 +481,51 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                               if e.errno == 28 else f"cannot write checkpoint in {job_dir}: "
                               f"{e.strerror or e}") from None
 
-    # Several video outputs are encoded in parallel threads where there are cores to spare
-    # (PyAV releases the GIL while encoding); on 1-2 cores the model needs them.
-    n_video = sum(s.mode == "video" for s in specs)
-    pool = (ThreadPoolExecutor(n_video, thread_name_prefix="rvmatte-enc")
-            if n_video > 1 and (os.cpu_count() or 1) >= 4 else None)
+    def commit(block: bool = False) -> None:
+        """Record the segments that are encoded; write the checkpoints they complete."""
+        for closed, checkpoint in outs.completed(block):
+            for kind, record in closed.items():
+                segments[kind].append(record)
+            if checkpoint is not None:
+                save_checkpoint(*checkpoint)
+                shared["done_written"] = checkpoint[0]
 
     def encode() -> None:
+        clean = False
         try:
             while True:
                 item = _get(q_out, job)
                 if item is None or job.stop.is_set():
                     return
-                if item[0] == "end":
-                    close_segment()
-                    return
-                if item[0] == "cancel":
-                    for w in writers.values():  # the unfinished segment is not kept
-                        w.abort()
-                        w.path.unlink(missing_ok=True)
-                    writers.clear()
+                if item[0] in ("end", "cancel"):
+                    if item[0] == "end":
+                        outs.boundary()
+                    else:
+                        outs.abort_open()  # the unfinished segment is not kept
+                    commit(block=True)
+                    clean = True
                     return
                 if item[0] == "checkpoint":
-                    _, done, last, state_cpu = item
-                    close_segment()
-                    save_checkpoint(done, last, state_cpu)
-                    shared["done_written"] = done
-                    continue
-                _, idx, pts, arrays = item
-                if pool is None:
-                    for s in specs:
-                        write_chunk(s, idx, pts, arrays)
-                else:  # one output per worker: the encoders run side by side
-                    for f in [pool.submit(write_chunk, s, idx, pts, arrays) for s in specs]:
-                        f.result()
+                    outs.boundary(item[1:])  # (done, last pts, recurrent state)
+                else:
+                    write_chunk(*item[1:])
+                commit()
         except BaseException as e:  # noqa: BLE001 - handed to the caller thread
             job.fail(e)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            outs.shutdown(abort=not clean)
 
-    def write_chunk(s: OutputSpec, idx, pts, arrays) -> None:
-        frames = arrays[keys[s.kind]]
-        for j, (i, p) in enumerate(zip(idx, pts)):
-            out_pts = p - shared["range_offset"]
-            arr = frames[j]
-            if s.mode == "video":
-                w = writers.get(s.kind)
-                if w is None:
-                    _, ext = SEGMENT_FORMAT[s.codec]
-                    seg_path = job_dir / "segments" / f"{s.kind}_{i:09d}{ext}"
-                    w = writers[s.kind] = SegmentWriter(s, seg_path, width, height, time_base,
-                                                        rate, out_pts, yuv=s.kind in yuv_out)
-                w.write(arr, out_pts)
-            elif s.mode == "images":
-                write_png(image_dirs[s.kind] / image_name(s, i), arr, bits=s.alpha_bits)
-            else:
-                write_png(job_dir / f"{s.kind}{s.path.suffix.lower()}", arr, bits=s.alpha_bits)
+    def write_chunk(idx, pts, arrays) -> None:
+        for s in specs:
+            frames = arrays[keys[s.kind]]
+            for j, (i, p) in enumerate(zip(idx, pts)):
+                if s.mode == "video":
+                    outs.write(s.kind, i, p - shared["range_offset"], frames[j])
+                elif s.mode == "images":
+                    write_png(image_dirs[s.kind] / image_name(s, i), frames[j], bits=s.alpha_bits)
+                else:
+                    write_png(job_dir / f"{s.kind}{s.path.suffix.lower()}", frames[j],
+                              bits=s.alpha_bits)
 
     def outputs_for(src: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, first: int) -> dict:
         out = {}
@@ -604,11 +618,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         threads[0].join()
         if bar is not None:
             bar.close()
-        if job.error is not None or cancelled:
-            for w in writers.values():
-                w.abort()
-            if comp_bg is not None:
-                comp_bg.close()
+        if (job.error is not None or cancelled) and comp_bg is not None:
+            comp_bg.close()
     if cancelled:
         raise Cancelled(f"conversion of {in_path} cancelled at frame {shared['done_written']} "
                         "(run again with resume to continue)")
@@ -666,7 +677,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                             outputs=outputs, audio=audio_mode, resumed_from=resume_index,
                             downsample_ratio=ratio, input=str(in_path),
                             encoders={s.kind: s.encoder_name for s in specs if s.mode == "video"},
-                            notes=notes)
+                            notes=notes,
+                            encoding={"segment_frames": segment_frames, "workers": plan.workers,
+                                      "threads": plan.threads} if video_specs else {})
 
 
 # ---- batch ------------------------------------------------------------------------------

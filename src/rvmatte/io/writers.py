@@ -261,9 +261,11 @@ class SegmentWriter:
     Timestamps in the segment start at 0; :func:`assemble` adds the segment's offset back."""
 
     def __init__(self, spec: OutputSpec, path: Path, width: int, height: int,
-                 time_base: Fraction, rate: Fraction, start_pts: int, *, yuv: bool = False) -> None:
+                 time_base: Fraction, rate: Fraction, start_pts: int, *, yuv: bool = False,
+                 threads: Optional[int] = None) -> None:
         """``yuv``: :meth:`write` receives YUV 4:2:0 planes ``(H*3/2, W)`` (see
-        :mod:`rvmatte.io.yuv`) instead of RGB / RGBA / gray images."""
+        :mod:`rvmatte.io.yuv`) instead of RGB / RGBA / gray images. ``threads``: the
+        encoder's thread count (default: its own choice)."""
         import av
 
         self.spec, self.path, self.start_pts = spec, path, start_pts
@@ -305,6 +307,8 @@ class SegmentWriter:
             if spec.quality is not None:
                 opts["qscale"] = str(max(1, min(32, int(spec.quality))))
         s.options = opts
+        if threads is not None:
+            s.codec_context.thread_count = int(threads)
         self.stream = s
         if yuv and s.pix_fmt != "yuv420p":
             raise OutputError(f"{path}: {s.pix_fmt} output cannot be fed YUV 4:2:0 planes")

@@ -1,0 +1,194 @@
+"""rvmatte.io.segments: how many encoders, and segments encoded side by side."""
+
+import threading
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from rvm_clips import frame_image, video_frames
+
+from rvmatte.errors import OutputError
+from rvmatte.io.segments import (PARALLEL_SEGMENT_SECONDS, SEGMENT_SECONDS, SegmentedOutputs,
+                                 check_count, plan_encoding)
+from rvmatte.io.writers import SegmentWriter, plan_output
+
+HD = 1920 * 1080
+
+
+# ---- plan_encoding -------------------------------------------------------------------------
+
+def test_plan_keeps_one_encoder_per_output_on_small_machines():
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=2)
+    assert (p.workers, p.threads, p.threaded, p.segment_seconds) == (1, None, False, SEGMENT_SECONDS)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=4)  # outputs side by side
+    assert (p.workers, p.threads, p.threaded) == (1, None, True)
+    p = plan_encoding(1, frame_bytes=3 * HD, rate=30, cores=4)  # nothing to run side by side
+    assert (p.workers, p.threaded) == (1, False)
+
+
+def test_plan_on_many_cores_shares_them_among_segment_encoders():
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, memory=128 << 30)
+    assert (p.workers, p.threads, p.threaded, p.segment_seconds) == (4, 2, True,
+                                                                    PARALLEL_SEGMENT_SECONDS)
+    p = plan_encoding(1, frame_bytes=3 * HD, rate=30, cores=64, memory=128 << 30)
+    assert p.workers == 8 and p.threads == 8  # at most 8 per output; the rest as threads
+
+
+def test_plan_limits_held_frames_by_memory():
+    # 4K 4:2:0, two outputs: 2 s at 30 fps hold 1.5 GB per worker; 8 GiB of RAM allows 1 GiB
+    p = plan_encoding(2, frame_bytes=2 * int(1.5 * 4 * HD), rate=30, cores=16, memory=8 << 30)
+    assert p.workers == 1 and p.segment_seconds == SEGMENT_SECONDS and p.threaded
+    p = plan_encoding(2, frame_bytes=2 * int(1.5 * 4 * HD), rate=30, cores=16, memory=128 << 30)
+    assert p.workers == 2  # 4 GiB at most: two 1.5 GB workers
+
+
+def test_plan_takes_explicit_counts():
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, workers=3, threads=1, cores=2)
+    assert (p.workers, p.threads, p.threaded, p.segment_seconds) == (3, 1, True, 2.0)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, workers="2", cores=16)
+    assert (p.workers, p.threads) == (2, 4)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, workers=1, threads="3", cores=16)
+    assert (p.workers, p.threads, p.segment_seconds) == (1, 3, SEGMENT_SECONDS)
+
+
+@pytest.mark.parametrize("bad", [0, -2, "x", "2.5", 1.5, "", True])
+def test_bad_counts_are_one_line_errors(bad):
+    with pytest.raises(OutputError, match="positive integer or auto"):
+        check_count(bad, "number of encode workers")
+
+
+# ---- SegmentedOutputs ----------------------------------------------------------------------
+
+W, H = 64, 48
+
+
+class SlowWriter(SegmentWriter):
+    """A real H.264 segment writer that takes ``delay`` seconds per frame."""
+
+    delay = 0.0
+
+    def write(self, image, pts):
+        time.sleep(self.delay)
+        super().write(image, pts)
+
+    def close(self):
+        super().close()
+        self.closed_at = time.perf_counter()
+
+
+def _outputs(tmp_path, *, workers, threaded, slow_first=0.0, fail_at=None):
+    spec = plan_output("composite", tmp_path / "o.mp4", codec=None, transparent=False)
+    made = []
+
+    def make(kind, index, pts):
+        w = SlowWriter(spec, tmp_path / f"{kind}_{index:04d}.mp4", W, H, Fraction(1, 25),
+                       Fraction(25), pts)
+        w.delay = slow_first if index == 0 else 0.0
+        if fail_at is not None and index == fail_at:
+            w.write = lambda image, pts: (_ for _ in ()).throw(OutputError("disk full (test)"))
+        w.created_at = time.perf_counter()
+        made.append(w)
+        return w
+
+    return SegmentedOutputs(["composite"], make, workers=workers, threaded=threaded, bound=9), made
+
+
+def _feed(outs, first, n):
+    for i in range(first, first + n):
+        outs.write("composite", i, i, frame_image(i, W, H))
+
+
+@pytest.mark.parametrize("workers,threaded", [(1, False), (1, True), (3, True)])
+def test_segments_come_back_in_order_with_their_checkpoints(tmp_path, workers, threaded):
+    outs, _ = _outputs(tmp_path, workers=workers, threaded=threaded, slow_first=0.02)
+    done = []
+    for k in range(3):
+        _feed(outs, 8 * k, 8)
+        outs.boundary(("checkpoint", k))
+        done += list(outs.completed())
+    outs.write("composite", 24, 24, frame_image(24, W, H))
+    outs.boundary()
+    done += list(outs.completed(block=True))
+    outs.shutdown(abort=False)
+    assert [payload for _, payload in done] == [("checkpoint", 0), ("checkpoint", 1),
+                                                ("checkpoint", 2), None]
+    paths = [seg["composite"][0] for seg, _ in done]
+    assert [seg["composite"][1] for seg, _ in done] == [0, 8, 16, 24]
+    assert [len(video_frames(p)[0]) for p in paths] == [8, 8, 8, 1]
+    _, frames = video_frames(paths[1])
+    err = {i: np.abs(frames[0].astype(int) - frame_image(i, W, H)).mean() for i in (7, 8, 9)}
+    assert min(err, key=err.get) == 8  # the second segment starts with frame 8
+
+
+def test_later_segments_encode_while_the_first_is_still_busy(tmp_path):
+    outs, made = _outputs(tmp_path, workers=3, threaded=True, slow_first=0.1)
+    t0 = time.perf_counter()
+    _feed(outs, 0, 8)
+    outs.boundary("a")
+    _feed(outs, 8, 8)
+    outs.boundary("b")
+    fed = time.perf_counter() - t0
+    assert [w.start_pts for w in made] == [0, 8]
+    assert fed < 0.5  # the producer did not wait for segment 0 (0.8 s)
+    assert list(outs.completed()) == []  # segment 1 may be done; its checkpoint waits for 0
+    got = [p for _, p in outs.completed(block=True)]
+    outs.shutdown(abort=False)
+    assert got == ["a", "b"]
+
+
+def test_at_most_workers_segments_in_flight(tmp_path):
+    outs, made = _outputs(tmp_path, workers=2, threaded=True, slow_first=0.05)
+    for k in range(3):
+        _feed(outs, 4 * k, 4)
+        outs.boundary()
+    assert len(list(outs.completed(block=True))) == 3
+    outs.shutdown(abort=False)
+    # the third segment was opened only once the first (4 x 0.05 s) was encoded
+    assert made[2].created_at >= made[0].closed_at > made[1].created_at
+
+
+@pytest.mark.parametrize("workers,threaded", [(1, False), (2, True)])
+def test_a_failing_encoder_raises_and_leaves_no_segment(tmp_path, workers, threaded):
+    outs, _ = _outputs(tmp_path, workers=workers, threaded=threaded, fail_at=8)
+    _feed(outs, 0, 8)
+    outs.boundary("a")
+    with pytest.raises(OutputError, match="disk full"):
+        for _ in range(20):  # the worker's error comes back on a later call
+            _feed(outs, 8, 8)
+            outs.boundary("b")
+            list(outs.completed(block=True))
+    outs.shutdown(abort=True)
+    assert not (tmp_path / "composite_0008.mp4").exists()
+
+
+def test_abort_discards_unfinished_segments(tmp_path):
+    outs, _ = _outputs(tmp_path, workers=2, threaded=True, slow_first=0.05)
+    _feed(outs, 0, 8)
+    outs.boundary("a")
+    _feed(outs, 8, 3)
+    outs.abort_open()
+    assert [p for _, p in outs.completed(block=True)] == ["a"]
+    outs.shutdown(abort=True)
+    assert (tmp_path / "composite_0000.mp4").exists()
+    assert not (tmp_path / "composite_0008.mp4").exists()
+
+
+def test_stop_ends_every_wait(tmp_path):
+    stop = threading.Event()
+    spec = plan_output("composite", tmp_path / "o.mp4", codec=None, transparent=False)
+
+    def make(kind, index, pts):
+        w = SlowWriter(spec, tmp_path / f"{index}.mp4", W, H, Fraction(1, 25), Fraction(25), pts)
+        w.delay = 0.2
+        return w
+
+    outs = SegmentedOutputs(["composite"], make, workers=1, threaded=True, bound=1, stop=stop)
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.perf_counter()
+    _feed(outs, 0, 30)  # would take 6 s; the queue of 1 makes it wait on the encoder
+    outs.boundary()
+    assert list(outs.completed(block=True)) == []
+    outs.shutdown(abort=True)
+    assert time.perf_counter() - t0 < 3
