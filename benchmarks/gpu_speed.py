@@ -15,6 +15,10 @@ PyTorch path measured in the same run.
    pipeline did before GPU work) against the default GPU path (CUDA graphs, fp16, colours on the
    GPU, outputs encoded in parallel) with x264 presets medium / veryfast / ultrafast; the same
    at 4K; and whole ``rvmatte convert`` processes (start-up included).
+6. Later runs' extras (``--only``): start-up costs, the CPU's decode + encode ceiling (one x264
+   per output, and ``segments``: several segment encoders per output, benchmarks/encode_speed.py),
+   NVDEC, ``torch.compile``, everything at its defaults, and ``e2e-workers``: the GPU path with
+   ``encode_workers`` 1, auto and 6.
 
     python benchmarks/gpu_speed.py --json gpu.json                   # on a CUDA machine
     python benchmarks/gpu_speed.py --quick                           # tiny sizes, any device
@@ -394,31 +398,34 @@ def e2e(model, device, clip: Path, tmp: Path, configs, rounds, label) -> list[di
 
     matters = {}
     for cfg in configs:
-        name, backend, dtype, yuv, preset = cfg
+        name, backend, dtype, yuv, preset = cfg[:5]
         matters[cfg] = Matter(model if dtype == "fp32" else _half(model, dtype), backend=backend,
                               downsample_ratio=0.25)
     times = {cfg: [] for cfg in configs}
     info = {}
     for _ in range(rounds):
         for cfg, m in matters.items():
-            name, backend, dtype, yuv, preset = cfg
+            name, backend, dtype, yuv, preset = cfg[:5]
+            workers = cfg[5] if len(cfg) > 5 else "auto"
             m.reset()
             comp, pha = tmp / f"{label}_{name}.mp4", tmp / f"{label}_{name}_alpha.mp4"
             if name.endswith("-comp-only"):
                 pha = None
             t0 = time.perf_counter()
             res = rvmatte.convert_video(clip, comp, alpha=pha, model=m, overwrite=True,
-                                        downsample_ratio=0.25, device_yuv=yuv, preset=preset)
+                                        downsample_ratio=0.25, device_yuv=yuv, preset=preset,
+                                        encode_workers=workers)
             times[cfg].append(time.perf_counter() - t0)
             info[cfg] = (res.frames, res.encoders, res.notes, count_frames(comp),
-                         count_frames(pha) if pha else None)
+                         count_frames(pha) if pha else None, res.encoding)
     base = statistics.median(times[configs[0]])
     rows = []
     for cfg in configs:
         t = statistics.median(times[cfg])
-        frames, enc, notes, n_comp, n_pha = info[cfg]
+        frames, enc, notes, n_comp, n_pha, encoding = info[cfg]
         rows.append({"kind": "e2e", "size": label, "config": cfg[0], "backend": cfg[1],
-                     "dtype": cfg[2], "device_yuv": cfg[3], "preset": cfg[4], "frames": frames,
+                     "dtype": cfg[2], "device_yuv": cfg[3], "preset": cfg[4],
+                     "encoding": encoding, "frames": frames,
                      "fps": frames / t, "seconds": t, "x_eager": base / t, "encoders": enc,
                      "notes": notes, "frames_written": [n_comp, n_pha],
                      "rounds_fps": [frames / x for x in times[cfg]]})
@@ -451,7 +458,7 @@ def print_e2e(rows) -> None:
     for r in rows:
         print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
               f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
-              f"{r['encoders']} {r['notes'] or ''}", flush=True)
+              f"{r['encoders']} {r.get('encoding')} {r['notes'] or ''}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -463,18 +470,20 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e-rounds", type=int, default=1, help="interleaved rounds, end to end")
     ap.add_argument("--skip", default="", help="comma list of: accuracy,model,decode,e2e,4k,process")
     ap.add_argument("--only", default="", help="comma list of sections to run (default: all): "
-                    "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast,compile")
+                    "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast,compile,"
+                    "defaults,segments,e2e-workers")
     ap.add_argument("--process-presets", default="ultrafast,medium")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     sections = ("accuracy", "model", "decode", "e2e", "4k", "process", "startup", "ceiling",
-                "cuvid", "e2e-fast", "compile", "defaults")
+                "cuvid", "e2e-fast", "compile", "defaults", "segments", "e2e-workers")
     only = set(filter(None, args.only.split(",")))
     if only:
         skip |= set(sections) - only
     else:
-        skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile", "defaults"}  # later runs' extras
+        skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile", "defaults", "segments",
+                 "e2e-workers"}  # later runs' extras
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"machine": machine(device)}
     print(json.dumps(results["machine"], indent=1), flush=True)
@@ -538,6 +547,28 @@ def main(argv=None) -> int:
         for r in rows:
             print(f"I/O ceiling (decode + {r['outputs']} x264 {r['preset']} encodes, no model): "
                   f"{r['fps']:.1f} FPS", flush=True)
+        save()
+    if "segments" not in skip:  # the encoding ceiling with several segment encoders per output
+        sys.path.insert(0, str(Path(__file__).parent))
+        from encode_speed import ceiling
+
+        rows = []
+        for preset in ("ultrafast", "veryfast"):
+            for workers, threads in ((1, None), (2, None), (4, None), (8, 1), (4, 4)):
+                r = ceiling(clip, tmp, preset=preset, workers=workers, threads=threads)
+                rows.append(r)
+                print(f"I/O ceiling, segment encoders (decode + 2 x264 {preset}): workers "
+                      f"{r['workers']} threads {r['threads'] or 'auto'} segment "
+                      f"{r['segment_frames']}: {r['fps']:.1f} FPS, {r['bytes'] / 1e6:.1f} MB",
+                      flush=True)
+        results["segments"] = rows
+        save()
+    if "e2e-workers" not in skip:  # the GPU path with 1, auto and more segment encoders
+        cfgs = [(f"auto-{p}-workers-{w}", "auto", "fp16", None, p, w)
+                for p in ("ultrafast", "veryfast") for w in (1, "auto", 6)]
+        rows = e2e(model, device, clip, tmp, cfgs, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
+        results["e2e_workers"] = rows
+        print_e2e(rows)
         save()
     if "e2e-fast" not in skip:
         cfgs = [("auto-ultrafast", "auto", "fp16", None, "ultrafast"),
