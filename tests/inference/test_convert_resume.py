@@ -1,4 +1,10 @@
-"""A job killed with SIGKILL resumes from its checkpoint; the result equals an uninterrupted run."""
+"""A job killed with SIGKILL resumes from its checkpoint; the result equals an uninterrupted run.
+
+These tests compare file bytes, so they keep one encoder per output (``encode_workers=1``)
+whatever the machine: x264 running concurrently with other encoders is, rarely, not
+bit-reproducible (docs/SPEED.md); tests/inference/test_convert_parallel.py covers resuming
+with several encoders.
+"""
 
 import json
 import os
@@ -26,7 +32,7 @@ def progress(p):
         if json.load(open(out + ".rvmatte-resume/job.json"))["done"] >= 8:
             os.kill(os.getpid(), signal.SIGKILL)
 convert_video({clip!r}, out, alpha={alpha!r}, foreground={fgr!r}, model=tiny_model(),
-              seq_chunk=2, segment_frames=4, progress=progress)
+              seq_chunk=2, segment_frames=4, progress=progress, encode_workers=1)
 """
 
 
@@ -46,7 +52,7 @@ def _run(tmp, name, clip, kill):
     from rvmatte.inference.convert import convert_video
 
     r = convert_video(clip, out, alpha=alpha, foreground=fgr, model=tiny_model(), seq_chunk=2,
-                      segment_frames=4, resume=True)
+                      segment_frames=4, resume=True, encode_workers=1)
     return r, Path(out), Path(alpha), Path(fgr)
 
 
@@ -99,7 +105,7 @@ def test_cancel_resume_on_sample_clip_with_bframes(tmp_path):
     if not sample.exists():
         pytest.skip("sample clip missing")
     kw = dict(model=tiny_model(), downsample_ratio=0.25, seq_chunk=2, segment_frames=4,
-              start="20f", end="32f")
+              start="20f", end="32f", encode_workers=1)
     whole = convert_video(sample, tmp_path / "w.mp4", alpha=tmp_path / "wa", **kw)
     ev = threading.Event()
     with pytest.raises(Cancelled):
