@@ -26,7 +26,7 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -122,7 +122,6 @@ class _Segment:
 class _Boundary:
     closed: list                       # [(kind, _Segment)] that end here
     payload: object                    # handed back by completed() (a checkpoint), or None
-    records: dict = field(default_factory=dict)
 
 
 class SegmentedOutputs:
@@ -159,6 +158,8 @@ class SegmentedOutputs:
             while len(flight) >= self.workers and not self.stop.is_set():
                 flight[0].wait(self.stop)  # the oldest segment of this output must finish first
                 flight.popleft()
+            if self.stop.is_set():
+                return
             seg = self.open[kind] = _Segment(self.make_writer(kind, index, pts), self.pool, self.bound)
             flight.append(seg)
         seg.write(image, pts, self.stop)
