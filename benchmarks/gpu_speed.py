@@ -45,6 +45,9 @@ import torch
 import rvmatte
 from rvmatte.export.optimize import CudaGraphRunner, TorchRunner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encode_speed import ceiling, make_clip  # noqa: E402 - a sibling script, not a package
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample_talking_head_640x360.mp4"
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -77,30 +80,6 @@ def machine(device) -> dict:
 
 
 # ------------------------------------------------------------------------------------ clips
-def make_clip(path: Path, frames: int, size=(1920, 1080), rate: int = 30) -> Path:
-    """The bundled talking-head sample, upscaled to ``size``, looped to ``frames`` frames
-    (H.264 yuv420p, crf 18, no B-frames: an ordinary camera-like file), with its audio."""
-    import av
-
-    with av.open(str(SAMPLE)) as c:
-        src = [f.reformat(width=size[0], height=size[1], format="yuv420p",
-                          interpolation="BICUBIC").to_ndarray() for f in c.decode(video=0)]
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
-        s.options = {"preset": "veryfast", "crf": "18"}
-        for i in range(frames):
-            k = i % (2 * len(src) - 2)
-            k = k if k < len(src) else 2 * len(src) - 2 - k   # ping-pong: no jump cuts
-            f = av.VideoFrame.from_ndarray(src[k], format="yuv420p")
-            f.pts = i
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
-
-
 def count_frames(path: Path) -> int:
     import av
 
@@ -549,9 +528,6 @@ def main(argv=None) -> int:
                   f"{r['fps']:.1f} FPS", flush=True)
         save()
     if "segments" not in skip:  # the encoding ceiling with several segment encoders per output
-        sys.path.insert(0, str(Path(__file__).parent))
-        from encode_speed import ceiling
-
         rows = []
         for preset in ("ultrafast", "veryfast"):
             for workers, threads in ((1, None), (2, None), (4, None), (8, 1), (4, 4)):

@@ -35,6 +35,23 @@ def _cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("speed")`` imports ``benchmarks/speed.py`` (not a package) as a module."""
+    import importlib.util
+    import sys
+
+    def load(name: str):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+        return sys.modules[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
 

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("encode_speed", REPO / "benchmarks" / "encode_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["encode_speed"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_encode_speed_prints_ratios_and_cleans_up(tmp_path, capsys):
+def test_encode_speed_prints_ratios_and_cleans_up(tmp_path, capsys, load_benchmark):
     """Both configurations encode every frame; the ratios are printed; the generated clip
     and the segments are removed."""
-    bench = _bench()
+    bench = load_benchmark("encode_speed")
     out = tmp_path / "r.json"
     assert bench.main(["--frames", "12", "--size", "96x64", "--presets", "ultrafast",
                        "--configs", "1:auto,3:1", "--segment-frames", "4", "--rounds", "1",

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("official_e2e", REPO / "benchmarks" / "official_e2e.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["official_e2e"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("official_e2e")
 
 
 def test_official_repo_is_required(bench, capsys, tmp_path):

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from rvmatte.cli import main
-
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_export_onnx_verify(tmp_path, capsys):
@@ -44,11 +37,8 @@ def test_export_errors(tmp_path, capsys, argv, msg):
     assert msg in err and len(err.strip().splitlines()) == 1
 
 
-def test_speed_benchmark_cpu_smoke(capsys):
-    spec = importlib.util.spec_from_file_location("speed", REPO / "benchmarks" / "speed.py")
-    speed = importlib.util.module_from_spec(spec)
-    sys.modules["speed"] = speed
-    spec.loader.exec_module(speed)
+def test_speed_benchmark_cpu_smoke(capsys, load_benchmark):
+    speed = load_benchmark("speed")
     # --device cuda must fall back to the CPU when there is no GPU
     assert speed.main(["--device", "cuda", "--sizes", "96x64@0.5", "--frames", "1", "--rounds", "1",
                        "--warmup", "0", "--backends", "torch,torch-fast,onnxruntime"]) == 0
