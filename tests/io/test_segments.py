@@ -36,6 +36,16 @@ def test_plan_on_many_cores_shares_them_among_segment_encoders():
     assert p.workers == 8 and p.threads == 8  # at most 8 per output; the rest as threads
 
 
+def test_plan_with_the_model_on_a_gpu_uses_small_machines_too():
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=4, gpu=True, memory=16 << 30)
+    assert (p.workers, p.threads, p.threaded, p.segment_seconds) == (2, 1, True,
+                                                                    PARALLEL_SEGMENT_SECONDS)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, gpu=True, memory=128 << 30)
+    assert (p.workers, p.threads) == (4, 2)  # as on the CPU from 8 cores
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=1, gpu=True)
+    assert (p.workers, p.threaded) == (1, False)
+
+
 def test_plan_limits_held_frames_by_memory():
     # 4K 4:2:0, two outputs: 2 s at 30 fps hold 1.5 GB per worker; 8 GiB of RAM allows 1 GiB
     p = plan_encoding(2, frame_bytes=2 * int(1.5 * 4 * HD), rate=30, cores=16, memory=8 << 30)

@@ -98,8 +98,8 @@ def register(subparsers) -> None:
                         "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")
     o.add_argument("--encode-workers", default="auto", metavar="N",
                    help="segments of each video output encoded at a time, each by its own "
-                        "encoder (default auto: 1 below 8 cores, else several; more use "
-                        "more memory)")
+                        "encoder (default auto: several on 8+ cores, or on 2+ with the model on "
+                        "a GPU, else 1; more use more memory)")
     o.add_argument("--encoder-threads", default=None, metavar="N",
                    help="threads per encoder (default: the encoder's choice, or the cores "
                         "shared among several encoders)")

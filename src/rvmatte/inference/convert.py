@@ -244,7 +244,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         :func:`~rvmatte.inference.session.auto_backend`), or one of
         :data:`~rvmatte.inference.session.BACKENDS`.
     encode_workers: segments of each video output encoded at a time, each by its own encoder
-        (``"auto"``: one below 8 cores, else several; see :func:`rvmatte.io.segments.plan_encoding`).
+        (``"auto"``: several on 8+ cores, or on 2+ when the model runs on a GPU, else one;
+        see :func:`rvmatte.io.segments.plan_encoding`).
     encoder_threads: threads per encoder (default: the encoder's choice with one encoder per
         output, else the cores divided among the encoders).
     """
@@ -341,7 +342,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     video_specs = [s for s in specs if s.mode == "video"]
     plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
     plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
-                         threads=encoder_threads,
+                         threads=encoder_threads, gpu=gpu,
                          frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
                                              for s in video_specs) * info.width * info.height))
     if segment_frames is None:

@@ -211,7 +211,8 @@ class SegmentedOutputs:
 SEGMENT_SECONDS = 10.0           # one encoder per output: a checkpoint every ~10 s of video
 PARALLEL_SEGMENT_SECONDS = 2.0   # several: 2 s segments (a key frame every 2 s: +0.1-2.8 %
                                  # size at CRF 18 for 1080p, ultrafast / veryfast)
-_AUTO_MIN_CORES = 8              # below this the CPUs are busy with the model
+_AUTO_MIN_CORES = 8              # below this the CPUs are busy with the model (on the CPU)
+_AUTO_MIN_CORES_GPU = 2          # the model on a GPU leaves the CPUs to decoding and encoding
 _AUTO_THREADS = 2                # encoder threads per segment in auto mode
 _AUTO_MAX_WORKERS = 8
 _BUFFER_BYTES = 4 << 30          # at most this much (or 1/8 of the RAM) of frames held
@@ -250,16 +251,16 @@ def _memory_bytes() -> Optional[int]:
 
 
 def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto",
-                  threads=None, cores: Optional[int] = None,
+                  threads=None, gpu: bool = False, cores: Optional[int] = None,
                   memory: Optional[int] = None) -> EncodePlan:
     """Decide :class:`EncodePlan` for ``n_video`` video outputs whose frames together take
     ``frame_bytes`` bytes, at ``rate`` frames per second.
 
-    ``workers="auto"``: one encoder per output below 8 cores (the model needs the CPUs);
-    else about one 2-thread encoder per two cores, shared by the outputs, at most 8 per
-    output, as many as fit in min(4 GiB, RAM / 8) of held frames. ``threads`` (default: the
-    encoder's own choice with one encoder per output, else the cores divided among the
-    encoders)."""
+    ``workers="auto"``: one encoder per output below 8 cores when the model runs on the CPU
+    (it needs them), below 2 when it runs on a GPU (``gpu``); else about one 2-thread encoder
+    per two cores, shared by the outputs, at least 2 and at most 8 per output, as many as fit
+    in min(4 GiB, RAM / 8) of held frames. ``threads`` (default: the encoder's own choice
+    with one encoder per output, else the cores divided among the encoders)."""
     w = check_count(workers, "number of encode workers")
     t = check_count(threads, "number of encoder threads")
     cores = cores or os.cpu_count() or 1
@@ -267,7 +268,7 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
         return EncodePlan(1, t, False, SEGMENT_SECONDS)
     if w is None:
         w = 1
-        if cores >= _AUTO_MIN_CORES:
+        if cores >= (_AUTO_MIN_CORES_GPU if gpu else _AUTO_MIN_CORES):
             w = min(_AUTO_MAX_WORKERS, max(2, cores // (_AUTO_THREADS * n_video)))
             memory = memory if memory is not None else _memory_bytes()
             budget = min(_BUFFER_BYTES, memory // 8) if memory else _BUFFER_BYTES
