@@ -44,6 +44,11 @@ def test_plan_with_the_model_on_a_gpu_uses_small_machines_too():
     assert (p.workers, p.threads) == (4, 2)  # as on the CPU from 8 cores
     p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=1, gpu=True)
     assert (p.workers, p.threaded) == (1, False)
+    # NVENC: one session per output unless asked (consumer GPUs allow only a few at a time)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, gpu=True, hardware=True)
+    assert (p.workers, p.threads, p.segment_seconds) == (1, None, SEGMENT_SECONDS)
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, hardware=True, workers=2)
+    assert p.workers == 2
 
 
 def test_plan_limits_held_frames_by_memory():

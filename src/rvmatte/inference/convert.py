@@ -40,8 +40,8 @@ from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_b
                           to_uint8)
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
 from ..io.segments import SegmentedOutputs, check_count, plan_encoding
-from ..io.writers import (AudioPlan, OutputSpec, SegmentWriter, SEGMENT_FORMAT, assemble,
-                          check_encoder_choice, check_output_target, check_preset, image_name,
+from ..io.writers import (AudioPlan, HARDWARE_ENCODERS, OutputSpec, SegmentWriter,
+                          SEGMENT_FORMAT, assemble, check_encoder_choice, check_output_target, check_preset, image_name,
                           move_images, pick_encoder, pix_fmt_for, plan_output,
                           replace_into_place, write_png)
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
@@ -343,6 +343,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
     plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
                          threads=encoder_threads, gpu=gpu,
+                         hardware=any(s.encoder_name in HARDWARE_ENCODERS.values()
+                                      for s in video_specs),
                          frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
                                              for s in video_specs) * info.width * info.height))
     if segment_frames is None:

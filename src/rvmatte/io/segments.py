@@ -251,16 +251,18 @@ def _memory_bytes() -> Optional[int]:
 
 
 def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto",
-                  threads=None, gpu: bool = False, cores: Optional[int] = None,
-                  memory: Optional[int] = None) -> EncodePlan:
+                  threads=None, gpu: bool = False, hardware: bool = False,
+                  cores: Optional[int] = None, memory: Optional[int] = None) -> EncodePlan:
     """Decide :class:`EncodePlan` for ``n_video`` video outputs whose frames together take
     ``frame_bytes`` bytes, at ``rate`` frames per second.
 
     ``workers="auto"``: one encoder per output below 8 cores when the model runs on the CPU
     (it needs them), below 2 when it runs on a GPU (``gpu``); else about one 2-thread encoder
     per two cores, shared by the outputs, at least 2 and at most 8 per output, as many as fit
-    in min(4 GiB, RAM / 8) of held frames. ``threads`` (default: the encoder's own choice
-    with one encoder per output, else the cores divided among the encoders)."""
+    in min(4 GiB, RAM / 8) of held frames; one with a ``hardware`` encoder (NVENC: fast
+    enough alone, and consumer GPUs allow only a few sessions at a time). ``threads``
+    (default: the encoder's own choice with one encoder per output, else the cores divided
+    among the encoders)."""
     w = check_count(workers, "number of encode workers")
     t = check_count(threads, "number of encoder threads")
     cores = cores or os.cpu_count() or 1
@@ -268,7 +270,7 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
         return EncodePlan(1, t, False, SEGMENT_SECONDS)
     if w is None:
         w = 1
-        if cores >= (_AUTO_MIN_CORES_GPU if gpu else _AUTO_MIN_CORES):
+        if not hardware and cores >= (_AUTO_MIN_CORES_GPU if gpu else _AUTO_MIN_CORES):
             w = min(_AUTO_MAX_WORKERS, max(2, cores // (_AUTO_THREADS * n_video)))
             memory = memory if memory is not None else _memory_bytes()
             budget = min(_BUFFER_BYTES, memory // 8) if memory else _BUFFER_BYTES
