@@ -5,13 +5,14 @@ Pipeline (three threads, bounded queues, flat memory)::
     decode thread:  Source.frames() -> chunks of seq_chunk uint8 frames      --q_in-->
     caller thread:  Matter.step() -> composite / alpha / foreground as uint8 --q_out-->
     encode thread:  segment writers (video) / PNG files; checkpoints at segment ends
-                    (on 4+ cores the video encoders run on worker threads, on 8+ cores
-                    several segments of each output at a time: rvmatte.io.segments)
+                    (on 4+ cores the video encoders run on worker threads; on 8+ cores, or
+                    2+ with the model on a GPU, several segments of each output at a time:
+                    rvmatte.io.segments)
 
 Every ``segment`` frames (a multiple of ``seq_chunk``) the encode thread closes the segment
-files and, once they and every earlier segment are encoded, saves a checkpoint (frame
-index, last timestamp, recurrent state, segment list) in ``<first output>.rvmatte-resume/``. A job killed at any point (even ``kill -9``) continues
-from there with ``resume=True``. When all frames are done the segments are remuxed with the
+files and, once they and every earlier segment are encoded, saves a checkpoint (frame index,
+last timestamp, recurrent state, segment list) in ``<first output>.rvmatte-resume/``. A job
+killed at any point (even ``kill -9``) continues from there with ``resume=True``. When all frames are done the segments are remuxed with the
 input's audio into temporary files that are renamed into place; the checkpoint is removed.
 """
 
@@ -41,9 +42,9 @@ from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_b
 from ..io.readers import Source, SourceInfo, list_videos, parse_range, probe
 from ..io.segments import SegmentedOutputs, check_count, plan_encoding
 from ..io.writers import (AudioPlan, HARDWARE_ENCODERS, OutputSpec, SegmentWriter,
-                          SEGMENT_FORMAT, assemble, check_encoder_choice, check_output_target, check_preset, image_name,
-                          move_images, pick_encoder, pix_fmt_for, plan_output,
-                          replace_into_place, write_png)
+                          SEGMENT_FORMAT, assemble, check_encoder_choice, check_output_target,
+                          check_preset, image_name, move_images, pick_encoder, pix_fmt_for,
+                          plan_output, replace_into_place, write_png)
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
 from .downsample import auto_downsample_ratio, parse_downsample_ratio
 
@@ -464,8 +465,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
 
     # Video outputs are encoded segment by segment (rvmatte.io.segments): in this thread on
     # 1-3 cores, where the model needs them; else each output on its own worker threads, and
-    # on 8+ cores several segments of each output at a time (the producer runs up to
-    # `workers` segments ahead, so a segment's frames may all be queued).
+    # on 8+ cores (2+ with the model on a GPU) several segments of each output at a time (the
+    # producer runs up to `workers` segments ahead, so a segment's frames may all be queued).
     outs = SegmentedOutputs(list(spec_of), make_writer, workers=plan.workers,
                             threaded=plan.threaded, stop=job.stop,
                             bound=segment_frames + 1 if plan.workers > 1 else 2 * seq_chunk)
