@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rvm_clips import make_clip, stream_info, tiny_model, video_frames
+from rvm_clips import make_clip, stream_info, video_frames
 from rvmatte.errors import Cancelled
 from rvmatte.inference.convert import ConversionResult, ProgressInfo, convert_video
 
 KW = dict(seq_chunk=2, segment_frames=4)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,6 @@ KW = dict(seq_chunk=2, segment_frames=4)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("clip") / "in.mp4", n=18)
 
