@@ -1,5 +1,6 @@
 """rvmatte.io.segments: how many encoders, and segments encoded side by side."""
 
+import dataclasses
 import threading
 import time
 from fractions import Fraction
@@ -57,6 +58,15 @@ def test_plan_limits_held_frames_by_memory():
     assert p.workers == 1 and p.segment_seconds == SEGMENT_SECONDS and p.threaded
     p = plan_encoding(2, frame_bytes=2 * int(1.5 * 4 * HD), rate=30, cores=16, memory=128 << 30)
     assert p.workers == 2  # 4 GiB at most: two 1.5 GB workers
+
+
+def test_plan_budgets_memory_for_the_segment_length_asked_for():
+    # 1080p, two outputs, 16 cores: 4 workers for 2 s segments, fewer for 30 s ones
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, memory=128 << 30)
+    assert p.workers == 4
+    p = plan_encoding(2, frame_bytes=3 * HD, rate=30, cores=16, memory=128 << 30,
+                      segment_frames=900)
+    assert p.workers == 1  # 900 frames x 6.2 MB = 5.6 GB > 4 GiB for one worker already
 
 
 def test_plan_takes_explicit_counts():
@@ -177,6 +187,50 @@ def test_a_failing_encoder_raises_and_leaves_no_segment(tmp_path, workers, threa
             list(outs.completed(block=True))
     outs.shutdown(abort=True)
     assert not (tmp_path / "composite_0008.mp4").exists()
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_failure_at_a_boundary_stops_every_output(tmp_path, threaded):
+    """Output A's encoder fails on the last frame of a segment; B's segment still has to be
+    closed or discarded and its worker stopped (it used to be forgotten: a hang)."""
+    spec = plan_output("composite", tmp_path / "o.mp4", codec=None, transparent=False)
+
+    class FailLast(SlowWriter):
+        def write(self, image, pts):
+            if self.spec.kind == "composite" and pts == 3:
+                raise OutputError("disk full (test)")
+            super().write(image, pts)
+
+    def make(kind, index, pts):
+        return FailLast(dataclasses.replace(spec, kind=kind), tmp_path / f"{kind}_{index}.mp4",
+                        W, H, Fraction(1, 25), Fraction(25), pts)
+
+    stop = threading.Event()
+    outs = SegmentedOutputs(["composite", "alpha"], make, workers=2, threaded=threaded,
+                            bound=9, stop=stop)
+    with pytest.raises(OutputError, match="disk full"):
+        for i in range(4):
+            for k in ("composite", "alpha"):
+                outs.write(k, i, i, frame_image(i, W, H)[..., 0] if k == "alpha"
+                           else frame_image(i, W, H))
+        if threaded:  # let A's worker fail first: boundary() then meets the error
+            outs.open["composite"].future.exception(timeout=10)
+        outs.boundary("a")
+        list(outs.completed(block=True))
+    stop.set()  # what convert_video does when a thread fails
+    done = threading.Event()
+    threading.Thread(target=lambda: (outs.shutdown(abort=True), done.set()), daemon=True).start()
+    assert done.wait(10), "shutdown hung"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # both segments discarded
+
+
+def test_threaded_abort_removes_files_a_finished_worker_left(tmp_path):
+    outs, _ = _outputs(tmp_path, workers=2, threaded=True)
+    _feed(outs, 0, 4)
+    outs.boundary("a")
+    outs.in_flight["composite"][0].wait(threading.Event())  # encoded, not handed back
+    outs.shutdown(abort=True)
+    assert not list(tmp_path.iterdir())
 
 
 def test_abort_discards_unfinished_segments(tmp_path):

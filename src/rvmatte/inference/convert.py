@@ -343,7 +343,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     video_specs = [s for s in specs if s.mode == "video"]
     plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
     plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
-                         threads=encoder_threads, gpu=gpu,
+                         threads=encoder_threads, gpu=gpu, segment_frames=segment_frames,
                          hardware=any(s.encoder_name in HARDWARE_ENCODERS.values()
                                       for s in video_specs),
                          frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
@@ -507,7 +507,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                     else:
                         outs.abort_open()  # the unfinished segment is not kept
                     commit(block=True)
-                    clean = True
+                    clean = not job.stop.is_set()
                     return
                 if item[0] == "checkpoint":
                     outs.boundary(item[1:])  # (done, last pts, recurrent state)

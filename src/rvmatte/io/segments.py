@@ -39,11 +39,15 @@ _POLL = 0.1  # seconds between checks of the stop / abort flags while waiting
 
 
 class _Segment:
-    """One segment of one output: its writer, fed inline or through a queue by a worker."""
+    """One segment of one output: its writer, fed inline or through a queue by a worker.
+    The worker stops (and discards the file) when the segment is aborted or ``stop`` is set."""
 
-    def __init__(self, writer: SegmentWriter, pool: Optional[ThreadPoolExecutor], bound: int) -> None:
+    def __init__(self, writer: SegmentWriter, pool: Optional[ThreadPoolExecutor], bound: int,
+                 stop: threading.Event) -> None:
         self.writer = writer
+        self.stop = stop
         self.aborted = threading.Event()
+        self.kept = False  # handed back by SegmentedOutputs.completed(): never discarded
         self.q: Optional[queue.Queue] = None
         self.future: Optional[Future] = None
         if pool is not None:
@@ -53,7 +57,7 @@ class _Segment:
     # -- worker side -----------------------------------------------------------------------
     def _work(self) -> None:
         try:
-            while not self.aborted.is_set():
+            while not self.aborted.is_set() and not self.stop.is_set():
                 try:
                     item = self.q.get(timeout=_POLL)
                 except queue.Empty:
@@ -98,10 +102,13 @@ class _Segment:
             self._send(_CLOSE, stop)
 
     def abort(self) -> None:
+        """Discard the segment (inline: now; threaded: the worker stops and discards it, and
+        :meth:`SegmentedOutputs.shutdown` removes what a finished worker left)."""
+        if self.kept:
+            return
+        self.aborted.set()
         if self.future is None:
             self._discard()
-        else:
-            self.aborted.set()  # the worker discards the file and stops
 
     def done(self) -> bool:
         return self.future is None or self.future.done()
@@ -160,7 +167,8 @@ class SegmentedOutputs:
                 flight.popleft()
             if self.stop.is_set():
                 return
-            seg = self.open[kind] = _Segment(self.make_writer(kind, index, pts), self.pool, self.bound)
+            seg = self.open[kind] = _Segment(self.make_writer(kind, index, pts), self.pool,
+                                             self.bound, self.stop)
             flight.append(seg)
         seg.write(image, pts, self.stop)
 
@@ -169,9 +177,9 @@ class SegmentedOutputs:
         :meth:`completed` once they and every earlier segment are encoded."""
         closed = list(self.open.items())
         self.open.clear()
+        self.pending.append(_Boundary(closed, payload))  # first: tracked even if a close fails
         for _, seg in closed:
             seg.close(self.stop)
-        self.pending.append(_Boundary(closed, payload))
 
     def completed(self, block: bool = False) -> Iterator[tuple[dict, object]]:
         """``(segments, payload)`` for each boundary whose segments are all encoded, in order;
@@ -186,6 +194,8 @@ class SegmentedOutputs:
             if self.stop.is_set():
                 return
             self.pending.popleft()
+            for _, seg in b.closed:
+                seg.kept = True
             yield ({kind: (seg.writer.path, seg.writer.start_pts) for kind, seg in b.closed},
                    b.payload)
 
@@ -197,13 +207,18 @@ class SegmentedOutputs:
 
     def shutdown(self, *, abort: bool) -> None:
         """Stop the workers; ``abort``: discard every segment not yet handed back."""
+        doomed = []
         if abort:
-            self.abort_open()
-            for b in self.pending:
-                for _, seg in b.closed:
-                    seg.abort()
+            segs = list(self.open.values()) + [seg for b in self.pending for _, seg in b.closed]
+            segs += [seg for flight in self.in_flight.values() for seg in flight]
+            doomed = list({id(seg): seg for seg in segs if not seg.kept}.values())
+            self.open.clear()
+            for seg in doomed:
+                seg.abort()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        for seg in doomed:  # a worker may have finished its file before it saw the abort
+            seg.writer.path.unlink(missing_ok=True)
 
 
 # ---- how many encoders ---------------------------------------------------------------------
@@ -252,17 +267,19 @@ def _memory_bytes() -> Optional[int]:
 
 def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto",
                   threads=None, gpu: bool = False, hardware: bool = False,
-                  cores: Optional[int] = None, memory: Optional[int] = None) -> EncodePlan:
+                  segment_frames: Optional[int] = None, cores: Optional[int] = None,
+                  memory: Optional[int] = None) -> EncodePlan:
     """Decide :class:`EncodePlan` for ``n_video`` video outputs whose frames together take
     ``frame_bytes`` bytes, at ``rate`` frames per second.
 
     ``workers="auto"``: one encoder per output below 8 cores when the model runs on the CPU
     (it needs them), below 2 when it runs on a GPU (``gpu``); else about one 2-thread encoder
     per two cores, shared by the outputs, at least 2 and at most 8 per output, as many as fit
-    in min(4 GiB, RAM / 8) of held frames; one with a ``hardware`` encoder (NVENC: fast
-    enough alone, and consumer GPUs allow only a few sessions at a time). ``threads``
-    (default: the encoder's own choice with one encoder per output, else the cores divided
-    among the encoders)."""
+    in min(4 GiB, RAM / 8) of held frames (segments of ``segment_frames`` when the caller
+    fixes their length, else of :data:`PARALLEL_SEGMENT_SECONDS`); one with a ``hardware``
+    encoder (NVENC: fast enough alone, and consumer GPUs allow only a few sessions at a
+    time). ``threads`` (default: the encoder's own choice with one encoder per output, else
+    the cores divided among the encoders)."""
     w = check_count(workers, "number of encode workers")
     t = check_count(threads, "number of encoder threads")
     cores = cores or os.cpu_count() or 1
@@ -274,7 +291,9 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
             w = min(_AUTO_MAX_WORKERS, max(2, cores // (_AUTO_THREADS * n_video)))
             memory = memory if memory is not None else _memory_bytes()
             budget = min(_BUFFER_BYTES, memory // 8) if memory else _BUFFER_BYTES
-            per_worker = max(1, frame_bytes) * max(1.0, PARALLEL_SEGMENT_SECONDS * rate)
+            held = (max(1, int(segment_frames)) if segment_frames
+                    else PARALLEL_SEGMENT_SECONDS * rate)
+            per_worker = max(1, frame_bytes) * max(1.0, held)
             w = max(1, min(w, int(budget // per_worker)))
     if w > 1 and t is None:
         t = max(1, cores // (w * n_video))
