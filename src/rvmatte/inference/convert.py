@@ -260,6 +260,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         raise InputError("no output requested: give an output path (-o), --alpha or --foreground")
     if seq_chunk is not None and (not isinstance(seq_chunk, int) or seq_chunk < 1):
         raise InputError(f"invalid seq_chunk {seq_chunk!r}: must be a positive integer")
+    if segment_frames is not None and (not isinstance(segment_frames, int) or segment_frames < 1):
+        raise InputError(f"invalid segment_frames {segment_frames!r}: must be a positive integer")
     preset = check_preset(preset)
     check_encoder_choice(encoder)
     check_count(encode_workers, "number of encode workers")
