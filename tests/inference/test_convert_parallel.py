@@ -1,9 +1,8 @@
 """convert_video with several segments of each video output encoded at a time.
 
-The outputs are compared frame by frame and packet by packet, not byte by byte: x264 in
-PyAV 18.1's FFmpeg is not bit-reproducible from run to run in rare cases (about one segment
-encode in 1000-2000 of these tiny 64x48 frames, also with one encoder at a time; up to a few
-levels in one or two frames; docs/SPEED.md).
+The outputs are compared frame by frame and packet by packet, not byte by byte: at tiny
+sizes such as these 64x48 clips, x264 in PyAV 18.1's FFmpeg is not always bit-reproducible
+from run to run (up to 1 % of encodes; a few levels in one or two frames; docs/SPEED.md).
 """
 
 import os
