@@ -2,7 +2,7 @@
 
 The outputs are compared frame by frame and packet by packet, not byte by byte: at tiny
 sizes such as these 64x48 clips, x264 in PyAV 18.1's FFmpeg is not always bit-reproducible
-from run to run (up to 1 % of encodes; a few levels in one or two frames; docs/SPEED.md).
+from run to run (0.3-2 % of encodes; a few levels in one or two frames; docs/SPEED.md).
 """
 
 import os
