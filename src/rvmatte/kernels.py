@@ -3,8 +3,8 @@
 At 1080p / 0.25 the network runs on a 480x270 image, yet most of a CPU conversion's time went
 to full-resolution passes: uint8 -> float, the refiner's bilinear upsampling of its eight
 coefficient planes, ``a * x + b``, the clamps, the composite and float -> uint8 -- each a
-separate sweep over 8-32 MB. :func:`refine` does all of that in one pass per row, reading the
-decoded uint8 frame and writing the uint8 outputs (about 17 ms per 1080p frame on one core of
+separate sweep over 8-32 MB. :class:`Refiner` does all of that in one pass per row, reading the
+decoded uint8 frame and writing the uint8 outputs (about 18 ms per 1080p frame on one core of
 the reference CPU, against 76 ms for the same steps in ONNX Runtime and PyTorch); see
 docs/SPEED.md. :func:`downsample` makes the network's input straight from the uint8 frame.
 

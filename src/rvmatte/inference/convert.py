@@ -12,8 +12,9 @@ Pipeline (three threads, bounded queues, flat memory)::
 Every ``segment`` frames (a multiple of ``seq_chunk``) the encode thread closes the segment
 files and, once they and every earlier segment are encoded, saves a checkpoint (frame index,
 last timestamp, recurrent state, segment list) in ``<first output>.rvmatte-resume/``. A job
-killed at any point (even ``kill -9``) continues from there with ``resume=True``. When all frames are done the segments are remuxed with the
-input's audio into temporary files that are renamed into place; the checkpoint is removed.
+killed at any point (even ``kill -9``) continues from there with ``resume=True``. When all
+frames are done the segments are remuxed with the input's audio into temporary files that are
+renamed into place; the checkpoint is removed.
 """
 
 from __future__ import annotations

@@ -144,15 +144,15 @@ class SegmentedOutputs:
     def __init__(self, kinds, make_writer: Callable[[str, int, int], SegmentWriter], *,
                  workers: int = 1, threaded: bool = False, bound: int = 8,
                  stop: Optional[threading.Event] = None) -> None:
-        self.kinds = list(kinds)
+        kinds = list(kinds)
         self.make_writer = make_writer
         self.workers = max(1, int(workers))
         self.bound = bound
         self.stop = stop if stop is not None else threading.Event()
-        self.pool = (ThreadPoolExecutor(self.workers * len(self.kinds), thread_name_prefix="rvmatte-enc")
-                     if threaded and self.kinds else None)
+        self.pool = (ThreadPoolExecutor(self.workers * len(kinds), thread_name_prefix="rvmatte-enc")
+                     if threaded and kinds else None)
         self.open: dict[str, _Segment] = {}
-        self.in_flight = {k: collections.deque() for k in self.kinds}
+        self.in_flight = {k: collections.deque() for k in kinds}
         self.pending: collections.deque[_Boundary] = collections.deque()
 
     def write(self, kind: str, index: int, pts: int, image: np.ndarray) -> None:

@@ -4,8 +4,9 @@ Video outputs are encoded in *segments* (fixed frame ranges, the unit of a resum
 inside a job folder; when the job is complete the segments' packets are remuxed, without
 re-encoding, into the final container together with the input's audio (stream copy where the
 container allows it, else re-encoded), into a temporary file that is renamed into place.
-Segment boundaries are fixed frame indices, so an interrupted-and-resumed job writes exactly
-the bytes an uninterrupted one writes.
+Segment boundaries are fixed frame indices, so an interrupted-and-resumed job writes the same
+frames as an uninterrupted one (the same bytes, as far as the encoder is deterministic:
+docs/PIPELINE.md). :mod:`rvmatte.io.segments` runs the segment writers.
 """
 
 from __future__ import annotations
