@@ -5,6 +5,7 @@ sizes such as these 64x48 clips, x264 in PyAV 18.1's FFmpeg is not always bit-re
 from run to run (0.3-2 % of encodes; a few levels in one or two frames; docs/SPEED.md).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -48,13 +49,16 @@ def _convert(tmp_path, name, clip, model, **kw):
     return r, d
 
 
-def test_parallel_segments_write_what_one_encoder_writes(tmp_path, model, clip):
-    """Three segments of each output at a time, one thread per encoder: the videos are the
-    ones a single encoder per output writes (segments are independent encodes), each
-    segment starting with a key frame."""
+@pytest.mark.parametrize("processes", [False, True])
+def test_parallel_segments_write_what_one_encoder_writes(tmp_path, model, clip, processes):
+    """Three segments of each output at a time, one thread per encoder, on threads or in
+    encoder processes: the videos are the ones a single encoder per output writes (segments
+    are independent encodes), each segment starting with a key frame."""
     r1, one = _convert(tmp_path, "one", clip, model, encode_workers=1, encoder_threads=1)
-    r3, par = _convert(tmp_path, "par", clip, model, encode_workers=3, encoder_threads=1)
+    r3, par = _convert(tmp_path, "par", clip, model, encode_workers=3, encoder_threads=1,
+                       encode_processes=processes)
     assert r1.frames == r3.frames == 18 and r3.encoding["workers"] == 3
+    assert r3.encoding["processes"] is processes and not r1.encoding["processes"]
     for name in ("c.mp4", "a.mp4", "f.webm"):
         _same_video(one / name, par / name, tol=0.25)
     assert [k for _, k in _packets(par / "c.mp4")][::4] == [True] * 5
@@ -72,7 +76,7 @@ def test_auto_plan_on_a_many_core_machine(tmp_path, model, clip, monkeypatch):
     assert r1.encoding["workers"] == 1 and r1.encoding["segment_frames"] == 250  # 10 s
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     r2, auto = _convert(tmp_path, "auto", clip, model)
-    assert r2.encoding == {"segment_frames": 4, "workers": 2, "threads": 2}
+    assert r2.encoding == {"segment_frames": 4, "workers": 2, "threads": 2, "processes": False}
     assert r2.as_dict()["encoding"] == r2.encoding
     for name in ("c.mp4", "a.mp4"):
         p1, v1 = video_frames(one / name)
@@ -81,12 +85,14 @@ def test_auto_plan_on_a_many_core_machine(tmp_path, model, clip, monkeypatch):
     assert [k for _, k in _packets(auto / "c.mp4")][::4] == [True] * 5
 
 
-def test_parallel_cancel_then_resume_equals_uninterrupted(tmp_path, model, clip):
+@pytest.mark.parametrize("processes", [False, True])
+def test_parallel_cancel_then_resume_equals_uninterrupted(tmp_path, model, clip, processes):
     _, whole = _convert(tmp_path, "whole", clip, model, encode_workers=3, encoder_threads=1)
     d = tmp_path / "cut"
     d.mkdir()
     ev = threading.Event()
-    kw = dict(alpha=d / "a.mp4", model=model, encode_workers=3, encoder_threads=1, **KW)
+    kw = dict(alpha=d / "a.mp4", model=model, encode_workers=3, encoder_threads=1,
+              encode_processes=processes, **KW)
     with pytest.raises(Cancelled):
         convert_video(clip, d / "c.mp4", cancel=ev,
                       progress=lambda p: ev.set() if p.done >= 10 else None, **kw)
@@ -97,7 +103,8 @@ def test_parallel_cancel_then_resume_equals_uninterrupted(tmp_path, model, clip)
     _same_video(d / "a.mp4", whole / "a.mp4", tol=0.25)
 
 
-def test_parallel_full_disk_is_a_one_line_error(tmp_path, clip):
+@pytest.mark.parametrize("processes", [False, True])
+def test_parallel_full_disk_is_a_one_line_error(tmp_path, clip, processes):
     mnt = tmp_path / "small"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mnt)],
@@ -107,7 +114,7 @@ def test_parallel_full_disk_is_a_one_line_error(tmp_path, clip):
         big = make_clip(tmp_path / "noisy.mp4", w=160, h=120, n=12, audio=False)
         with pytest.raises(OutputError, match="disk full|cannot write|No space") as ei:
             convert_video(big, mnt / "o.mov", alpha=mnt / "a.mov", model=tiny_model(),
-                          encode_workers=3, **KW)
+                          encode_workers=3, encode_processes=processes, **KW)
         assert "\n" not in str(ei.value)
         assert not (mnt / "o.mov").exists() and not (mnt / "a.mov").exists()
     finally:
@@ -134,3 +141,9 @@ def test_cli_options(tmp_path, clip):
              "--downsample", "0.5", "--seq-chunk", "2")
     assert ok.returncode == 0, ok.stderr
     assert len(video_frames(tmp_path / "ok.mp4")[0]) == 18
+    procs = subprocess.run([sys.executable, "-m", "rvmatte", "convert", str(clip), "-o",
+                            str(tmp_path / "pr.mp4"), "--encode-workers", "2", "--seq-chunk", "2",
+                            "--encode-processes", "--json"], capture_output=True, text=True)
+    assert procs.returncode == 0, procs.stderr
+    assert json.loads(procs.stdout)["encoding"]["processes"] is True
+    assert len(video_frames(tmp_path / "pr.mp4")[0]) == 18

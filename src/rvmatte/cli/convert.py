@@ -103,6 +103,10 @@ def register(subparsers) -> None:
     o.add_argument("--encoder-threads", default=None, metavar="N",
                    help="threads per encoder (default: the encoder's choice, or the cores "
                         "shared among several encoders)")
+    o.add_argument("--encode-processes", action="store_true",
+                   help="with several encode workers, encode each segment in a child process "
+                        "instead of a thread (faster with x264 ultrafast on many-core GPU "
+                        "machines; see docs/SPEED.md)")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     r = p.add_argument_group("range and job")
     r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
@@ -131,7 +135,8 @@ def run(args) -> int:
                   end=args.end, codec=args.codec, quality=args.quality,
                   overwrite=args.overwrite, resume=args.resume, alpha_bits=args.alpha_bits,
                   preset=args.preset, encoder=args.encoder, encode_workers=args.encode_workers,
-                  encoder_threads=args.encoder_threads, **model_kwargs(args))
+                  encoder_threads=args.encoder_threads, encode_processes=args.encode_processes,
+                  **model_kwargs(args))
     inp = Path(args.input)
     if _is_batch(inp):
         def on_error(path, msg):
@@ -164,4 +169,9 @@ def run(args) -> int:
             print(f"  {kind}: {path}" + (f" ({enc})" if enc else ""), file=sys.stderr)
         for note in res.notes:
             print(f"  note: {note}", file=sys.stderr)
+        if res.bottleneck:
+            st = res.stages
+            print(f"  busy: decode {st['decode_s']:.1f} s, model {st['model_s']:.1f} s, encode "
+                  f"{st['encode_s']:.1f} s (the {res.bottleneck} stage set the pace)",
+                  file=sys.stderr)
     return 0

@@ -77,13 +77,23 @@ class ConversionResult:
     encoders: dict = field(default_factory=dict)  # kind -> libavcodec encoder (video outputs)
     notes: list = field(default_factory=list)     # e.g. why hardware encoding was not used
     encoding: dict = field(default_factory=dict)  # segment_frames, workers, threads (video)
+    stages: dict = field(default_factory=dict)    # seconds per stage, see _Stages.report
+
+    @property
+    def bottleneck(self) -> Optional[str]:
+        """The pipeline stage that bounded this run's speed: ``"decode"``, ``"model"`` or
+        ``"encode"`` (the one busy for the largest share of the run), None if not timed."""
+        busy = {k: self.stages.get(f"{k}_s", 0.0) for k in ("decode", "model", "encode")}
+        return max(busy, key=busy.get) if any(busy.values()) else None
 
     def as_dict(self) -> dict:
         return {"input": self.input, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 3), "outputs": {k: str(v) for k, v in self.outputs.items()},
                 "audio": self.audio, "resumed_from": self.resumed_from,
                 "downsample_ratio": self.downsample_ratio, "encoders": dict(self.encoders),
-                "notes": list(self.notes), "encoding": dict(self.encoding)}
+                "notes": list(self.notes), "encoding": dict(self.encoding),
+                "stages": {k: round(v, 3) for k, v in self.stages.items()},
+                "bottleneck": self.bottleneck}
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -190,6 +200,28 @@ class _Job:
         self.stop.set()
 
 
+class _Stages:
+    """Where a conversion's time goes, one accumulator per thread (each written by its own
+    thread only): the decode thread's time decoding, the model thread's time matting and
+    transferring, the encode thread's time handing frames to the encoders (which includes
+    waiting for a free encoder), and the time each spent waiting for its neighbour. A stage
+    busy for nearly the whole run is the one that bounds the speed."""
+
+    KEYS = ("decode_s", "decode_blocked_s", "model_s", "model_waited_for_input_s",
+            "model_blocked_s", "encode_s", "encode_waited_for_input_s")
+
+    def __init__(self) -> None:
+        self.t = dict.fromkeys(self.KEYS, 0.0)
+
+    def add(self, key: str, since: float) -> float:
+        now = time.perf_counter()
+        self.t[key] += now - since
+        return now
+
+    def report(self) -> dict:
+        return dict(self.t)
+
+
 def _put(q: queue.Queue, item, job: _Job, halt: Optional[threading.Event] = None) -> bool:
     while not job.stop.is_set() and not (halt is not None and halt.is_set()):
         try:
@@ -216,7 +248,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   cancel=None, model=None, alpha_bits: int = 8,
                   segment_frames: Optional[int] = None, preset: Optional[str] = None,
                   encoder: str = "auto", device_yuv: Optional[bool] = None,
-                  encode_workers="auto", encoder_threads=None) -> ConversionResult:
+                  encode_workers="auto", encoder_threads=None,
+                  encode_processes: bool = False) -> ConversionResult:
     """Matte ``input`` and write any combination of ``output`` (composite), ``alpha`` and
     ``foreground``.
 
@@ -250,6 +283,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         see :func:`rvmatte.io.segments.plan_encoding`).
     encoder_threads: threads per encoder (default: the encoder's choice with one encoder per
         output, else the cores divided among the encoders).
+    encode_processes: with several encode workers, run each segment's encoder in a child
+        process instead of a thread (:mod:`rvmatte.io.encoder_process`): no contention for the
+        interpreter lock, at the cost of one more copy of each frame. Off by default: it
+        helped x264 ``ultrafast`` on a 16-vCPU GPU machine and cost ``veryfast``
+        (docs/SPEED.md).
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -347,6 +385,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
     plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
                          threads=encoder_threads, gpu=gpu, segment_frames=segment_frames,
+                         processes=bool(encode_processes),
                          hardware=any(s.encoder_name in HARDWARE_ENCODERS.values()
                                       for s in video_specs),
                          frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
@@ -425,6 +464,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
 
     source = Source(info, rng)
     job = _Job()
+    stages = _Stages()
     q_in: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
     q_out: queue.Queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
     time_base, rate = info.time_base, info.rate
@@ -441,6 +481,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         try:
             buf, idx, pts = [], [], []
             resume_pts = None if last_pts is None else last_pts + 1
+            t = time.perf_counter()
             for fr in source.frames(resume_index, resume_pts, yuv=yuv_in):
                 if job.stop.is_set() or halt.is_set():
                     return
@@ -448,8 +489,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                 idx.append(fr.index)
                 pts.append(fr.pts)
                 if len(buf) == seq_chunk:
-                    if not _put(q_in, (idx, pts, np.stack(buf)), job, halt):
+                    chunk = np.stack(buf)
+                    t = stages.add("decode_s", t)
+                    if not _put(q_in, (idx, pts, chunk), job, halt):
                         return
+                    t = stages.add("decode_blocked_s", t)
                     buf, idx, pts = [], [], []
             if buf:
                 _put(q_in, (idx, pts, np.stack(buf)), job, halt)
@@ -460,19 +504,27 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     # ---- encode thread ------------------------------------------------------------------
     spec_of = {s.kind: s for s in video_specs}
 
-    def make_writer(kind: str, index: int, start_pts: int) -> SegmentWriter:
+    def writer_args(kind: str, index: int, start_pts: int) -> dict:
         s = spec_of[kind]
-        path = job_dir / "segments" / f"{kind}_{index:09d}{SEGMENT_FORMAT[s.codec][1]}"
-        return SegmentWriter(s, path, width, height, time_base, rate, start_pts,
-                             yuv=kind in yuv_out, threads=plan.threads)
+        return dict(spec=s, path=job_dir / "segments" / f"{kind}_{index:09d}"
+                    f"{SEGMENT_FORMAT[s.codec][1]}", width=width, height=height,
+                    time_base=time_base, rate=rate, start_pts=start_pts, yuv=kind in yuv_out,
+                    threads=plan.threads)
 
     # Video outputs are encoded segment by segment (rvmatte.io.segments): in this thread on
-    # 1-3 cores, where the model needs them; else each output on its own worker threads, and
-    # on 8+ cores (2+ with the model on a GPU) several segments of each output at a time (the
-    # producer runs up to `workers` segments ahead, so a segment's frames may all be queued).
-    outs = SegmentedOutputs(list(spec_of), make_writer, workers=plan.workers,
-                            threaded=plan.threaded, stop=job.stop,
-                            bound=segment_frames + 1 if plan.workers > 1 else 2 * seq_chunk)
+    # 1-3 cores, where the model needs them; else each output on its own worker thread; on 8+
+    # cores (2+ with the model on a GPU) several segments of each output at a time, each in an
+    # encoder process (rvmatte.io.encoder_process; threads if those cannot start). The
+    # producer runs up to `workers` segments ahead, so a segment's frames may all be queued.
+    outs = SegmentedOutputs(list(spec_of), lambda *a: SegmentWriter(**writer_args(*a)),
+                            workers=plan.workers, threaded=plan.threaded, stop=job.stop,
+                            bound=segment_frames + 1 if plan.workers > 1 else 2 * seq_chunk,
+                            writer_args=writer_args if plan.processes else None,
+                            frame_bytes=max((int(plane_bytes[keys[s.kind].split(":")[0]]
+                                                 * width * height) for s in video_specs),
+                                            default=0))
+    if plan.processes and not outs.processes:
+        notes.append("encoder processes could not start: encoding on threads")
 
     def save_checkpoint(done: int, last: int, state_cpu) -> None:
         buf = io.BytesIO()
@@ -501,7 +553,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         clean = False
         try:
             while True:
+                t = time.perf_counter()
                 item = _get(q_out, job)
+                t = stages.add("encode_waited_for_input_s", t)
                 if item is None or job.stop.is_set():
                     return
                 if item[0] in ("end", "cancel"):
@@ -509,7 +563,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                         outs.boundary()
                     else:
                         outs.abort_open()  # the unfinished segment is not kept
-                    commit(block=True)
+                    commit(block=True)  # waits for the encoders to finish
+                    stages.add("encode_s", t)
                     clean = not job.stop.is_set()
                     return
                 if item[0] == "checkpoint":
@@ -517,6 +572,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                 else:
                     write_chunk(*item[1:])
                 commit()
+                stages.add("encode_s", t)
         except BaseException as e:  # noqa: BLE001 - handed to the caller thread
             job.fail(e)
         finally:
@@ -577,7 +633,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                 halt.set()
                 _put(q_out, ("cancel",), job)
                 break
+            t = time.perf_counter()
             item = _get(q_in, job)
+            t = stages.add("model_waited_for_input_s", t)
             if item is None:
                 if job.stop.is_set():
                     break
@@ -601,15 +659,19 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                 raise RvmatteError(
                     f"out of GPU memory at {len(idx)} frame(s) of {width}x{height} per call; "
                     "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
+            t = stages.add("model_s", t)
             if not _put(q_out, ("frames", idx, pts, arrays), job):
                 break
+            t = stages.add("model_blocked_s", t)
             done = idx[-1] + 1
             shared["last_pts"] = pts[-1]
             if done % segment_frames == 0:
                 state_cpu = [t.detach().to("cpu", torch.float32 if matter.dtype == torch.float32
                                             else matter.dtype).clone() for t in state]
+                t = stages.add("model_s", t)
                 if not _put(q_out, ("checkpoint", done, pts[-1], state_cpu), job):
                     break
+                stages.add("model_blocked_s", t)
             if reporter is not None:
                 el = time.perf_counter() - t_run
                 fps = (done - resume_index) / el if el > 0 else 0.0
@@ -686,7 +748,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                             encoders={s.kind: s.encoder_name for s in specs if s.mode == "video"},
                             notes=notes,
                             encoding={"segment_frames": segment_frames, "workers": plan.workers,
-                                      "threads": plan.threads} if video_specs else {})
+                                      "threads": plan.threads, "processes": outs.processes}
+                            if video_specs else {},
+                            stages=stages.report())
 
 
 # ---- batch ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ..errors import OutputError
+from .encoder_process import EncoderProcesses, RemoteSegmentWriter
 from .writers import SegmentWriter
 
 _CLOSE = object()
@@ -45,6 +46,7 @@ class _Segment:
     def __init__(self, writer: SegmentWriter, pool: Optional[ThreadPoolExecutor], bound: int,
                  stop: threading.Event) -> None:
         self.writer = writer
+        self.remote = isinstance(writer, RemoteSegmentWriter)  # encoded in another process
         self.stop = stop
         self.aborted = threading.Event()
         self.kept = False  # handed back by SegmentedOutputs.completed(): never discarded
@@ -111,10 +113,15 @@ class _Segment:
             self._discard()
 
     def done(self) -> bool:
+        if self.remote:
+            return self.writer.done()
         return self.future is None or self.future.done()
 
     def wait(self, stop: threading.Event) -> None:
         """Until the segment is encoded (raises the worker's error) or ``stop`` is set."""
+        if self.remote:
+            self.writer.wait(stop)
+            return
         if self.future is None:
             return
         while not stop.is_set():
@@ -139,18 +146,34 @@ class SegmentedOutputs:
     ``make_writer(kind, first_index, start_pts)`` opens the writer of a new segment.
     ``bound``: frames queued per segment before :meth:`write` waits (threaded only).
     ``stop``: set when the job fails; every wait gives up when it is set.
+    ``writer_args(kind, first_index, start_pts)``: the keyword arguments of that segment's
+    :class:`~rvmatte.io.writers.SegmentWriter`; given with several ``workers``, each segment
+    is encoded in an encoder process (:mod:`rvmatte.io.encoder_process`) instead of on a
+    thread, its frames handed over through a shared ring of ``bound`` slots of
+    ``frame_bytes``. If the processes cannot start, threads are used (:attr:`processes` is
+    False).
     """
 
     def __init__(self, kinds, make_writer: Callable[[str, int, int], SegmentWriter], *,
                  workers: int = 1, threaded: bool = False, bound: int = 8,
-                 stop: Optional[threading.Event] = None) -> None:
+                 stop: Optional[threading.Event] = None,
+                 writer_args: Optional[Callable[[str, int, int], dict]] = None,
+                 frame_bytes: int = 0) -> None:
         kinds = list(kinds)
-        self.make_writer = make_writer
+        self.make_writer, self.writer_args = make_writer, writer_args
         self.workers = max(1, int(workers))
         self.bound = bound
         self.stop = stop if stop is not None else threading.Event()
+        self.procs: Optional[EncoderProcesses] = None
+        if writer_args is not None and self.workers > 1 and kinds:
+            try:
+                self.procs = EncoderProcesses(self.workers * len(kinds), frame_bytes=frame_bytes,
+                                              slots=max(1, bound))
+            except OutputError:
+                self.procs = None
+        self.processes = self.procs is not None
         self.pool = (ThreadPoolExecutor(self.workers * len(kinds), thread_name_prefix="rvmatte-enc")
-                     if threaded and kinds else None)
+                     if threaded and kinds and self.procs is None else None)
         self.open: dict[str, _Segment] = {}
         self.in_flight = {k: collections.deque() for k in kinds}
         self.pending: collections.deque[_Boundary] = collections.deque()
@@ -167,8 +190,9 @@ class SegmentedOutputs:
                 flight.popleft()
             if self.stop.is_set():
                 return
-            seg = self.open[kind] = _Segment(self.make_writer(kind, index, pts), self.pool,
-                                             self.bound, self.stop)
+            writer = (self.procs.open(**self.writer_args(kind, index, pts))
+                      if self.procs is not None else self.make_writer(kind, index, pts))
+            seg = self.open[kind] = _Segment(writer, self.pool, self.bound, self.stop)
             flight.append(seg)
         seg.write(image, pts, self.stop)
 
@@ -217,6 +241,8 @@ class SegmentedOutputs:
                 seg.abort()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.procs is not None:  # each child drops what it was told to, then exits
+            self.procs.shutdown()
         for seg in doomed:  # a worker may have finished its file before it saw the abort
             seg.writer.path.unlink(missing_ok=True)
 
@@ -243,6 +269,7 @@ class EncodePlan:
     threads: Optional[int]
     threaded: bool
     segment_seconds: float
+    processes: bool = False  # several workers, each segment encoded in a child process
 
 
 def check_count(value, what: str) -> Optional[int]:
@@ -268,7 +295,7 @@ def _memory_bytes() -> Optional[int]:
 def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto",
                   threads=None, gpu: bool = False, hardware: bool = False,
                   segment_frames: Optional[int] = None, cores: Optional[int] = None,
-                  memory: Optional[int] = None) -> EncodePlan:
+                  memory: Optional[int] = None, processes: bool = False) -> EncodePlan:
     """Decide :class:`EncodePlan` for ``n_video`` video outputs whose frames together take
     ``frame_bytes`` bytes, at ``rate`` frames per second.
 
@@ -279,7 +306,8 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
     fixes their length, else of :data:`PARALLEL_SEGMENT_SECONDS`); one with a ``hardware``
     encoder (NVENC: fast enough alone, and consumer GPUs allow only a few sessions at a
     time). ``threads`` (default: the encoder's own choice with one encoder per output, else
-    the cores divided among the encoders)."""
+    the cores divided among the encoders). ``processes``: several workers encode in child
+    processes (:mod:`rvmatte.io.encoder_process`) instead of threads."""
     w = check_count(workers, "number of encode workers")
     t = check_count(threads, "number of encoder threads")
     cores = cores or os.cpu_count() or 1
@@ -298,4 +326,5 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
     if w > 1 and t is None:
         t = max(1, cores // (w * n_video))
     seconds = PARALLEL_SEGMENT_SECONDS if w > 1 else SEGMENT_SECONDS
-    return EncodePlan(w, t, w > 1 or (n_video > 1 and cores >= 4), seconds)
+    return EncodePlan(w, t, w > 1 or (n_video > 1 and cores >= 4), seconds,
+                      processes=w > 1 and bool(processes))
