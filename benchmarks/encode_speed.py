@@ -64,7 +64,7 @@ def make_clip(path: Path, frames: int, size=(1920, 1080), rate: int = 30) -> Pat
 
 
 def ceiling(clip: Path, tmp: Path, *, preset: str, outputs: int = 2, workers=1,
-            threads=None, segment_frames=None) -> dict:
+            threads=None, segment_frames=None, processes: bool = False) -> dict:
     """Decode ``clip`` and encode it ``outputs`` times through :class:`SegmentedOutputs`
     planned as ``convert_video`` plans them (``workers``/``threads`` as its
     ``encode_workers``/``encoder_threads``). Returns FPS, the plan and bytes written."""
@@ -75,18 +75,21 @@ def ceiling(clip: Path, tmp: Path, *, preset: str, outputs: int = 2, workers=1,
         w, h, rate, tb = (s.codec_context.width, s.codec_context.height,
                           s.average_rate or Fraction(30), s.time_base)
     plan = plan_encoding(outputs, frame_bytes=int(outputs * 1.5 * w * h), rate=float(rate),
-                         workers=workers, threads=threads)
+                         workers=workers, threads=threads, processes=processes)
     seg = segment_frames or max(1, int(round(plan.segment_seconds * float(rate))))
     kinds = [f"out{k}" for k in range(outputs)]
     spec = plan_output("composite", tmp / "x.mp4", codec="h264", transparent=False)
     spec = type(spec)(**{**spec.__dict__, "preset": preset})
 
-    def make(kind, index, pts):
-        return SegmentWriter(spec, tmp / f"{kind}_{index:07d}.mp4", w, h, tb, Fraction(rate),
-                             pts, yuv=True, threads=plan.threads)
+    def args(kind, index, pts):
+        return dict(spec=spec, path=tmp / f"{kind}_{index:07d}.mp4", width=w, height=h,
+                    time_base=tb, rate=Fraction(rate), start_pts=pts, yuv=True,
+                    threads=plan.threads)
 
-    outs = SegmentedOutputs(kinds, make, workers=plan.workers, threaded=plan.threaded,
-                            bound=seg + 1 if plan.workers > 1 else 8)
+    outs = SegmentedOutputs(kinds, lambda *a: SegmentWriter(**args(*a)), workers=plan.workers,
+                            threaded=plan.threaded, bound=seg + 1 if plan.workers > 1 else 8,
+                            writer_args=args if plan.processes else None,
+                            frame_bytes=int(1.5 * w * h))
     paths, n = [], 0
     t0 = time.perf_counter()
     with av.open(str(clip)) as c:
@@ -110,8 +113,14 @@ def ceiling(clip: Path, tmp: Path, *, preset: str, outputs: int = 2, workers=1,
     for p in paths:
         p.unlink()
     return {"preset": preset, "outputs": outputs, "workers": plan.workers, "threads": plan.threads,
-            "threaded": plan.threaded, "segment_frames": seg, "frames": n, "seconds": dt,
+            "threaded": plan.threaded, "processes": outs.processes, "segment_frames": seg,
+            "frames": n, "seconds": dt,
             "fps": n / dt, "bytes": size}
+
+
+def _where(row: dict) -> str:
+    """Where a configuration's encoders ran."""
+    return "processes" if row["processes"] else ("threads" if row["threaded"] else "inline")
 
 
 def main(argv=None) -> int:
@@ -121,9 +130,10 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="1920x1080", help="size of the generated clip")
     ap.add_argument("--presets", default="ultrafast,veryfast")
     ap.add_argument("--outputs", type=int, default=2)
-    ap.add_argument("--configs", default="1:auto,2:auto,4:auto",
-                    help="comma list of WORKERS:THREADS (auto: as convert_video decides); the "
-                         "first is the baseline of the ratios")
+    ap.add_argument("--configs", default="1:auto,2:auto,2:auto:processes,4:auto",
+                    help="comma list of WORKERS:THREADS[:processes] (auto: as convert_video "
+                         "decides; several workers encode on threads, or in child processes "
+                         "with ':processes'); the first is the baseline of the ratios")
     ap.add_argument("--segment-frames", type=int, default=None,
                     help="frames per segment (default: as convert_video: 10 s with one worker, "
                          "2 s with several)")
@@ -135,32 +145,34 @@ def main(argv=None) -> int:
     if clip is None:
         size = tuple(int(v) for v in args.size.lower().split("x"))
         clip = make_clip(tmp / "clip.mp4", args.frames, size)
-    configs = [tuple(c.split(":")) for c in args.configs.split(",")]
+    configs = [tuple((c + ":threads").split(":")[:3]) for c in args.configs.split(",")]
     print(f"{os.cpu_count()} CPUs; clip {clip}", flush=True)
     times: dict = {}
     for r in range(args.rounds):
         for preset in args.presets.split(","):
-            for workers, threads in configs:
+            for workers, threads, where in configs:
                 row = ceiling(clip, tmp, preset=preset, outputs=args.outputs, workers=workers,
                               threads=None if threads == "auto" else threads,
-                              segment_frames=args.segment_frames)
-                times.setdefault((preset, workers, threads), []).append(row)
+                              segment_frames=args.segment_frames,
+                              processes=where == "processes")
+                times.setdefault((preset, workers, threads, where), []).append(row)
                 print(f"  round {r + 1}: {preset:9} workers {row['workers']} threads "
-                      f"{row['threads'] or 'auto':>4}: {row['fps']:7.1f} FPS", flush=True)
+                      f"{row['threads'] or 'auto':>4} {_where(row):9}: {row['fps']:7.1f} FPS",
+                      flush=True)
     rows = []
-    print(f"\n{'preset':9} {'workers':>7} {'threads':>7} {'segment':>7} {'FPS':>8} "
+    print(f"\n{'preset':9} {'workers':>7} {'threads':>7} {'in':9} {'segment':>7} {'FPS':>8} "
           f"{'x workers=1':>11} {'MB':>7} {'size x':>7}")
     for preset in args.presets.split(","):
         base = None
-        for workers, threads in configs:
-            runs = times[(preset, workers, threads)]
+        for workers, threads, where in configs:
+            runs = times[(preset, workers, threads, where)]
             fps = statistics.median(r["fps"] for r in runs)
             row = {**runs[0], "fps": fps, "rounds_fps": [r["fps"] for r in runs]}
             base = base or row
             row["x_base"] = fps / base["fps"]
             row["size_x_base"] = row["bytes"] / base["bytes"]
             rows.append(row)
-            print(f"{preset:9} {row['workers']:>7} {row['threads'] or 'auto':>7} "
+            print(f"{preset:9} {row['workers']:>7} {row['threads'] or 'auto':>7} {_where(row):9} "
                   f"{row['segment_frames']:>7} {fps:8.1f} {row['x_base']:11.2f} "
                   f"{row['bytes'] / 1e6:7.1f} {row['size_x_base']:7.3f}", flush=True)
     if args.json:

@@ -17,8 +17,12 @@ PyTorch path measured in the same run.
    at 4K; and whole ``rvmatte convert`` processes (start-up included).
 6. Later runs' extras (``--only``): start-up costs, the CPU's decode + encode ceiling (one x264
    per output, and ``segments``: several segment encoders per output, benchmarks/encode_speed.py),
-   NVDEC, ``torch.compile``, everything at its defaults, and ``e2e-workers``: the GPU path with
-   ``encode_workers`` 1, auto and 6.
+   NVDEC, ``torch.compile``, everything at its defaults, ``e2e-workers``: the GPU path with
+   ``encode_workers`` 1, auto, 6 and 8 (1080p; 1 and auto at 4K), ``profile``: the raw x264
+   capacity of the CPUs (encoders on threads and in processes) and where a conversion's time
+   goes (per-thread CPU, machine-wide busy and stolen CPU, ``ConversionResult.stages``), and
+   ``procs``: segment encoders in processes (``encode_processes``) against threads, 1080p
+   and 4K.
 
     python benchmarks/gpu_speed.py --json gpu.json                   # on a CUDA machine
     python benchmarks/gpu_speed.py --quick                           # tiny sizes, any device
@@ -393,18 +397,20 @@ def e2e(model, device, clip: Path, tmp: Path, configs, rounds, label) -> list[di
             t0 = time.perf_counter()
             res = rvmatte.convert_video(clip, comp, alpha=pha, model=m, overwrite=True,
                                         downsample_ratio=0.25, device_yuv=yuv, preset=preset,
-                                        encode_workers=workers)
+                                        encode_workers=workers,
+                                        encode_processes=len(cfg) > 6 and cfg[6])
             times[cfg].append(time.perf_counter() - t0)
             info[cfg] = (res.frames, res.encoders, res.notes, count_frames(comp),
-                         count_frames(pha) if pha else None, res.encoding)
+                         count_frames(pha) if pha else None, res.encoding,
+                         {k: round(v, 2) for k, v in res.stages.items()})
     base = statistics.median(times[configs[0]])
     rows = []
     for cfg in configs:
         t = statistics.median(times[cfg])
-        frames, enc, notes, n_comp, n_pha, encoding = info[cfg]
+        frames, enc, notes, n_comp, n_pha, encoding, stages = info[cfg]
         rows.append({"kind": "e2e", "size": label, "config": cfg[0], "backend": cfg[1],
                      "dtype": cfg[2], "device_yuv": cfg[3], "preset": cfg[4],
-                     "encoding": encoding, "frames": frames,
+                     "encoding": encoding, "stages": stages, "frames": frames,
                      "fps": frames / t, "seconds": t, "x_eager": base / t, "encoders": enc,
                      "notes": notes, "frames_written": [n_comp, n_pha],
                      "rounds_fps": [frames / x for x in times[cfg]]})
@@ -433,11 +439,122 @@ def whole_process(clip: Path, tmp: Path, preset: str, frames: int) -> dict:
             "fps": frames / t, "stderr": p.stderr.strip().splitlines()[-1:] if p.returncode else []}
 
 
+def _task_ticks() -> dict:
+    """CPU clock ticks (user + system) of each thread of this process, from /proc."""
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        ticks[int(tid)] = (int(parts[11]) + int(parts[12]), comm)
+    return ticks
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """Machine-wide busy and stolen clock ticks, from /proc/stat (all CPUs together)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal
+
+
+def thread_profile(run) -> dict:
+    """Call ``run()`` while sampling every thread's CPU time: where a pipeline's cores go (a
+    thread near 100 % of the wall time is the bottleneck; the total against the core count says
+    whether the machine is saturated). Python threads are named, native ones keep their comm."""
+    import threading
+
+    hz = os.sysconf("SC_CLK_TCK")
+    names, seen, stop = {}, {}, threading.Event()
+    before = {tid: t for tid, (t, _) in _task_ticks().items()}
+
+    def sample():
+        while True:
+            for t in threading.enumerate():
+                if t.native_id is not None:
+                    names[t.native_id] = t.name
+            for tid, (t, comm) in _task_ticks().items():
+                seen[tid] = (t, comm)
+            if stop.wait(0.1):
+                return
+
+    th = threading.Thread(target=sample, name="profiler", daemon=True)
+    th.start()
+    busy0, steal0 = _cpu_jiffies()
+    t0 = time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - t0
+    busy1, steal1 = _cpu_jiffies()
+    stop.set()
+    th.join()
+    rows = []
+    for tid, (t, comm) in seen.items():
+        cpu = (t - before.get(tid, 0)) / hz
+        if cpu > 0.01 * wall:
+            rows.append({"tid": tid, "name": names.get(tid, comm), "cpu_s": cpu,
+                         "busy": cpu / wall})
+    rows.sort(key=lambda r: -r["cpu_s"])
+    total = sum((t - before.get(tid, 0)) / hz for tid, (t, _) in seen.items())
+    return {"wall_s": wall, "cpu_s": total, "cores_busy": total / wall, "threads": rows[:16],
+            "machine_busy": (busy1 - busy0) / hz / wall, "machine_steal": (steal1 - steal0) / hz / wall,
+            "result": result}
+
+
+def x264_capacity(clip: Path, preset: str, parallel: int, frames: int = 120,
+                  processes: bool = False) -> dict:
+    """The CPU's raw x264 throughput: ``parallel`` threads (or processes, which share no
+    interpreter lock), each with its own one-thread encoder and no muxing, encoding the same
+    pre-decoded 1080p 4:2:0 frames."""
+    import multiprocessing
+    import threading
+
+    import av
+
+    with av.open(str(clip)) as c:
+        src = []
+        for f in c.decode(video=0):
+            src.append(f.to_ndarray())
+            if len(src) == 30:
+                break
+    h, w = src[0].shape[0] * 2 // 3, src[0].shape[1]
+
+    def work():
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
+        cc.time_base = __import__("fractions").Fraction(1, 30)
+        cc.options = {"preset": preset, "crf": "18", "threads": "1"}
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(src[i % len(src)], format="yuv420p")
+            f.pts = i
+            cc.encode(f)
+        cc.encode(None)
+
+    if processes:  # forked children touch no CUDA, only PyAV and numpy
+        ctx = multiprocessing.get_context("fork")
+        ths = [ctx.Process(target=work) for _ in range(parallel)]
+    else:
+        ths = [threading.Thread(target=work) for _ in range(parallel)]
+    t0 = time.perf_counter()
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    dt = time.perf_counter() - t0
+    return {"preset": preset, "parallel": parallel, "processes": processes,
+            "fps_total": parallel * frames / dt, "fps_each": frames / dt}
+
+
 def print_e2e(rows) -> None:
     for r in rows:
         print(f"e2e {r['size']:>9} {r['config']:26} {r['frames']:5d} frames {r['seconds']:7.2f} s "
               f"{r['fps']:8.1f} FPS x{r['x_eager']:.2f} written {r['frames_written']} "
               f"{r['encoders']} {r.get('encoding')} {r['notes'] or ''}", flush=True)
+        if r.get("stages"):
+            print(f"    stages: {r['stages']}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -450,19 +567,20 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma list of: accuracy,model,decode,e2e,4k,process")
     ap.add_argument("--only", default="", help="comma list of sections to run (default: all): "
                     "accuracy,model,decode,e2e,4k,process,startup,ceiling,cuvid,e2e-fast,compile,"
-                    "defaults,segments,e2e-workers")
+                    "defaults,segments,e2e-workers,profile,procs")
     ap.add_argument("--process-presets", default="ultrafast,medium")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     sections = ("accuracy", "model", "decode", "e2e", "4k", "process", "startup", "ceiling",
-                "cuvid", "e2e-fast", "compile", "defaults", "segments", "e2e-workers")
+                "cuvid", "e2e-fast", "compile", "defaults", "segments", "e2e-workers", "profile",
+                "procs")
     only = set(filter(None, args.only.split(",")))
     if only:
         skip |= set(sections) - only
     else:
         skip |= {"startup", "ceiling", "cuvid", "e2e-fast", "compile", "defaults", "segments",
-                 "e2e-workers"}  # later runs' extras
+                 "e2e-workers", "profile", "procs"}  # later runs' extras
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"machine": machine(device)}
     print(json.dumps(results["machine"], indent=1), flush=True)
@@ -541,10 +659,95 @@ def main(argv=None) -> int:
         save()
     if "e2e-workers" not in skip:  # the GPU path with 1, auto and more segment encoders
         cfgs = [(f"auto-{p}-workers-{w}", "auto", "fp16", None, p, w)
-                for p in ("ultrafast", "veryfast") for w in (1, "auto", 6)]
+                for p in ("ultrafast", "veryfast") for w in (1, "auto", 6, 8)]
         rows = e2e(model, device, clip, tmp, cfgs, args.e2e_rounds, f"{hd[0]}x{hd[1]}")
+        clip4 = make_clip(tmp / "clip4k.mp4", args.frames_4k, uhd)  # 4K too, as the issue asks
+        rows += e2e(model, device, clip4, tmp, [c for c in cfgs if c[4] == "ultrafast"
+                                                and c[5] in (1, "auto")], 1,
+                    f"{uhd[0]}x{uhd[1]}")
+        clip4.unlink()
         results["e2e_workers"] = rows
         print_e2e(rows)
+        save()
+    if "profile" not in skip:  # where the CPUs go: raw x264 capacity, stages per output set
+        rows = []
+        for k, procs in ((1, False), (16, False), (16, True), (8, True)):
+            p = thread_profile(lambda: x264_capacity(clip, "ultrafast", k, processes=procs,
+                                                     frames=24 if args.quick else 120))
+            r = {**p.pop("result"), "machine_busy": p["machine_busy"],
+                 "machine_steal": p["machine_steal"]}
+            rows.append(r)
+            print(f"x264 capacity, ultrafast, {k} one-thread encoders in "
+                  f"{'processes' if procs else 'threads'}: {r['fps_total']:.1f} FPS in all "
+                  f"({r['fps_each']:.1f} each); machine {r['machine_busy']:.1f} cores busy, "
+                  f"{r['machine_steal']:.1f} stolen", flush=True)
+        results["x264_capacity"] = rows
+        save()
+        from rvmatte.inference.session import Matter
+
+        matter = Matter(_half(model, "fp16"), backend="auto", downsample_ratio=0.25)
+        outputs = {"both": ("c.mp4", "a.mp4"), "composite": ("c.mp4", None),
+                   "alpha": (None, "a.mp4")}
+
+        def convert(what="both"):  # as e2e() runs it: model loaded, its graphs captured
+            matter.reset()
+            c, a = outputs[what]
+            return rvmatte.convert_video(clip, c and tmp / c, alpha=a and tmp / a, model=matter,
+                                         overwrite=True, downsample_ratio=0.25,
+                                         preset="ultrafast")
+
+        convert()  # warm-up: CUDA graphs captured
+        prof, times = [], {}
+        for rnd in range(2):
+            for what in outputs:
+                p = thread_profile(lambda: convert(what))
+                res = p.pop("result")
+                times.setdefault(what, []).append(res.seconds)
+                row = {"outputs": what, "round": rnd, "fps": res.frames / res.seconds,
+                       "cores_busy": p["cores_busy"], "machine_busy": p["machine_busy"],
+                       "machine_steal": p["machine_steal"], "stages": res.stages,
+                       "bottleneck": res.bottleneck, "encoding": res.encoding,
+                       "threads": p["threads"][:6]}
+                prof.append(row)
+                print(f"e2e {what:9}: {row['fps']:6.1f} FPS, machine {row['machine_busy']:.1f} "
+                      f"cores busy {row['machine_steal']:.1f} stolen, bottleneck "
+                      f"{res.bottleneck}, " + " ".join(f"{k}={v:.2f}" for k, v in res.stages.items()),
+                      flush=True)
+        for what, ts in times.items():
+            print(f"e2e {what:9}: median {args.frames / statistics.median(ts):.1f} FPS", flush=True)
+        results["profile"] = prof
+        save()
+    if "procs" not in skip:  # segment encoders in processes against threads, side by side
+        rows = []
+        for rnd in range(2):
+            for procs in (False, True):
+                r = ceiling(clip, tmp, preset="ultrafast", workers="auto", processes=procs)
+                r["round"] = rnd
+                rows.append(r)
+                print(f"I/O ceiling ultrafast, auto workers ({r['workers']}x{r['threads']}), "
+                      f"{'processes' if r['processes'] else 'threads'}: {r['fps']:.1f} FPS",
+                      flush=True)
+        results["procs_ceiling"] = rows
+        save()
+        cfgs = [("threads-ultrafast", "auto", "fp16", None, "ultrafast", "auto", False),
+                ("procs-ultrafast", "auto", "fp16", None, "ultrafast", "auto", True),
+                ("procs-ultrafast-comp-only", "auto", "fp16", None, "ultrafast", "auto", True),
+                ("threads-veryfast", "auto", "fp16", None, "veryfast", "auto", False),
+                ("procs-veryfast", "auto", "fp16", None, "veryfast", "auto", True)]
+        rows = e2e(model, device, clip, tmp, cfgs, 2, f"{hd[0]}x{hd[1]}")
+        print_e2e(rows)
+        results["procs_e2e"] = rows
+        save()
+        clip4 = make_clip(tmp / "clip4k.mp4", args.frames_4k, uhd)
+        rows4 = e2e(model, device, clip4, tmp, [cfgs[0], cfgs[1]], 1, f"{uhd[0]}x{uhd[1]}")
+        print_e2e(rows4)
+        results["procs_e2e_4k"] = rows4
+        clip4.unlink()
+        save()
+        r = whole_process(clip, tmp, "ultrafast", args.frames)
+        results["procs_process"] = r
+        print(f"whole process ({args.frames} frames, --preset ultrafast, CLI defaults): "
+              f"{r['seconds']:.2f} s, {r['fps']:.1f} FPS rc={r['rc']} {r['stderr']}", flush=True)
         save()
     if "e2e-fast" not in skip:
         cfgs = [("auto-ultrafast", "auto", "fp16", None, "ultrafast"),
