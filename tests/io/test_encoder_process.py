@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -205,3 +206,156 @@ def test_a_ring_of_few_slots_waits_for_the_child_and_loses_nothing(tmp_path):
     ref.close()
     a, b = _decoded(got[1][0]["composite"][0]), _decoded(ref.path)
     assert len(a) == 12 and all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+# ---- regressions found in review ----------------------------------------------------------
+
+class ParentOnlyPath(type(Path())):
+    """Importable in this test process only: a child cannot unpickle it."""
+
+
+def _wait(fn, timeout=20):
+    """Run ``fn`` on a thread; (finished, error)."""
+    box = {}
+
+    def go():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            box["e"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive(), box.get("e")
+
+
+def test_a_message_the_child_cannot_read_is_an_error_not_a_hang(tmp_path):
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, frame_bytes=W * H * 3,
+                            bound=4, writer_args=lambda *a: {**args(*a),
+                                                              "path": ParentOnlyPath(args(*a)["path"])})
+
+    def job():
+        for i in range(12):
+            outs.write("composite", i, i, frame_image(i, W, H))
+        outs.boundary()
+        list(outs.completed(block=True))
+
+    finished, err = _wait(job)
+    assert finished, "hung on a child that could not read its message"
+    assert isinstance(err, OutputError) and "stopped unexpectedly" in str(err)
+    outs.shutdown(abort=True)
+    assert not list(tmp_path.glob("composite_*"))
+
+
+def test_an_argument_that_cannot_be_sent_is_one_line(tmp_path):
+    class Local(type(Path())):  # a local class cannot be pickled at all
+        pass
+
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True,
+                            writer_args=lambda *a: {**args(*a), "path": Local(args(*a)["path"])})
+    with pytest.raises(OutputError, match="cannot hand a segment to an encoder process"):
+        outs.write("composite", 0, 0, frame_image(0, W, H))
+    assert all(c.busy is None for c in outs.procs.children)
+    outs.shutdown(abort=True)
+
+
+def test_a_stopping_job_is_not_held_up_by_a_frozen_child(tmp_path):
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
+                            frame_bytes=W * H * 3, bound=3)
+    outs.write("composite", 0, 0, frame_image(0, W, H))
+    child = outs.open["composite"].writer.child
+    time.sleep(0.5)
+    os.kill(child.proc.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: [outs.write("composite", i, i, frame_image(i, W, H))
+                                             for i in range(1, 10)], daemon=True)
+        t.start()
+        time.sleep(0.5)
+        outs.stop.set()  # another thread failed
+        t.join(5)
+        assert not t.is_alive(), "write kept waiting for a slot after the job stopped"
+    finally:
+        os.kill(child.proc.pid, signal.SIGKILL)
+    outs.shutdown(abort=True)
+
+
+def test_losing_an_idle_child_is_reported_as_such(tmp_path):
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
+                            frame_bytes=W * H * 3, bound=4)
+    for c in outs.procs.children:
+        os.kill(c.proc.pid, signal.SIGKILL)
+        c.proc.wait()
+    with pytest.raises(OutputError, match=r"stopped unexpectedly \(exit code -9\)"):
+        outs.write("composite", 0, 0, frame_image(0, W, H))
+    outs.shutdown(abort=True)
+
+
+def test_what_an_import_prints_does_not_break_the_children(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("print('hello from sitecustomize' * 20)\n")
+    monkeypatch.setenv("PYTHONPATH", str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(encoder_process, "_START_TIMEOUT", 20.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = _args(out)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
+                            frame_bytes=W * H * 3, bound=4)
+    assert outs.processes
+    for i in range(4):
+        outs.write("composite", i, i, frame_image(i, W, H))
+    outs.boundary("a")
+    assert [p for _, p in outs.completed(block=True)] == ["a"]
+    outs.shutdown(abort=False)
+
+
+def test_modules_in_the_working_directory_are_not_imported_by_children(tmp_path, monkeypatch):
+    (tmp_path / "numpy.py").write_text("raise ImportError('the working directory (test)')\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True,
+                            writer_args=_args(out), frame_bytes=W * H * 3, bound=4)
+    assert outs.processes
+    outs.write("composite", 0, 0, frame_image(0, W, H))
+    outs.boundary("a")
+    assert [p for _, p in outs.completed(block=True)] == ["a"]
+    outs.shutdown(abort=False)
+
+
+def test_shutdown_without_abort_lets_closed_segments_finish(tmp_path):
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
+                            frame_bytes=W * H * 3, bound=41)
+    for i in range(40):
+        outs.write("composite", i, i, frame_image(i, W, H))
+    outs.boundary()
+    outs.shutdown(abort=False)  # without waiting for completed() first
+    assert len(_decoded(tmp_path / "composite_0000.mp4")) == 40
+
+
+def test_the_ring_reuses_the_most_recently_freed_slot(tmp_path):
+    """Slots freed last are reused first, so a ring of many slots touches few pages when the
+    child keeps up (oldest-first reuse made every slot resident)."""
+    args = _args(tmp_path)
+    outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
+                            frame_bytes=W * H * 3, bound=30)
+    outs.write("composite", 0, 0, frame_image(0, W, H))
+    child = outs.open["composite"].writer.child
+    used, send = [], child.send
+    child.send = lambda header, payload=None: (used.append(header[-1]) if header[0] == "frame"
+                                               else None, send(header, payload))[1]
+    for i in range(1, 10):
+        with child.cond:  # the child has given every slot back
+            while len(child.free) < 30:
+                child.cond.wait(0.1)
+        outs.write("composite", i, i, frame_image(i, W, H))
+    assert len(set(used)) == 1
+    outs.boundary()
+    list(outs.completed(block=True))
+    outs.shutdown(abort=False)

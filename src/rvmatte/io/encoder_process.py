@@ -8,7 +8,8 @@ one-thread x264 encoders (1080p, ultrafast) encoded 572 frames/s as threads and 
 processes (7.8 vs 11.3 cores busy), and the GPU conversion's decode and model threads slowed
 down as encoder threads were added (docs/SPEED.md). So, on request, where several segments
 of an output are encoded at a time (:mod:`rvmatte.io.segments`), each is encoded in a child
-process started from this module.
+process running :func:`_child` (started with ``python -c``, so the caller's script needs no
+``if __name__ == "__main__"`` guard and the working directory is not on its path).
 
 Frames: each child has a ring of shared-memory slots (a ``memfd``, so not bound by the size
 of /dev/shm, which containers keep small). The parent copies a frame into a free slot (one
@@ -17,9 +18,9 @@ from the slot and gives it back. The ring has as many slots as a segment may hol
 the producer can run a whole segment ahead, as with threads. Without memfd (not Linux), or
 for a frame larger than a slot, the pixels go through the pipe instead.
 
-Protocol over the child's stdin / stdout: each message is a little-endian ``(header length,
-payload length)`` pair, a pickled header tuple, then the payload bytes (pixels sent through
-the pipe, if any).
+Protocol over the child's stdin and a reply pipe (not its stdout, where an import might
+print): each message is a little-endian ``(header length, payload length)`` pair, a pickled
+header tuple, then the payload bytes (pixels sent through the pipe, if any).
 
 parent -> child: ``("open", seg, kwargs)`` (a :class:`~rvmatte.io.writers.SegmentWriter`'s
 arguments), ``("frame", seg, pts, shape, dtype, slot)`` (+ pixels when ``slot`` is None),
@@ -100,13 +101,12 @@ def _write_message(f, header: tuple, payload=None) -> None:
 
 # ---- child ----------------------------------------------------------------------------------
 
-def _child(ring_fd: int = -1, slot_bytes: int = 0, slots: int = 0) -> None:
+def _child(ring_fd: int = -1, slot_bytes: int = 0, slots: int = 0, reply_fd: int = 1) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .writers import SegmentWriter
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ring = mmap.mmap(ring_fd, slot_bytes * slots) if ring_fd >= 0 else None
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing else may write into the message stream
+    inp, out = sys.stdin.buffer, os.fdopen(reply_fd, "wb", buffering=0)
     inbox: queue.Queue = queue.Queue()
     aborted: set = set()
     spare: collections.deque = collections.deque()  # frame buffers to reuse
@@ -120,7 +120,7 @@ def _child(ring_fd: int = -1, slot_bytes: int = 0, slots: int = 0) -> None:
                 inbox.put((header, payload))
                 if header[0] == "exit":
                     return
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except BaseException:  # EOF, or a message it cannot read (e.g. an unimportable class)
             inbox.put((("exit",), None))
 
     threading.Thread(target=reader, daemon=True).start()
@@ -187,22 +187,40 @@ class _Child:
         self.ring, self.slot_bytes, fd = None, int(slot_bytes), -1
         if slot_bytes > 0 and slots > 0 and hasattr(os, "memfd_create"):
             fd = os.memfd_create("rvmatte-encoder")
-            os.ftruncate(fd, self.slot_bytes * slots)
-            self.ring = mmap.mmap(fd, self.slot_bytes * slots)
+            try:
+                os.ftruncate(fd, self.slot_bytes * slots)
+                self.ring = mmap.mmap(fd, self.slot_bytes * slots)
+            except BaseException:
+                os.close(fd)
+                raise
         self.free = collections.deque(range(slots) if self.ring is not None else ())
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding rvmatte
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("OMP_NUM_THREADS", "1")
+        r, w = os.pipe()  # the child's replies (not its stdout: imports may print there)
+        # -c, dropping sys.path[0] (the working directory: a numpy.py there must not load);
+        # rvmatte's folder is appended if the parent found rvmatte elsewhere than on its
+        # path (a sys.path entry added at run time), never put before the standard library.
+        root = str(Path(__file__).resolve().parents[2])
+        boot = ("import sys; del sys.path[0]; r = sys.argv[5]; "
+                "r in sys.path or sys.path.append(r); "
+                "from rvmatte.io.encoder_process import _child; "
+                "_child(*(int(a) for a in sys.argv[1:5]))")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rvmatte.io.encoder_process", str(fd),
-                 str(self.slot_bytes), str(slots)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0,
-                pass_fds=(fd,) if fd >= 0 else ())
+                [sys.executable, "-c", boot, str(fd), str(self.slot_bytes), str(slots), str(w),
+                 root],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, bufsize=0, pass_fds=(fd, w) if fd >= 0 else (w,))
+        except BaseException:
+            os.close(r)
+            if self.ring is not None:
+                self.ring.close()
+            raise
         finally:
+            os.close(w)
             if fd >= 0:
                 os.close(fd)  # the child has its own copy; the mapping stays
+        self.stdout = os.fdopen(r, "rb", buffering=0)
         self.stdin = self.proc.stdin
         try:  # a 1 MiB pipe for frames sent through it: 3 writes for 1080p, not 48
             import fcntl
@@ -215,12 +233,13 @@ class _Child:
         self.ready = threading.Event()
         self.dead = False
         self.busy: Optional[int] = None  # the segment it encodes
-        threading.Thread(target=self._read, daemon=True, name="rvmatte-enc-reply").start()
+        self.reader = threading.Thread(target=self._read, daemon=True, name="rvmatte-enc-reply")
+        self.reader.start()
 
     def _read(self) -> None:
         try:
             while True:
-                (kind, *args), _ = _read_message(self.proc.stdout, collections.deque())
+                (kind, *args), _ = _read_message(self.stdout, collections.deque())
                 if kind == "ready":
                     self.ready.set()
                     continue
@@ -231,14 +250,14 @@ class _Child:
                         continue
                     self.replies[args[0]] = (kind, *args[1:])
                     self.cond.notify_all()
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except Exception:  # noqa: BLE001 - EOF, or a stream it cannot read: the child is lost
             pass
         with self.cond:
             self.dead = True
             self.cond.notify_all()
         self.ready.set()
 
-    def put(self, seg: int, pts: int, image: np.ndarray, check) -> None:
+    def put(self, seg: int, pts: int, image: np.ndarray, check, stop=None) -> None:
         """Frame ``pts`` of segment ``seg``: into a free slot of the ring (waiting for one,
         calling ``check`` meanwhile to raise the segment's error), else through the pipe."""
         nbytes = image.nbytes
@@ -249,8 +268,10 @@ class _Child:
         with self.cond:
             while not self.free:
                 check()
+                if stop is not None and stop.is_set():
+                    return  # the job is stopping: the frame is dropped
                 self.cond.wait(0.1)
-            slot = self.free.popleft()
+            slot = self.free.pop()  # the most recently freed: pages already resident
         dst = np.frombuffer(self.ring, dtype=image.dtype, offset=slot * self.slot_bytes,
                             count=image.size).reshape(image.shape)
         np.copyto(dst, image)  # one copy, without the interpreter lock
@@ -262,7 +283,14 @@ class _Child:
         except (BrokenPipeError, OSError):
             self.dead = True
             raise OutputError(f"an encoder process stopped unexpectedly "
-                              f"(exit code {self.proc.poll()})") from None
+                              f"(exit code {self.exit_code()})") from None
+
+    def exit_code(self) -> Optional[int]:
+        """The child's exit status, waiting a moment for a child that is just ending."""
+        try:
+            return self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return None
 
     def close(self, timeout: float = 10.0) -> None:
         try:
@@ -276,6 +304,9 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.reader.join(timeout)  # EOF now that the child is gone
+        if not self.reader.is_alive():
+            self.stdout.close()
         if self.ring is not None:
             try:
                 self.ring.close()
@@ -292,9 +323,9 @@ class RemoteSegmentWriter:
         self.frames = 0
         self._closing = False
 
-    def write(self, image: np.ndarray, pts: int) -> None:
+    def write(self, image: np.ndarray, pts: int, stop: Optional[threading.Event] = None) -> None:
         self._check()
-        self.child.put(self.seg, int(pts), np.asarray(image), self._check)
+        self.child.put(self.seg, int(pts), np.asarray(image), self._check, stop)
 
     def close(self) -> None:
         self._check()
@@ -319,7 +350,7 @@ class RemoteSegmentWriter:
             raise OutputError(r[1])
         if self.child.dead:
             raise OutputError(f"an encoder process stopped unexpectedly "
-                              f"(exit code {self.child.proc.poll()})")
+                              f"(exit code {self.child.exit_code()})")
 
     def done(self) -> bool:
         return self._reply() is not None or self.child.dead
@@ -335,7 +366,7 @@ class RemoteSegmentWriter:
             if stop.is_set():
                 return
             raise OutputError(f"an encoder process stopped unexpectedly "
-                              f"(exit code {self.child.proc.poll()})")
+                              f"(exit code {self.child.exit_code()})")
         self._release()
         if r[0] == "error":
             raise OutputError(r[1])
@@ -363,9 +394,16 @@ class EncoderProcesses:
         except OSError as e:  # no interpreter to start (an embedded Python, say)
             self.shutdown()
             raise OutputError(f"encoder processes could not start: {one_line(e)}") from None
+        except BaseException:
+            self.shutdown()
+            raise
         deadline = time.monotonic() + _START_TIMEOUT
-        for c in self.children:
-            c.ready.wait(max(0.0, deadline - time.monotonic()))
+        try:
+            for c in self.children:
+                c.ready.wait(max(0.0, deadline - time.monotonic()))
+        except BaseException:  # Ctrl-C while they start: do not leave them behind
+            self.shutdown()
+            raise
         if any(c.dead or not c.ready.is_set() for c in self.children):
             self.shutdown()
             raise OutputError("encoder processes could not start")
@@ -378,11 +416,18 @@ class EncoderProcesses:
                 c.busy = None  # finished or failed, whether or not anyone waited for it
         child = next((c for c in self.children if c.busy is None and not c.dead), None)
         if child is None:
+            lost = next((c for c in self.children if c.dead), None)
+            if lost is not None:
+                raise OutputError(f"an encoder process stopped unexpectedly "
+                                  f"(exit code {lost.exit_code()})")
             raise OutputError("no idle encoder process (more segments open than processes)")
-        self._seg += 1
-        child.busy = self._seg
-        child.send(("open", self._seg, kwargs))
-        return RemoteSegmentWriter(child, self._seg, kwargs["path"], kwargs["start_pts"])
+        seg = self._seg + 1
+        try:
+            child.send(("open", seg, kwargs))
+        except (pickle.PicklingError, TypeError, AttributeError) as e:  # nothing was written
+            raise OutputError(f"cannot hand a segment to an encoder process: {one_line(e)}") from None
+        self._seg = child.busy = seg
+        return RemoteSegmentWriter(child, seg, kwargs["path"], kwargs["start_pts"])
 
     def shutdown(self) -> None:
         """Stop every child (each drops what it has not finished) and wait for them."""
@@ -395,6 +440,3 @@ class EncoderProcesses:
         for c in self.children:
             c.close()
 
-
-if __name__ == "__main__":
-    _child(*(int(a) for a in sys.argv[1:4]))

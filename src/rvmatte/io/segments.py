@@ -92,7 +92,9 @@ class _Segment:
                 continue
 
     def write(self, image: np.ndarray, pts: int, stop: threading.Event) -> None:
-        if self.future is None:
+        if self.remote:
+            self.writer.write(image, pts, stop)
+        elif self.future is None:
             self.writer.write(image, pts)
         else:
             self._send((image, pts), stop)
@@ -242,6 +244,13 @@ class SegmentedOutputs:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         if self.procs is not None:  # each child drops what it was told to, then exits
+            if not abort:  # as pool.shutdown(wait=True) does: closed segments finish first
+                for b in self.pending:
+                    for _, seg in b.closed:
+                        try:
+                            seg.wait(self.stop)
+                        except OutputError:
+                            pass
             self.procs.shutdown()
         for seg in doomed:  # a worker may have finished its file before it saw the abort
             seg.writer.path.unlink(missing_ok=True)
