@@ -321,7 +321,6 @@ class RemoteSegmentWriter:
     def __init__(self, child: _Child, seg: int, path: Path, start_pts: int) -> None:
         self.child, self.seg, self.path, self.start_pts = child, seg, Path(path), start_pts
         self.frames = 0
-        self._closing = False
 
     def write(self, image: np.ndarray, pts: int, stop: Optional[threading.Event] = None) -> None:
         self._check()
@@ -329,7 +328,6 @@ class RemoteSegmentWriter:
 
     def close(self) -> None:
         self._check()
-        self._closing = True
         self.child.send(("close", self.seg))
 
     def abort(self) -> None:
@@ -338,7 +336,6 @@ class RemoteSegmentWriter:
                 self.child.send(("abort", self.seg))
             except OutputError:
                 pass
-            self._closing = True
 
     def _reply(self):
         return self.child.replies.get(self.seg)
