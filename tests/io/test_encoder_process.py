@@ -38,8 +38,13 @@ def _decoded(path):
         return [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
 
 
-def _children_alive(outs):
-    return [c.proc for c in outs.procs.children if c.proc.poll() is None]
+def _one_segment(outs, n):
+    """Encode ``n`` frames as one segment and finish: it must come back, then shut down."""
+    for i in range(n):
+        outs.write("composite", i, i, frame_image(i, W, H))
+    outs.boundary("a")
+    assert [p for _, p in outs.completed(block=True)] == ["a"]
+    outs.shutdown(abort=False)
 
 
 def test_processes_write_what_a_thread_writes(tmp_path):
@@ -148,11 +153,7 @@ def test_without_an_interpreter_to_start_threads_take_over(tmp_path, monkeypatch
     outs = SegmentedOutputs(["composite"], lambda *a: SegmentWriter(**args(*a)), workers=2,
                             threaded=True, writer_args=args)
     assert not outs.processes and outs.pool is not None
-    for i in range(4):
-        outs.write("composite", i, i, frame_image(i, W, H))
-    outs.boundary("a")
-    assert [p for _, p in outs.completed(block=True)] == ["a"]
-    outs.shutdown(abort=False)
+    _one_segment(outs, 4)
 
 
 def test_a_child_that_cannot_start_python_is_reported(tmp_path, monkeypatch):
@@ -307,11 +308,7 @@ def test_what_an_import_prints_does_not_break_the_children(tmp_path, monkeypatch
     outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True, writer_args=args,
                             frame_bytes=W * H * 3, bound=4)
     assert outs.processes
-    for i in range(4):
-        outs.write("composite", i, i, frame_image(i, W, H))
-    outs.boundary("a")
-    assert [p for _, p in outs.completed(block=True)] == ["a"]
-    outs.shutdown(abort=False)
+    _one_segment(outs, 4)
 
 
 def test_modules_in_the_working_directory_are_not_imported_by_children(tmp_path, monkeypatch):
@@ -322,10 +319,7 @@ def test_modules_in_the_working_directory_are_not_imported_by_children(tmp_path,
     outs = SegmentedOutputs(["composite"], None, workers=2, threaded=True,
                             writer_args=_args(out), frame_bytes=W * H * 3, bound=4)
     assert outs.processes
-    outs.write("composite", 0, 0, frame_image(0, W, H))
-    outs.boundary("a")
-    assert [p for _, p in outs.completed(block=True)] == ["a"]
-    outs.shutdown(abort=False)
+    _one_segment(outs, 1)
 
 
 def test_shutdown_without_abort_lets_closed_segments_finish(tmp_path):
