@@ -383,13 +383,14 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
     video_specs = [s for s in specs if s.mode == "video"]
     plane_bytes = {"yuv": 1.5, "rgb": 3, "rgba": 4, "gray": 1}
+    frame_bytes = {s.kind: int(plane_bytes[keys[s.kind].split(":")[0]] * info.width * info.height)
+                   for s in video_specs}  # one frame of each video output, as encoded
     plan = plan_encoding(len(video_specs), rate=float(info.rate), workers=encode_workers,
                          threads=encoder_threads, gpu=gpu, segment_frames=segment_frames,
                          processes=bool(encode_processes),
                          hardware=any(s.encoder_name in HARDWARE_ENCODERS.values()
                                       for s in video_specs),
-                         frame_bytes=int(sum(plane_bytes[keys[s.kind].split(":")[0]]
-                                             for s in video_specs) * info.width * info.height))
+                         frame_bytes=sum(frame_bytes.values()))
     if segment_frames is None:
         segment_frames = seq_chunk * max(1, int(round(plan.segment_seconds * float(info.rate)
                                                       / seq_chunk)))
@@ -513,16 +514,15 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
 
     # Video outputs are encoded segment by segment (rvmatte.io.segments): in this thread on
     # 1-3 cores, where the model needs them; else each output on its own worker thread; on 8+
-    # cores (2+ with the model on a GPU) several segments of each output at a time, each in an
-    # encoder process (rvmatte.io.encoder_process; threads if those cannot start). The
-    # producer runs up to `workers` segments ahead, so a segment's frames may all be queued.
+    # cores (2+ with the model on a GPU) several segments of each output at a time, on worker
+    # threads, or with encode_processes in encoder processes (rvmatte.io.encoder_process;
+    # threads if those cannot start). The producer runs up to `workers` segments ahead, so a
+    # segment's frames may all be queued.
     outs = SegmentedOutputs(list(spec_of), lambda *a: SegmentWriter(**writer_args(*a)),
                             workers=plan.workers, threaded=plan.threaded, stop=job.stop,
                             bound=segment_frames + 1 if plan.workers > 1 else 2 * seq_chunk,
                             writer_args=writer_args if plan.processes else None,
-                            frame_bytes=max((int(plane_bytes[keys[s.kind].split(":")[0]]
-                                                 * width * height) for s in video_specs),
-                                            default=0))
+                            frame_bytes=max(frame_bytes.values(), default=0))
     if plan.processes and not outs.processes:
         notes.append("encoder processes could not start: encoding on threads")
 
