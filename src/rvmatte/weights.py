@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .bundled import BUNDLED, BundledWeights  # noqa: F401 - re-exported
 from .errors import WeightsError, one_line
 from .models import MattingNetwork, build_model
 
-
-@dataclass(frozen=True)
-class BundledWeights:
-    """A weights file shipped in ``rvmatte/assets``."""
-
-    filename: str
-    sha256: str
-    variant: str
-    refiner: str  # the refiner the weights were trained/converted with
-
-
-# The official MobileNetV3 model converted from TF.js: it carries the Fast Guided Filter
-# (parameter-free) and no Deep Guided Filter parameters.
-BUNDLED: dict[str, BundledWeights] = {
-    "mobilenetv3": BundledWeights(
-        filename="rvm_mobilenetv3_fgf.pth",
-        sha256="c460682df12544e37820b06581ede939b7aa11c501ef7f7f5cf958bd4bc38b50",
-        variant="mobilenetv3",
-        refiner="fast_guided_filter",
-    ),
-}
 
 # Keys that a Deep-Guided-Filter checkpoint has and a Fast-Guided-Filter model lacks.
 _DGF_PREFIX = "refiner."

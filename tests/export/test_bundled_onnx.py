@@ -65,9 +65,9 @@ def test_lazy_session_builds_the_model_when_asked(tmp_path, monkeypatch):
 
 
 def test_graph_version_is_part_of_the_key(tmp_path, monkeypatch):
-    from rvmatte.export import runtime
+    from rvmatte.export import onnx, runtime
 
-    monkeypatch.setattr(runtime, "export_onnx", lambda model, path, **kw: path.write_bytes(b"x"))
+    monkeypatch.setattr(onnx, "export_onnx", lambda model, path, **kw: path.write_bytes(b"x"))
     a = runtime.bundled_onnx(directory=tmp_path)
     monkeypatch.setattr(runtime, "GRAPH_VERSION", runtime.GRAPH_VERSION + 1)
     b = runtime.bundled_onnx(directory=tmp_path)

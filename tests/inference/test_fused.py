@@ -144,13 +144,19 @@ def test_matte_uint8_matches_the_float_path(pretrained):
     frames = _frames(2, 72, 128, seed=7)
     made, state = runner.matte_uint8(frames, None, 0.5, outputs=["composite", "alpha"],
                                      background=(0.0, 1.0, 0.0))
-    pha, fgr = Matter(pretrained, downsample_ratio=0.5, backend="torch").process(frames)
+    m = Matter(pretrained, downsample_ratio=0.5, backend="torch")
+    pha, fgr = m.process(frames)
     pha_t, fgr_t = torch.from_numpy(pha)[:, None], torch.from_numpy(fgr).permute(0, 3, 1, 2)
     comp = to_uint8(composite(fgr_t, pha_t, torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)))
     assert made["composite"].shape == (2, 72, 128, 3) and made["alpha"].shape == (2, 72, 128)
     assert np.abs(made["alpha"].astype(int) - to_uint8(pha_t)[:, 0].numpy()).max() <= 1
     assert np.abs(made["composite"].astype(int) - comp.permute(0, 2, 3, 1).numpy()).max() <= 1
-    assert len(state) == 4 and all(isinstance(s, torch.Tensor) for s in state)
+    # the state comes back as numpy (file conversion runs without torch), the network's own
+    assert len(state) == 4 and all(isinstance(s, np.ndarray) and s.dtype == np.float32
+                                   for s in state)
+    for ours, theirs in zip(state, m.state):
+        assert ours.shape == tuple(theirs.shape)
+        assert np.abs(ours - theirs.numpy()).max() < 1e-3
 
 
 def test_refuses_gpu_and_half_precision():

@@ -35,12 +35,10 @@ from torch import nn
 
 from ..errors import OutputError, RvmatteError
 from ..models import MattingNetwork, downsample
+from .names import (COEF_INPUT_NAMES, COEF_OUTPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES,  # noqa: F401
+                    MIN_OPSET, OUTPUT_NAMES)
 from .wrapper import LowRes, Refine, finish
 
-INPUT_NAMES = ["src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"]
-OUTPUT_NAMES = ["fgr", "pha", "r1o", "r2o", "r3o", "r4o"]
-MIN_OPSET = 17
-DEFAULT_OPSET = 17
 _MARKER = "SelectRefined"
 _TRACE_RATIO = 0.5
 _DOMAIN = "rvmatte"
@@ -501,8 +499,6 @@ def split_refiner(model_proto):
     return proto, refine_proto, acts
 
 
-COEF_INPUT_NAMES = ["src_sm", "r1i", "r2i", "r3i", "r4i"]
-COEF_OUTPUT_NAMES = ["a", "b", "r1o", "r2o", "r3o", "r4o"]
 
 
 def export_coefficients_onnx(model: MattingNetwork, path: str | os.PathLike | None = None, *,

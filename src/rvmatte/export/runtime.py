@@ -4,6 +4,10 @@
 torch tensors like ``MattingNetwork.forward``. Without ``onnx_path`` the model is built with
 :func:`rvmatte.load_model` (same keywords) and exported once into the user cache
 (``$RVMATTE_CACHE_DIR`` or ``~/.cache/rvmatte/onnx/``), keyed by a hash of the weights.
+
+PyTorch is imported only when something needs it (an export, torch tensors in or out, a
+device name only torch can check): a cached export of the bundled weights runs on the CPU
+without it (:mod:`rvmatte.hardware`).
 """
 
 from __future__ import annotations
@@ -14,26 +18,41 @@ from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
-import torch
+import importlib
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..bundled import BUNDLED, uses_bundled  # noqa: F401 - uses_bundled is re-exported
 from ..errors import RvmatteError, WeightsError, one_line
-from ..models import MattingNetwork, MattingOutput
-from .onnx import (COEF_INPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES, export_coefficients_onnx,
-                   export_onnx)
+from ..hardware import default_threads, dtype_name, gpu_possible, torch_version
+from .names import COEF_INPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import MattingNetwork, MattingOutput
 
 # Bump when the exported graph changes, so cached files are rebuilt.
 GRAPH_VERSION = 3
 # The graphs rvmatte exports: the whole network, or its working-resolution half that ends
 # with the refiner's coefficients (for the fused CPU kernel, rvmatte.kernels).
-GRAPHS = {"full": (export_onnx, INPUT_NAMES, ""),
-          "coefficients": (export_coefficients_onnx, COEF_INPUT_NAMES, "_coef")}
+# (the exporter in rvmatte.export.onnx, the graph's inputs, the cache file's tag)
+GRAPHS = {"full": ("export_onnx", INPUT_NAMES, ""),
+          "coefficients": ("export_coefficients_onnx", COEF_INPUT_NAMES, "_coef")}
 
 
 def _graph(graph: str):
+    """``(export function, input names, tag)``; the exporter (which needs torch) is imported
+    when called."""
     if graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose from {', '.join(GRAPHS)}")
-    return GRAPHS[graph]
+    name, inputs, tag = GRAPHS[graph]
+
+    def export(*args, **kwargs):
+        return getattr(importlib.import_module("rvmatte.export.onnx"), name)(*args, **kwargs)
+
+    return export, inputs, tag
 
 
 def cache_dir() -> Path:
@@ -56,6 +75,8 @@ def _import_ort():
 
 def model_digest(model: MattingNetwork) -> str:
     """A short hash of the model's architecture and weights (the export cache key)."""
+    import torch
+
     h = hashlib.sha256(f"{model.variant}/{model.refiner_name}/{GRAPH_VERSION}".encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -67,12 +88,10 @@ def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset:
               directory: str | os.PathLike | None) -> Path:
     """``<cache>/onnx/<stem>_<dtype>_op<opset>_<key>_torch<version>.onnx``, made by
     ``make(path)`` unless it is there already."""
-    from ..weights import resolve_dtype
-
-    dt = str(resolve_dtype(dtype)).replace("torch.", "")
+    dt = dtype_name(dtype)
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}_{dt}_op{opset}_{key}_torch{torch.__version__.split('+')[0]}.onnx"
+    path = folder / f"{stem}_{dt}_op{opset}_{key}_torch{torch_version()}.onnx"
     if not path.is_file():
         make(path)
     return path
@@ -94,45 +113,54 @@ def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | Non
                  graph: str = "full") -> Path:
     """The cached ONNX export of the *bundled* weights of ``variant``, keyed by their pinned
     sha256 instead of a hash of a built model: when the file is there, no PyTorch model is
-    built and torchvision is never imported (about 1 s of start-up). Exported on first use."""
-    from ..weights import BUNDLED, load_model
-
+    built and neither torch nor torchvision is imported (1.3-2.5 s of start-up). Exported on
+    first use."""
     export, _, tag = _graph(graph)
     b = BUNDLED[variant]
     key = hashlib.sha256(f"{variant}/{b.refiner}/{GRAPH_VERSION}/{b.sha256}".encode()).hexdigest()[:16]
     return _in_cache(f"rvm_{variant}_{b.refiner}{tag}", f"w{key}",
-                     lambda path: export(load_model(variant, device="cpu"), path, dtype=dtype,
-                                         opset=opset),
+                     lambda path: export(_load_model(variant, device="cpu"), path,
+                                         dtype=dtype, opset=opset),
                      dtype=dtype, opset=opset, directory=directory)
 
 
-def uses_bundled(variant: str, weights: Any, refiner: Optional[str]) -> bool:
-    """``weights``/``refiner`` name the bundled weights of ``variant`` as they ship."""
-    from ..weights import BUNDLED
+def _load_model(*args, **kwargs):
+    from ..weights import load_model
 
-    return (isinstance(weights, str) and weights == "default" and variant in BUNDLED
-            and refiner in (None, BUNDLED[variant].refiner))
+    return load_model(*args, **kwargs)
 
 
-def _providers(device: torch.device, available: Sequence[str]) -> list:
-    if device.type == "cuda":
+def _providers(device: tuple[str, Optional[int]], available: Sequence[str]) -> list:
+    kind, index = device
+    if kind == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise RvmatteError("onnxruntime has no CUDA execution provider here "
                                "(pip install onnxruntime-gpu), or use --device cpu")
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    if device.type != "cpu":
-        raise RvmatteError(f"the onnxruntime backend runs on cpu or cuda, not {device.type}")
+        return [("CUDAExecutionProvider", {"device_id": index or 0}), "CPUExecutionProvider"]
+    if kind != "cpu":
+        raise RvmatteError(f"the onnxruntime backend runs on cpu or cuda, not {kind}")
     return ["CPUExecutionProvider"]
 
 
-def _resolve_device(device: Any, available: Sequence[str]) -> torch.device:
+def _resolve_device(device: Any, available: Sequence[str]) -> tuple[str, Optional[int]]:
+    """``(type, index)`` of the device the graph runs on; torch is asked only when the answer
+    depends on it (a default device on a machine that may have a GPU, an unusual name)."""
     if device is None or device == "auto":
-        cuda = "CUDAExecutionProvider" in available and torch.cuda.is_available()
-        return torch.device("cuda" if cuda else "cpu")
+        cuda = False
+        if "CUDAExecutionProvider" in available and gpu_possible():
+            import torch
+
+            cuda = torch.cuda.is_available()
+        return ("cuda", None) if cuda else ("cpu", None)
+    if isinstance(device, str) and device == "cpu":
+        return "cpu", None
+    import torch
+
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise RvmatteError(f"invalid device {device!r}: {e}") from None
+    return dev.type, dev.index
 
 
 class OnnxRuntimeRunner:
@@ -142,7 +170,7 @@ class OnnxRuntimeRunner:
     ``dtype``), or ``model=`` an already-built :class:`MattingNetwork`, or ``onnx_path=`` an
     exported file (see :mod:`rvmatte.export.onnx`). ``device``: ``cpu`` (CPU execution
     provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
-    and a GPU are present). ``threads``: intra-op threads (default: ``torch.get_num_threads()``);
+    and a GPU are present). ``threads``: intra-op threads (default: :func:`rvmatte.hardware.default_threads`, torch's count);
     ``spin``: let idle intra-op workers spin (lower latency on an otherwise idle machine).
     ``pipeline``: split the graph at the refiner (:func:`~rvmatte.export.onnx.split_refiner`) and,
     for clips (B,T,3,H,W) at ratio < 1, run frame t's full-size refinement in a worker thread
@@ -158,8 +186,6 @@ class OnnxRuntimeRunner:
                  threads: Optional[int] = None, providers: Optional[Sequence] = None,
                  opset: int = DEFAULT_OPSET, spin: bool = False, pipeline: bool = False,
                  graph: str = "full") -> None:
-        from ..weights import resolve_dtype
-
         _, input_names, _ = _graph(graph)
         if pipeline and graph != "full":
             raise ValueError("pipeline=True splits the full graph")
@@ -167,20 +193,19 @@ class OnnxRuntimeRunner:
 
         ort = _import_ort()
         available = ort.get_available_providers()
-        self.device = _resolve_device(device, available)
-        self.dtype = resolve_dtype(dtype)
-        if self.dtype not in (torch.float32, torch.float16):
-            raise RvmatteError(f"the onnxruntime backend supports float32 and float16, not {self.dtype}")
+        self._device = _resolve_device(device, available)
+        self._dtype = dtype_name(dtype)
+        if self._dtype not in ("float32", "float16"):
+            raise RvmatteError("the onnxruntime backend supports float32 and float16, not "
+                               f"torch.{self._dtype}")
         # How to (re-)make the file when it is ours, in the export cache; None for a user's file.
         rebuild: Optional[Callable[[], Path]] = None
         if onnx_path is None and model is None and uses_bundled(variant, weights, refiner):
-            rebuild = partial(bundled_onnx, variant, dtype=self.dtype, opset=opset, graph=graph)
+            rebuild = partial(bundled_onnx, variant, dtype=self._dtype, opset=opset, graph=graph)
         elif onnx_path is None:
             if model is None:
-                from ..weights import load_model
-
-                model = load_model(variant, refiner=refiner, weights=weights, device="cpu")
-            rebuild = partial(cached_onnx, model, dtype=self.dtype, opset=opset, graph=graph)
+                model = _load_model(variant, refiner=refiner, weights=weights, device="cpu")
+            rebuild = partial(cached_onnx, model, dtype=self._dtype, opset=opset, graph=graph)
         if rebuild is not None:
             onnx_path = rebuild()
         self.onnx_path = Path(onnx_path)
@@ -191,12 +216,12 @@ class OnnxRuntimeRunner:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Same intra-op thread count as torch unless told (on a busy machine fewer threads can be
         # much faster: spinning workers fight for the cores; see docs/SPEED.md).
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.intra_op_num_threads = int(threads or default_threads())
         # Idle workers sleep instead of spinning: on the shared 2-core machine this was 9-30%
         # faster (docs/SPEED.md); pass spin=True on a dedicated machine.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
-        self.providers = list(providers) if providers else _providers(self.device, available)
+        self.providers = list(providers) if providers else _providers(self._device, available)
         self.pipeline = pipeline
         self._pool = None
         if pipeline and not threads:
@@ -218,6 +243,18 @@ class OnnxRuntimeRunner:
         src_type = self.session.get_inputs()[0].type
         self._np_dtype = np.float16 if "float16" in src_type else np.float32
         self._zero = np.zeros((1, 1, 1, 1), dtype=self._np_dtype)
+
+    @property
+    def device(self) -> "torch.device":
+        import torch
+
+        return torch.device(*[v for v in self._device if v is not None])
+
+    @property
+    def dtype(self) -> "torch.dtype":
+        import torch
+
+        return getattr(torch, self._dtype)
 
     def _open(self, ort, opts) -> None:
         if self.pipeline:
@@ -248,7 +285,7 @@ class OnnxRuntimeRunner:
         the four state inputs as numpy arrays in the graph's dtype."""
         if state is None:
             return [self._zero] * 4
-        return [(s.detach().to("cpu").numpy() if isinstance(s, torch.Tensor) else np.asarray(s))
+        return [(s.detach().to("cpu").numpy() if hasattr(s, "detach") else np.asarray(s))
                 .astype(self._np_dtype, copy=False) for s in state]
 
     def coefficients(self, src_sm: np.ndarray, rec: Sequence[np.ndarray]):
@@ -263,6 +300,10 @@ class OnnxRuntimeRunner:
         """``src``: (B,3,H,W) or (B,T,3,H,W) float in [0, 1]; ``state``: ``None`` or the last
         call's ``out.state``. Returns ``MattingOutput`` on ``src``'s device, in the graph's dtype.
         """
+        import torch
+
+        from ..models import MattingOutput
+
         if self.graph != "full":
             raise RuntimeError("this runner holds the coefficients graph: use .coefficients()")
         if src.ndim not in (4, 5) or src.shape[-3] != 3:
@@ -304,6 +345,10 @@ class OnnxRuntimeRunner:
         return self._finish(src, fgr, pha)
 
     def _call_pipelined(self, x: np.ndarray, rec: list, ratio: np.ndarray, out_device) -> MattingOutput:
+        import torch
+
+        from ..models import MattingOutput
+
         clip = x.ndim == 5
         frames = [np.ascontiguousarray(x[:, t]) for t in range(x.shape[1])] if clip else [x]
         refine = float(ratio[0]) != 1

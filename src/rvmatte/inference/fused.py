@@ -10,42 +10,56 @@ Called like the model (:meth:`FusedRunner.__call__`) it returns float tensors as
 backends do. At ratio 1 there is no refiner and it runs the whole exported graph.
 
 ``backend="auto"`` picks it on CPUs in float32 when onnxruntime and numba are installed and
-the ratio is below 1 (docs/SPEED.md has the measurements).
+the ratio is below 1 (docs/SPEED.md has the measurements). File conversion on the CPU
+builds it without importing PyTorch (:func:`~rvmatte.inference.convert.convert_video`): the
+uint8 methods take and return numpy arrays only.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from .. import kernels
 from ..errors import RvmatteError
-from ..models import MattingOutput
+from ..hardware import cpu_requested, default_threads, dtype_name
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import MattingOutput
+
+def _on_cpu(device: Any) -> bool:
+    """``device`` is the CPU (a default one only where :func:`~rvmatte.hardware.cpu_requested`
+    can tell without torch, else torch decides, as for the other backends)."""
+    if cpu_requested(device):
+        return True
+    from ..weights import _resolve_device
+
+    return _resolve_device(device).type == "cpu"
+
 
 class FusedRunner:
     """``FusedRunner(**source, threads=None)``: ``source`` as for
     :class:`~rvmatte.export.runtime.OnnxRuntimeRunner` (``variant``/``weights``/``refiner``,
     or ``model=``); CPU, float32. ``threads``: ONNX Runtime's intra-op threads and the kernel's
-    bands of rows (default ``torch.get_num_threads()``)."""
+    bands of rows (default :func:`rvmatte.hardware.default_threads`, torch's count)."""
 
     def __init__(self, *, threads: Optional[int] = None, device: Any = "cpu", dtype: Any = None,
                  **source: Any) -> None:
         from ..export.runtime import OnnxRuntimeRunner
-        from ..weights import _resolve_device, resolve_dtype
 
         if not kernels.available():
             raise RvmatteError("backend 'fused' needs numba (pip install numba); "
                                "or use --backend onnxruntime")
-        if _resolve_device(device).type != "cpu" or resolve_dtype(dtype) != torch.float32:
+        if not _on_cpu(device) or dtype_name(dtype) != "float32":
             raise RvmatteError("backend 'fused' runs on the CPU in float32")
         # Load the compiled kernels (numba's disk cache) while ONNX Runtime opens the graph.
         threading.Thread(target=kernels.warm_up, name="rvmatte-kernel-load", daemon=True).start()
         self._source = dict(source, threads=threads)
-        self.threads = int(threads or torch.get_num_threads())
+        self.threads = int(threads or default_threads())
         self.coef = OnnxRuntimeRunner(device="cpu", graph="coefficients", **self._source)
         self.refine = kernels.Refiner(self.threads)
         self._full = None  # the whole graph, for ratio 1
@@ -71,6 +85,11 @@ class FusedRunner:
     def __call__(self, src: torch.Tensor, state=None, downsample_ratio: float = 1.0) -> MattingOutput:
         """``src`` (B,3,H,W) or (B,T,3,H,W) float in [0, 1] on the CPU -> ``MattingOutput``
         (float32 tensors), as :class:`~rvmatte.models.MattingNetwork`."""
+        import torch
+        from torch.nn import functional as F
+
+        from ..models import MattingOutput
+
         r = self._check_ratio(downsample_ratio)
         if r == 1:
             return self._whole()(src, state, r)
@@ -106,7 +125,7 @@ class FusedRunner:
 
     def network(self, frames: np.ndarray, state, downsample_ratio: float):
         """The recurrent half: uint8 (T,H,W,3) RGB frames -> (the refiner's coefficients per
-        frame, the new state). The other half, :meth:`finish`, does not depend on the state and
+        frame, the new state as four numpy arrays; ``state`` may be arrays or tensors). The other half, :meth:`finish`, does not depend on the state and
         can run in another thread. (Overlapping the two in file conversion measured the same
         as running them in turn on 2 cores: 23.7-24.6 s against 23.7-24.2 s for 300 frames.)"""
         r = self._check_ratio(downsample_ratio)
@@ -120,7 +139,7 @@ class FusedRunner:
         for t in range(frames.shape[0]):
             a, b, *rec = self.coef.coefficients(kernels.downsample(frames[t], r)[None], rec)
             coefs.append((a[0], b[0]))
-        return coefs, tuple(torch.from_numpy(s) for s in rec)
+        return coefs, tuple(rec)
 
     def finish(self, frames: np.ndarray, coefs, *, outputs: Sequence[str],
                background: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:

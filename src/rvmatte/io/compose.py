@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 # "green" is a green-screen green, not CSS's dark (0, 128, 0).
 NAMED = {"green": (0, 255, 0), "greenscreen": (0, 255, 0), "bluescreen": (0, 71, 187)}
@@ -40,17 +41,23 @@ def parse_color(text: str) -> Optional[tuple[int, int, int]]:
 
 def to_uint8(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """float [0, 1] -> uint8, rounded. ``inplace`` reuses ``x`` (a temporary) as scratch."""
+    import torch
+
     x = x.mul_(255.0) if inplace else x.mul(255.0)
     return x.add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def composite(fgr: torch.Tensor, pha: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
     """``fgr * pha + bg * (1 - pha)`` in one pass (``lerp``); float, same shape as ``fgr``."""
+    import torch
+
     return torch.lerp(bg.to(fgr.dtype).expand_as(fgr), fgr, pha.expand_as(fgr))
 
 
 def cover(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Scale (N,3,h0,w0) float to cover h x w (keeping aspect ratio), centre-crop."""
+    from torch.nn import functional as F
+
     h0, w0 = img.shape[-2:]
     s = max(h / h0, w / w0)
     nh, nw = max(h, math.ceil(h0 * s - 1e-6)), max(w, math.ceil(w0 * s - 1e-6))
@@ -80,6 +87,8 @@ class ColorBackground(Background):
         self.name = "#%02x%02x%02x" % rgb
 
     def get(self, src, index):
+        import torch
+
         c = torch.tensor(self.rgb, dtype=src.dtype, device=src.device) / 255.0
         return c.view(1, 3, 1, 1).expand(1, 3, *src.shape[-2:])
 
@@ -93,6 +102,8 @@ class ImageBackground(Background):
         self._cache: dict = {}
 
     def get(self, src, index):
+        import torch
+
         key = (tuple(src.shape[-2:]), src.device, src.dtype)
         if key not in self._cache:
             t = torch.from_numpy(np.array(self._img)).permute(2, 0, 1)[None].float().div(255.0)
@@ -131,6 +142,8 @@ class VideoBackground(Background):
                 self._iter, self._next = self._source.frames(), 0
 
     def get(self, src, index):
+        import torch
+
         h, w = src.shape[-2:]
         frames = [self._frame(index + i) for i in range(src.shape[0])]
         t = torch.from_numpy(np.stack(frames)).to(src.device).permute(0, 3, 1, 2).to(src.dtype).div_(255.0)
@@ -150,6 +163,9 @@ class BlurBackground(Background):
         self.name = f"blur:{sigma:g}"
 
     def get(self, src, index):
+        import torch
+        from torch.nn import functional as F
+
         h, w = src.shape[-2:]
         factor = max(1, int(self.sigma // 4))
         x = src.float()

@@ -16,9 +16,12 @@ Y plane followed by the U and V planes (each ``H/2 x W/2``, stored row-major in 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from .readers import enum_int
+
+if TYPE_CHECKING:
+    import torch
 
 # (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb.
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
@@ -52,10 +55,13 @@ def _upsample2(x: torch.Tensor) -> torch.Tensor:
 
 
 def yuv420_to_rgb(planes: torch.Tensor, height: int, width: int, *, matrix: str = "bt601",
-                  full_range: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``planes`` uint8 ``(T, H*3/2, W)`` -> RGB ``(T, 3, H, W)`` in [0, 1] of ``dtype``.
+                  full_range: bool = False, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``planes`` uint8 ``(T, H*3/2, W)`` -> RGB ``(T, 3, H, W)`` in [0, 1] of ``dtype``
+    (default float32).
 
     The arithmetic is float32 whatever ``dtype`` (its result is then cast)."""
+    import torch
+
     if planes.ndim == 2:
         planes = planes.unsqueeze(0)
     if height % 2 or width % 2 or planes.shape[-2:] != (height * 3 // 2, width):
@@ -78,12 +84,14 @@ def yuv420_to_rgb(planes: torch.Tensor, height: int, width: int, *, matrix: str 
     r = y + (2.0 * (1.0 - kr)) * cr
     b = y + (2.0 * (1.0 - kb)) * cb
     g = (y - kr * r - kb * b).mul_(1.0 / kg)
-    return torch.stack([r, g, b], 1).clamp_(0.0, 1.0).to(dtype)
+    return torch.stack([r, g, b], 1).clamp_(0.0, 1.0).to(dtype or torch.float32)
 
 
 def rgb_to_yuv420(rgb: torch.Tensor, *, matrix: str = "bt601") -> torch.Tensor:
     """RGB ``(T, 3, H, W)`` in [0, 1] (any float dtype) -> uint8 planes ``(T, H*3/2, W)``,
     limited range. Chroma is the mean of each 2x2 block."""
+    import torch
+
     t, c, h, w = rgb.shape
     if c != 3 or h % 2 or w % 2:
         raise ValueError(f"expected (T, 3, H, W) RGB of an even size, got {tuple(rgb.shape)}")
@@ -105,6 +113,8 @@ def rgb_to_yuv420(rgb: torch.Tensor, *, matrix: str = "bt601") -> torch.Tensor:
 def gray_to_yuv420(gray: torch.Tensor) -> torch.Tensor:
     """A gray image ``(T, H, W)`` or ``(T, 1, H, W)`` in [0, 1] -> uint8 planes ``(T, H*3/2, W)``:
     Y = the value in limited range, neutral chroma (what libswscale makes of ``gray`` frames)."""
+    import torch
+
     if gray.ndim == 4:
         gray = gray[:, 0]
     t, h, w = gray.shape
