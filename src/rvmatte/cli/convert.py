@@ -51,13 +51,13 @@ def set_threads(threads) -> None:
     (set by the CLI) idle model threads no longer spin against our decode/encode threads; on
     a quiet 2-core machine two model threads then beat one end to end (16.4 s vs 20.2 s for
     90 frames of 1080p, docs/SPEED.md). Pass ``--threads 1`` on a machine busy with other work."""
-    import torch
+    from ..hardware import set_threads as set_model_threads
 
     if threads is None:
         return
     if threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
+    set_model_threads(threads)  # torch's threads, now or when it loads (rvmatte.hardware)
 
 
 def model_kwargs(args) -> dict:

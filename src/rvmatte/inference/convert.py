@@ -15,6 +15,10 @@ last timestamp, recurrent state, segment list) in ``<first output>.rvmatte-resum
 killed at any point (even ``kill -9``) continues from there with ``resume=True``. When all
 frames are done the segments are remuxed with the input's audio into temporary files that are
 renamed into place; the checkpoint is removed.
+
+On the CPU, a conversion that the fused path can make (rvmatte.inference.fused: bundled
+weights, float32, a downsample ratio below 1, 8-bit outputs over a colour) runs without
+importing PyTorch, which is 1.3-2.5 s of a 2-core machine's start-up (rvmatte.hardware).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -32,10 +37,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-import torch
 
 from ..errors import Cancelled, InputError, OutputError, RvmatteError
 from ..io.compose import (Background, ColorBackground, NAMED, composite, parse_background,
@@ -49,7 +53,10 @@ from ..io.writers import (AudioPlan, HARDWARE_ENCODERS, OutputSpec, SegmentWrite
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
 from .downsample import auto_downsample_ratio, parse_downsample_ratio
 
-CHECKPOINT_VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINT_VERSION = 2  # 2: the recurrent state as float32 numpy arrays (state.npz)
 DEFAULT_BACKGROUND = NAMED["green"]
 _QUEUE_CHUNKS = 3  # chunks buffered between threads (bounds memory)
 
@@ -98,13 +105,13 @@ class ConversionResult:
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def _default_seq_chunk(device: torch.device, height: int = 1080, width: int = 1920) -> int:
+def _default_seq_chunk(device: Any, height: int = 1080, width: int = 1920) -> int:
     """GPUs gain from batching frames: 12 per call at 1080p, fewer for larger frames so that a
     chunk's memory stays that of 12 1080p frames (about 2.3 GB with CUDA graphs in fp16; 4K
     gets 3). On the CPU one frame per call lets decode, model and encode interleave best: 90
     frames of 1080p (composite + alpha, ratio 0.25) took 14.3 s with 1 frame per call against
-    16.8 s with 4 (docs/SPEED.md)."""
-    if device.type not in ("cuda", "mps"):
+    16.8 s with 4 (docs/SPEED.md). ``device``: a ``torch.device`` or its type."""
+    if getattr(device, "type", device) not in ("cuda", "mps"):
         return 1
     return max(1, min(12, round(12 * 1920 * 1080 / max(1, height * width))))
 
@@ -150,6 +157,38 @@ class _Tqdm:
 
     def close(self):
         self.bar.close()
+
+
+def _torch_free_fused(model, variant, weights, refiner, device, dtype, backend):
+    """The fused CPU path can be built without PyTorch for this request: no model given,
+    the bundled weights, the CPU in float32, ``auto`` or ``fused`` backend, onnxruntime and
+    numba installed. (The caller checks the ratio and outputs.)"""
+    from .. import kernels
+    from ..bundled import uses_bundled
+    from ..hardware import cpu_requested, dtype_name
+
+    return (model is None and backend in ("auto", "fused") and kernels.available()
+            and importlib.util.find_spec("onnxruntime") is not None
+            and uses_bundled(variant, weights, refiner) and cpu_requested(device)
+            and dtype_name(dtype) == "float32")
+
+
+def _state_arrays(state) -> list:
+    """The recurrent state (tensors on any device and dtype, or arrays) as float32 numpy
+    copies, for a checkpoint (float32 holds float16 and bfloat16 values exactly)."""
+    out = []
+    for s in state:
+        if hasattr(s, "detach"):
+            import torch
+
+            s = s.detach().to("cpu", torch.float32).numpy()
+        out.append(np.array(s, dtype=np.float32, copy=True))
+    return out
+
+
+def _is_cuda_oom(e: BaseException) -> bool:
+    mod = sys.modules.get("torch")  # a CUDA error can only come from a loaded torch
+    return mod is not None and isinstance(e, mod.cuda.OutOfMemoryError)
 
 
 def _make_matter(model, **kw):
@@ -339,12 +378,33 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         if s.kind == "composite" and not s.rgba:
             comp_bg = bg if isinstance(bg, Background) else ColorBackground(DEFAULT_BACKGROUND)
 
-    matter = _make_matter(model, variant=variant, weights=weights, refiner=refiner,
-                          device=device, dtype=dtype, downsample_ratio=downsample_ratio,
-                          backend=backend)
+    ratio = (ratio_value if ratio_value is not None
+             else auto_downsample_ratio(info.height, info.width))
+    # The CPU's fused path (backend "fused", rvmatte.kernels): uint8 frames in, each output
+    # made as uint8 in one pass -- for H.264/H.265/VP9 the composite and the alpha directly as
+    # the encoder's 4:2:0 planes (unless device_yuv=False). It covers 8-bit outputs over a
+    # colour or no background.
+    fused_names = {"rgb:composite": "composite", "rgba:composite": "rgba",
+                   "rgba:foreground": "rgba", "rgb:foreground": "foreground", "gray:alpha": "alpha",
+                   "yuv:composite": "composite_yuv", "yuv:alpha": "alpha_yuv"}
+    fused_able = (all(f"{s.channels}:{s.kind}" in fused_names for s in specs)
+                  and (alpha_bits == 8 or all(s.kind != "alpha" for s in specs))
+                  and (comp_bg is None or isinstance(comp_bg, ColorBackground)))
+    fused = matter = None
+    if (fused_able and ratio < 1 and device_yuv is not True
+            and _torch_free_fused(model, variant, weights, refiner, device, dtype, backend)):
+        from .fused import FusedRunner  # what Matter would pick, built without PyTorch
+
+        fused = FusedRunner(variant=variant, weights=weights, refiner=refiner, device="cpu")
+        device_type, dtype_label = "cpu", "torch.float32"
+    else:
+        matter = _make_matter(model, variant=variant, weights=weights, refiner=refiner,
+                              device=device, dtype=dtype, downsample_ratio=downsample_ratio,
+                              backend=backend)
+        device_type, dtype_label = matter.device.type, str(matter.dtype)
     if seq_chunk is None:
-        seq_chunk = _default_seq_chunk(matter.device, info.height, info.width)
-    gpu = matter.device.type == "cuda"
+        seq_chunk = _default_seq_chunk(device_type, info.height, info.width)
+    gpu = device_type == "cuda"
     notes: list[str] = []
     for i, s in enumerate(specs):
         if s.mode == "video":
@@ -360,19 +420,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     yuv_able = {s.kind for s in specs if s.mode == "video" and not s.rgba and even
                 and pix_fmt_for(s, info.width, info.height) == "yuv420p"}
     in_matrix, in_full = matrix_for(info.colorspace), is_full_range(info.color_range)
-    ratio = (ratio_value if ratio_value is not None
-             else auto_downsample_ratio(info.height, info.width))
-    # The CPU's fused path (backend "fused", rvmatte.kernels): uint8 frames in, each output
-    # made as uint8 in one pass -- for H.264/H.265/VP9 the composite and the alpha directly as
-    # the encoder's 4:2:0 planes (unless device_yuv=False). It covers 8-bit outputs over a
-    # colour or no background.
-    fused_names = {"rgb:composite": "composite", "rgba:composite": "rgba",
-                   "rgba:foreground": "rgba", "rgb:foreground": "foreground", "gray:alpha": "alpha",
-                   "yuv:composite": "composite_yuv", "yuv:alpha": "alpha_yuv"}
-    fused = None
-    if (not yuv_in and all(f"{s.channels}:{s.kind}" in fused_names for s in specs)
-            and (alpha_bits == 8 or all(s.kind != "alpha" for s in specs))
-            and (comp_bg is None or isinstance(comp_bg, ColorBackground))):
+    if matter is not None and not yuv_in and fused_able:
         fused = matter.fused_runner(ratio)
     if fused is not None:
         yuv_out = (set() if device_yuv is False
@@ -416,19 +464,21 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         "yuv_in": yuv_in,
         "background": getattr(comp_bg, "name", None), "ratio": ratio, "variant": variant,
         "weights": str(weights) if model is None else f"model:{type(model).__name__}",
-        "refiner": refiner, "dtype": str(matter.dtype), "backend": backend,
+        "refiner": refiner, "dtype": dtype_label, "backend": backend,
         "seq_chunk": seq_chunk, "segment": segment_frames, "range": [rng.start, rng.end, rng.unit],
     })
-    ckpt = None
+    ckpt, saved_state = None, None
     if job_dir.exists():
         meta_path = job_dir / "job.json"
-        if resume and meta_path.is_file() and (job_dir / "state.pt").is_file():
+        if resume and meta_path.is_file() and (job_dir / "state.npz").is_file():
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                meta = None
-            if meta and meta.get("fingerprint") == fp:
-                ckpt = meta
+                if meta.get("fingerprint") == fp:
+                    with np.load(job_dir / "state.npz") as z:
+                        saved_state = [z[f"arr_{i}"] for i in range(len(z.files))]
+                    ckpt = meta
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint: start over
+                ckpt = None
         if ckpt is None:
             shutil.rmtree(job_dir, ignore_errors=True)  # stale or different job: start over
     try:
@@ -446,8 +496,14 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         range_offset = ckpt["range_offset"]
         segments = {k: [(job_dir / "segments" / name, pts) for name, pts in v]
                     for k, v in ckpt["segments"].items()}
-        loaded = torch.load(job_dir / "state.pt", map_location="cpu", weights_only=True)
-        state = tuple(t.to(matter.device, matter.dtype) for t in loaded) if loaded else None
+        if not saved_state:
+            state = None
+        elif fused is not None:  # takes numpy arrays
+            state = tuple(saved_state)
+        else:
+            import torch
+
+            state = tuple(torch.from_numpy(a).to(matter.device, matter.dtype) for a in saved_state)
         # drop anything written after the checkpoint
         keep = {p.name for v in segments.values() for p, _ in v}
         for f in (job_dir / "segments").iterdir():
@@ -528,12 +584,12 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
 
     def save_checkpoint(done: int, last: int, state_cpu) -> None:
         buf = io.BytesIO()
-        torch.save(list(state_cpu) if state_cpu is not None else [], buf)
+        np.savez(buf, *(state_cpu or []))
         meta = {"fingerprint": fp, "done": done, "last_pts": last,
                 "range_offset": shared["range_offset"], "input": str(in_path),
                 "segments": {k: [(p.name, s) for p, s in v] for k, v in segments.items()}}
         try:
-            _atomic_write(job_dir / "state.pt", buf.getvalue())
+            _atomic_write(job_dir / "state.npz", buf.getvalue())
             _atomic_write(job_dir / "job.json", json.dumps(meta).encode())
         except OSError as e:
             raise OutputError(f"disk full while writing the checkpoint in {job_dir}"
@@ -591,6 +647,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                               bits=s.alpha_bits)
 
     def outputs_for(src: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, first: int) -> dict:
+        import torch
+
         out = {}
         for key in keys.values():
             ch, kind = key.split(":")
@@ -655,7 +713,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                            else matter.to_tensor(frames))
                     fgr, pha, state = matter.step(src, state, ratio)
                     arrays = outputs_for(src, fgr, pha, idx[0])
-            except torch.cuda.OutOfMemoryError:
+            except Exception as e:
+                if not _is_cuda_oom(e):
+                    raise
                 raise RvmatteError(
                     f"out of GPU memory at {len(idx)} frame(s) of {width}x{height} per call; "
                     "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
@@ -666,8 +726,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             done = idx[-1] + 1
             shared["last_pts"] = pts[-1]
             if done % segment_frames == 0:
-                state_cpu = [t.detach().to("cpu", torch.float32 if matter.dtype == torch.float32
-                                            else matter.dtype).clone() for t in state]
+                state_cpu = _state_arrays(state)
                 t = stages.add("model_s", t)
                 if not _put(q_out, ("checkpoint", done, pts[-1], state_cpu), job):
                     break
@@ -687,6 +746,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         threads[0].join()
         if bar is not None:
             bar.close()
+        if matter is None:  # the fused runner is this conversion's own: stop its threads
+            fused.close()
         if (job.error is not None or cancelled) and comp_bg is not None:
             comp_bg.close()
     if cancelled:
