@@ -313,6 +313,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-official", action="store_true", help="time rvmatte alone")
     ap.add_argument("--rvmatte-cmd", help="command that runs the rvmatte CLI "
                                           "(default: rvmatte next to this interpreter)")
+    ap.add_argument("--rvmatte-baseline-cmd",
+                    help="also time this rvmatte command (e.g. an older checkout: 'env "
+                         "PYTHONPATH=/tmp/old/src python -m rvmatte') with the default settings, "
+                         "as 'rvmatte baseline', and print rvmatte's ratio to it")
     ap.add_argument("--rvmatte-presets", default="",
                     help="comma list of extra rvmatte runs with --preset P (e.g. medium,ultrafast)")
     ap.add_argument("--rvmatte-backends", default="",
@@ -433,6 +437,10 @@ def run(args, variants: list[dict], work: Path) -> int:
             "1" if v["jit"] else "0", str(t)]})
     jobs.append({"name": "rvmatte auto", "env": rv_env, "cmd": lambda comp, pha: rv_cmd + [
         "convert", str(clip), "-o", str(comp), "--alpha", str(pha), "--downsample", "0.25"]})
+    if args.rvmatte_baseline_cmd:
+        base_cmd = rvmatte_command(args.rvmatte_baseline_cmd)
+        jobs.append({"name": "rvmatte baseline", "env": rv_env, "cmd": lambda comp, pha: base_cmd + [
+            "convert", str(clip), "-o", str(comp), "--alpha", str(pha), "--downsample", "0.25"]})
     for backend in filter(None, args.rvmatte_backends.split(",")):
         jobs.append({"name": f"rvmatte {backend}", "env": rv_env, "cmd": lambda comp, pha, b=backend:
                      rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
@@ -516,6 +524,11 @@ def run(args, variants: list[dict], work: Path) -> int:
                 summary[rn]["speedup_vs_best_official"] = best / summary[rn]["median_wall"]
                 print(f"  {rn} vs the official's best configuration: "
                       f"{best / summary[rn]['median_wall']:.2f}x")
+
+    base = summary.get("rvmatte baseline", {}).get("median_wall")
+    if base and rv_med:
+        info["speedup_vs_baseline"] = base / rv_med
+        print(f"  rvmatte auto vs rvmatte baseline: {base / rv_med:.2f}x")
 
     # Do both produce the same matte? (same weights, same ratio; differences = codecs + numerics)
     for name, runs in results.items():

@@ -32,3 +32,21 @@ def test_generated_clip_has_exact_metadata_and_audio(bench, tmp_path):
     assert info["frames"] == info["meta_frames"] == 7
     assert info["size"] == "64x36" and info["codec"] == "h264" and info["audio"]
     assert bench.probe(tmp_path / "missing.mp4").get("error")
+
+
+def test_rvmatte_against_a_baseline_command(bench, tmp_path, capsys):
+    """``--rvmatte-baseline-cmd`` times a second rvmatte (here the same one) in the same rounds
+    and prints the ratio; both runs' outputs are checked like the others."""
+    import json
+    import sys
+
+    clip = tmp_path / "clip.mp4"
+    bench.make_clip(bench.DEFAULT_SOURCE, clip, 6, size=(128, 72))
+    rc = bench.main(["--skip-official", "--clip", str(clip), "--rounds", "1", "--idle-wait", "0",
+                     "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "r.json"),
+                     "--rvmatte-baseline-cmd", f"{sys.executable} -m rvmatte"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "rvmatte baseline" in out and "rvmatte auto vs rvmatte baseline:" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["info"]["speedup_vs_baseline"] > 0

@@ -546,7 +546,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                 idx.append(fr.index)
                 pts.append(fr.pts)
                 if len(buf) == seq_chunk:
-                    chunk = np.stack(buf)
+                    chunk = buf[0][None] if seq_chunk == 1 else np.stack(buf)  # 1: no copy
                     t = stages.add("decode_s", t)
                     if not _put(q_in, (idx, pts, chunk), job, halt):
                         return
