@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from .errors import WeightsError
+
+_threads: Optional[int] = None  # set_threads(): the model's CPU threads, for torch too
 
 _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16",
                 "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -28,7 +31,8 @@ def torch_loaded() -> bool:
 def gpu_possible() -> bool:
     """Whether a default device (``device=None``) could be a GPU. Asked of torch once it is
     loaded; before that, only on Linux machines without any GPU device node (NVIDIA
-    ``/dev/nvidia*``, AMD ROCm ``/dev/kfd``, WSL ``/dev/dxg``) is the answer "no" for sure."""
+    ``/dev/nvidia*``, Jetson ``/dev/nvhost*``, AMD ROCm ``/dev/kfd``, WSL ``/dev/dxg``) is the
+    answer "no" for sure."""
     if torch_loaded():
         import torch
 
@@ -36,8 +40,8 @@ def gpu_possible() -> bool:
         return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
     if not sys.platform.startswith("linux"):
         return True  # macOS has MPS; elsewhere, let torch say
-    return bool(glob.glob("/dev/nvidia*") or os.path.exists("/dev/kfd")
-                or os.path.exists("/dev/dxg"))
+    return bool(glob.glob("/dev/nvidia*") or glob.glob("/dev/nvhost*")
+                or os.path.exists("/dev/kfd") or os.path.exists("/dev/dxg"))
 
 
 def cpu_requested(device: Any) -> bool:
@@ -48,15 +52,13 @@ def cpu_requested(device: Any) -> bool:
 
 
 def dtype_name(dtype: Any) -> str:
-    """``None`` (float32), a name (``"fp16"``, ...) or a ``torch.dtype`` -> ``"float32"``,
-    ``"float16"`` or ``"bfloat16"``."""
+    """``None`` (float32), a name (``"fp16"``, ...: ``float32``, ``float16`` or ``bfloat16``,
+    else :class:`WeightsError`) or any ``torch.dtype`` -> its name (``"float32"``,
+    ``"float64"``, ...; the caller says which it supports)."""
     if dtype is None:
         return "float32"
     if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
-        name = str(dtype).replace("torch.", "")
-        if name in _DTYPE_NAMES.values():
-            return name
-        raise WeightsError(f"unsupported dtype {dtype}; choose from float32, float16, bfloat16")
+        return str(dtype).replace("torch.", "")
     try:
         return _DTYPE_NAMES[str(dtype).lower()]
     except KeyError:
@@ -85,30 +87,46 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def _env_threads(name: str) -> Optional[int]:
+    """A thread-count variable read as PyTorch reads it (the leading integer; none, zero or
+    negative: not set)."""
+    m = re.match(r"\s*([+-]?\d+)", os.environ.get(name, ""))
+    n = int(m.group(1)) if m else 0
+    return n if n > 0 else None
+
+
 def default_threads() -> int:
-    """The model's CPU threads: ``torch.get_num_threads()`` once torch is loaded; before,
-    what it would say: ``OMP_NUM_THREADS`` (which :func:`set_threads` sets) or the number of
-    physical cores."""
+    """The model's CPU threads: those given to :func:`set_threads` (``--threads``), else
+    ``torch.get_num_threads()`` once torch is loaded, else what it would say: the physical
+    cores, or ``MKL_NUM_THREADS`` / ``OMP_NUM_THREADS`` up to that many."""
+    if _threads is not None:
+        return _threads
     if torch_loaded():
         import torch
 
         return torch.get_num_threads()
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", ""))
-        if n >= 1:
-            return n
-    except ValueError:
-        pass
-    return physical_cores()
+    cores = physical_cores()
+    n = _env_threads("MKL_NUM_THREADS") or _env_threads("OMP_NUM_THREADS")
+    return min(n, cores) if n else cores
 
 
 def set_threads(n: int) -> None:
-    """The model's CPU threads, for torch (now, or when it loads) and the torch-free path."""
-    os.environ["OMP_NUM_THREADS"] = str(int(n))
+    """The model's CPU threads (``--threads``): for the torch-free path, and for torch now or,
+    through :func:`apply_threads`, when it is used."""
+    global _threads
+    _threads = int(n)
     if torch_loaded():
+        apply_threads()
+
+
+def apply_threads() -> None:
+    """Give torch the threads of :func:`set_threads`, if any (called where a PyTorch model is
+    about to run; imports torch)."""
+    if _threads is not None:
         import torch
 
-        torch.set_num_threads(int(n))
+        if torch.get_num_threads() != _threads:
+            torch.set_num_threads(_threads)
 
 
 def torch_version() -> str:

@@ -125,7 +125,7 @@ def test_an_unreadable_checkpoint_state_starts_over(tmp_path):
 
 def test_thread_count_without_torch_is_torchs():
     """What the torch-free path gives the model is what torch would: its own default (physical
-    cores), OMP_NUM_THREADS, and --threads (set before torch loads)."""
+    cores), OMP_NUM_THREADS / MKL_NUM_THREADS up to that."""
     code = """
 import json, sys
 from rvmatte import hardware
@@ -135,18 +135,37 @@ import torch
 print(json.dumps({"free": n, "torch": torch.get_num_threads(), "v": v,
                   "tv": torch.__version__.split("+")[0]}))
 """
-    r = _run(code, OMP_NUM_THREADS=None)
+    r = _run(code, OMP_NUM_THREADS=None, MKL_NUM_THREADS=None)
     assert r["free"] == r["torch"] and r["v"] == r["tv"]
-    r = _run(code, OMP_NUM_THREADS="1")
-    assert r["free"] == r["torch"] == 1
-    r = _run("""
+    for env in ({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "64"}, {"MKL_NUM_THREADS": "1"},
+                {"OMP_NUM_THREADS": "1,1"}, {"OMP_NUM_THREADS": "junk"}, {"OMP_NUM_THREADS": "0"}):
+        r = _run(code, **{"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None, **env})
+        assert r["free"] == r["torch"], env
+
+
+def test_threads_option_reaches_torch_loaded_later(tmp_path):
+    """``--threads N`` before torch loads: the torch-free path and a torch model both get N
+    (more than the cores if asked, as torch.set_num_threads allows)."""
+    r = _run(f"""
 import json
 from rvmatte import hardware
-hardware.set_threads(1)
+from rvmatte.cli import main
+rc = main(["convert", {str(SAMPLE)!r}, "--end", "1f", "-o", {str(tmp_path / "c")!r}, "-q",
+           "--threads", "3", "--backend", "torch"])
 import torch
-print(json.dumps({"torch": torch.get_num_threads(), "free": hardware.default_threads()}))
-""")
-    assert r["torch"] == r["free"] == 1
+print(json.dumps({{"rc": rc, "torch": torch.get_num_threads(), "free": hardware.default_threads()}}))
+""", OMP_NUM_THREADS=None, MKL_NUM_THREADS=None)
+    assert r == {"rc": 0, "torch": 3, "free": 3}
+
+
+def test_other_torch_dtypes_still_run_on_the_torch_path(tmp_path):
+    import torch
+
+    from rvmatte.inference.convert import convert_video
+
+    r = convert_video(SAMPLE, tmp_path / "c", end="1f", downsample_ratio=0.25,
+                      dtype=torch.float64)
+    assert r.frames == 1 and len(_pngs(tmp_path / "c")) == 1
 
 
 def test_dtype_and_device_answers():
@@ -159,9 +178,21 @@ def test_dtype_and_device_answers():
     assert hardware.dtype_name("BF16") == "bfloat16"
     with pytest.raises(WeightsError, match="unknown dtype"):
         hardware.dtype_name("float64")
-    with pytest.raises(WeightsError, match="unsupported dtype"):
-        hardware.dtype_name(torch.float64)
+    assert hardware.dtype_name(torch.float64) == "float64"  # the caller says what it supports
     assert hardware.cpu_requested("cpu") and hardware.cpu_requested(torch.device("cpu"))
     assert not hardware.cpu_requested("cuda") and not hardware.cpu_requested("cuda:1")
     assert hardware.cpu_requested(None) == (not hardware.gpu_possible())
     assert hardware.physical_cores() >= 1
+
+
+def test_runners_name_the_dtype_they_refuse():
+    import torch
+
+    from rvmatte.errors import RvmatteError
+    from rvmatte.export.runtime import OnnxRuntimeRunner
+    from rvmatte.inference.fused import FusedRunner
+
+    with pytest.raises(RvmatteError, match="supports float32 and float16, not torch.float64"):
+        OnnxRuntimeRunner(device="cpu", dtype=torch.float64)
+    with pytest.raises(RvmatteError, match="runs on the CPU in float32"):
+        FusedRunner(dtype=torch.float64)

@@ -192,7 +192,10 @@ def _is_cuda_oom(e: BaseException) -> bool:
 
 
 def _make_matter(model, **kw):
+    from ..hardware import apply_threads
     from .session import Matter
+
+    apply_threads()  # --threads, given before torch was loaded
 
     if isinstance(model, Matter):
         return model  # its weights/device; the conversion's downsample ratio is passed per step
