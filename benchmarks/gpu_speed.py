@@ -428,14 +428,14 @@ def _half(model, dtype):
     return _HALF[dtype]
 
 
-def whole_process(clip: Path, tmp: Path, preset: str, frames: int) -> dict:
+def whole_process(clip: Path, tmp: Path, preset: str, frames: int, extra=()) -> dict:
     cmd = [sys.executable, "-m", "rvmatte", "convert", str(clip), "-o", str(tmp / "proc.mp4"),
            "--alpha", str(tmp / "proc_alpha.mp4"), "--downsample", "0.25", "--preset", preset,
-           "--overwrite", "--quiet"]
+           "--overwrite", "--quiet", *extra]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     t = time.perf_counter() - t0
-    return {"kind": "process", "preset": preset, "rc": p.returncode, "seconds": t,
+    return {"kind": "process", "preset": preset, "extra": list(extra), "rc": p.returncode, "seconds": t,
             "fps": frames / t, "stderr": p.stderr.strip().splitlines()[-1:] if p.returncode else []}
 
 
@@ -744,11 +744,13 @@ def main(argv=None) -> int:
         results["procs_e2e_4k"] = rows4
         clip4.unlink()
         save()
-        r = whole_process(clip, tmp, "ultrafast", args.frames)
-        results["procs_process"] = r
-        print(f"whole process ({args.frames} frames, --preset ultrafast, CLI defaults): "
-              f"{r['seconds']:.2f} s, {r['fps']:.1f} FPS rc={r['rc']} {r['stderr']}", flush=True)
-        save()
+        for extra in ((), ("--encode-processes",)):
+            r = whole_process(clip, tmp, "ultrafast", args.frames, extra)
+            results.setdefault("procs_process", []).append(r)
+            print(f"whole process ({args.frames} frames, --preset ultrafast "
+                  f"{' '.join(extra) or '(threads)'}): {r['seconds']:.2f} s, {r['fps']:.1f} FPS "
+                  f"rc={r['rc']} {r['stderr']}", flush=True)
+            save()
     if "e2e-fast" not in skip:
         cfgs = [("auto-ultrafast", "auto", "fp16", None, "ultrafast"),
                 ("auto-ultrafast-comp-only", "auto", "fp16", None, "ultrafast"),
