@@ -101,3 +101,38 @@ def test_a_damaged_user_file_is_a_clear_error(tmp_path):
     with pytest.raises(RvmatteError, match="onnxruntime cannot load") as ei:
         OnnxRuntimeRunner(onnx_path=bad, device="cpu")
     assert "\n" not in str(ei.value) and bad.read_bytes() == b"not an onnx file"
+
+
+def test_an_unwritable_cache_exports_into_a_folder_of_the_process(tmp_path, monkeypatch):
+    """A read-only home (here: the cache path runs through a file) must not stop a job: the
+    export goes to a temporary folder of this process; an explicit folder is a clear error."""
+    from rvmatte.errors import OutputError
+    from rvmatte.export import onnx, runtime
+
+    made = []
+    monkeypatch.setattr(onnx, "export_onnx",
+                        lambda model, path, **kw: (made.append(path), path.write_bytes(b"x")))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("RVMATTE_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    a = runtime.bundled_onnx()
+    assert a.is_file() and "rvmatte-onnx-" in str(a.parent) and a.parent.exists()
+    assert runtime.bundled_onnx() == a and len(made) == 1   # made once per process
+    with pytest.raises(OutputError, match="cannot write the ONNX export in"):
+        runtime.bundled_onnx(directory=tmp_path / "file" / "onnx")
+
+
+def test_cli_runs_with_an_unwritable_cache_and_leaves_nothing(tmp_path):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "file").write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, RVMATTE_CACHE_DIR=str(tmp_path / "file" / "cache"),
+               TMPDIR=str(tmp_path / "tmp"))
+    out = subprocess.run([sys.executable, "-m", "rvmatte", "convert",
+                          str(repo / "examples" / "sample_talking_head_640x360.mp4"), "--end",
+                          "2f", "-o", str(tmp_path / "c.mp4"), "-q"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert (tmp_path / "c.mp4").stat().st_size > 0
+    assert not list((tmp_path / "tmp").glob("rvmatte-onnx-*"))  # the private folder is gone

@@ -430,8 +430,12 @@ def _finish(proto, path: Path | None, check: bool, doc: str):
         onnx.checker.check_model(proto)
     if path is not None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        try:
+            onnx.save(proto, str(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written part behind
+            raise
     return proto
 
 

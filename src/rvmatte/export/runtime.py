@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..bundled import BUNDLED, uses_bundled  # noqa: F401 - uses_bundled is re-exported
-from ..errors import RvmatteError, WeightsError, one_line
+from ..errors import OutputError, RvmatteError, WeightsError, one_line
 from ..hardware import default_threads, dtype_name, gpu_possible, torch_version
 from .names import COEF_INPUT_NAMES, DEFAULT_OPSET, INPUT_NAMES
 
@@ -84,14 +84,42 @@ def model_digest(model: MattingNetwork) -> str:
     return h.hexdigest()[:16]
 
 
+_private: list[Path] = []  # this process's own export folder, when the cache is not writable
+
+
+def _private_folder() -> Path:
+    """A temporary folder for this process's exports, removed at exit: used when the user
+    cache cannot be written (a read-only home, a full disk), so the job still runs."""
+    if not _private:
+        import atexit
+        import shutil
+        import tempfile
+
+        _private.append(Path(tempfile.mkdtemp(prefix="rvmatte-onnx-")))
+        atexit.register(shutil.rmtree, _private[0], True)
+    return _private[0]
+
+
 def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
               directory: str | os.PathLike | None) -> Path:
     """``<cache>/onnx/<stem>_<dtype>_op<opset>_<key>_torch<version>.onnx``, made by
-    ``make(path)`` unless it is there already."""
-    dt = dtype_name(dtype)
+    ``make(path)`` unless it is there already. If the user cache cannot be written, the export
+    goes to a folder of this process's own (made again by each run); an explicit
+    ``directory`` that cannot be written is an :class:`~rvmatte.errors.OutputError`."""
+    name = f"{stem}_{dtype_name(dtype)}_op{opset}_{key}_torch{torch_version()}.onnx"
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}_{dt}_op{opset}_{key}_torch{torch_version()}.onnx"
+    path = folder / name
+    if path.is_file():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        make(path)
+        return path
+    except OSError as e:
+        if directory is not None:
+            raise OutputError(f"cannot write the ONNX export in {folder}: "
+                              f"{e.strerror or one_line(e)}") from None
+    path = _private_folder() / name
     if not path.is_file():
         make(path)
     return path
