@@ -17,6 +17,7 @@ import torch
 
 from .bundled import BUNDLED, BundledWeights  # noqa: F401 - re-exported
 from .errors import WeightsError, one_line
+from .hardware import dtype_name
 from .models import MattingNetwork, build_model
 
 
@@ -111,19 +112,12 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
+    """``None`` (float32), a name (``"fp16"``, ``"bf16"``, ...) or a ``torch.dtype``; an
+    unknown name is a :class:`WeightsError` (the names: :func:`rvmatte.hardware.dtype_name`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise WeightsError(f"unknown dtype {dtype!r}; choose from float32, float16, bfloat16") from None
+    return getattr(torch, dtype_name(dtype))
 
 
 def load_model(variant: str = "mobilenetv3", *, refiner: str | None = None,
