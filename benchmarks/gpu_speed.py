@@ -204,8 +204,14 @@ def model_only(model, device, sizes, configs, rounds, target_frames) -> list[dic
 
 
 # ------------------------------------------------------------------------------------ 4
-def decode_only(clip: Path) -> dict:
+def decode_only(clip: Path, chunk: int = 12, rounds: int = 2) -> dict:
+    """PyAV decode alone: to RGB, to 4:2:0 planes; then 4:2:0 chunks of ``chunk`` frames as
+    the GPU path's decode thread made them before (``to_ndarray`` + ``np.stack``, timed in a
+    bare PyAV loop) and as it makes them now (each frame's planes copied into its chunk by
+    ``Source.frames(into=)``, whose own bookkeeping is counted), alternated over ``rounds``."""
     import av
+
+    from rvmatte.io.readers import Source, probe
 
     out = {}
     for fmt in ("rgb24", "yuv420p"):
@@ -218,6 +224,38 @@ def decode_only(clip: Path) -> dict:
                 f.to_ndarray(format=fmt) if fmt == "rgb24" else f.to_ndarray()
                 n += 1
         out[fmt] = n / (time.perf_counter() - t0)
+    info = probe(clip)
+    shape = (chunk, info.height * 3 // 2, info.width)
+    for rnd in range(rounds):
+        for how in ("stacked", "into_chunk"):
+            t0, n, buf, slots = time.perf_counter(), 0, [], []
+
+            def slot():
+                if not slots:
+                    slots.append(np.empty(shape, np.uint8))
+                return slots[0][len(buf)]
+
+            if how == "stacked":
+                with av.open(str(clip)) as c:
+                    s = c.streams.video[0]
+                    s.thread_type = "AUTO"
+                    for f in c.decode(s):
+                        buf.append(f.to_ndarray())
+                        n += 1
+                        if len(buf) == chunk:
+                            np.stack(buf)
+                            buf = []
+            else:
+                for fr in Source(info).frames(yuv=True, into=slot):
+                    buf.append(fr.image)
+                    n += 1
+                    if len(buf) == chunk:
+                        slots.pop()
+                        buf = []
+            out.setdefault(f"yuv420p_chunks_{how}", []).append(n / (time.perf_counter() - t0))
+    for how in ("stacked", "into_chunk"):
+        out[f"yuv420p_chunks_{how}"] = statistics.median(out[f"yuv420p_chunks_{how}"])
+    out["into_chunk_vs_stacked"] = out["yuv420p_chunks_into_chunk"] / out["yuv420p_chunks_stacked"]
     return out
 
 
@@ -770,8 +808,11 @@ def main(argv=None) -> int:
         save()
     if "decode" not in skip:
         results["decode"] = decode_only(clip)
-        print(f"PyAV decode only, {hd[0]}x{hd[1]}: to RGB {results['decode']['rgb24']:.1f} FPS, "
-              f"to 4:2:0 planes {results['decode']['yuv420p']:.1f} FPS", flush=True)
+        d = results["decode"]
+        print(f"PyAV decode only, {hd[0]}x{hd[1]}: to RGB {d['rgb24']:.1f} FPS, to 4:2:0 planes "
+              f"{d['yuv420p']:.1f} FPS; 4:2:0 chunks of 12, stacked {d['yuv420p_chunks_stacked']:.1f}"
+              f" FPS, written into the chunk {d['yuv420p_chunks_into_chunk']:.1f} FPS "
+              f"({d['into_chunk_vs_stacked']:.2f}x)", flush=True)
         save()
     e2e_cfgs = [("eager-fp32-cpucolour", "torch", "fp32", False, "medium"),
                 ("auto-medium", "auto", "fp16", None, "medium"),

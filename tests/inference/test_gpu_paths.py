@@ -50,6 +50,22 @@ def test_device_colour_conversion_matches_the_cpu_path(tmp_path, clip):
         assert [f.pts for f in x.decode(video=0)] == [f.pts for f in y.decode(video=0)]
 
 
+def test_device_colour_chunks_are_filled_in_place(tmp_path, clip):
+    """With 4:2:0 input the decode thread writes each frame into its chunk (4 + 4 + a last 2
+    here): the same mattes as one frame per chunk, every frame in its place."""
+    from PIL import Image
+
+    m = tiny_model()
+    for chunk in (1, 4):
+        convert_video(clip, tmp_path / f"a{chunk}", model=Matter(m, backend="torch"),
+                      device_yuv=True, seq_chunk=chunk)
+    one, four = ([np.asarray(Image.open(p), dtype=int) for p in sorted((tmp_path / d).iterdir())]
+                 for d in ("a1", "a4"))
+    assert len(one) == len(four) == 10
+    assert max(np.abs(a - b).max() for a, b in zip(one, four)) <= 1
+    assert np.abs(one[0] - one[-1]).mean() > 0.5  # frames differ, so a misplaced one would show
+
+
 def test_device_colour_falls_back_for_rgba_and_odd_sizes(tmp_path):
     odd = make_clip(tmp_path / "odd.mp4", w=63, h=47, n=3, pix_fmt="yuv444p", audio=False)
     r = convert_video(odd, tmp_path / "o.mp4", alpha=tmp_path / "oa.mp4",

@@ -106,6 +106,33 @@ def test_reader_yields_planes(tmp_path):
     assert np.abs(mine - np.stack(rgb)).mean() < 2.0
 
 
+@pytest.mark.parametrize("w,h", [(64, 48), (202, 118)])  # 202: rows padded in the decoder
+def test_planes_are_copied_straight_into_the_callers_chunk(tmp_path, w, h):
+    """``into``: each frame's planes land in the caller's array, exactly PyAV's
+    ``to_ndarray()`` layout; a frame of another size or format is converted first."""
+    from rvmatte.io.readers import _to_yuv420
+
+    clip = make_clip(tmp_path / "c.mp4", w=w, h=h, n=4, audio=False)
+    info = probe(clip)
+    with av.open(str(clip)) as c:
+        ref = [f.to_ndarray() for f in c.decode(video=0)]
+    chunk = np.full((4, h * 3 // 2, w), 7, np.uint8)
+    slots = iter(range(4))
+    got = [f.image for f in Source(info).frames(yuv=True, into=lambda: chunk[next(slots)])]
+    assert all(g.base is chunk or g.base is chunk.base for g in got)  # written in place
+    assert all(np.array_equal(chunk[i], ref[i]) for i in range(4))
+    with av.open(str(clip)) as c:
+        frame = next(c.decode(video=0))
+        if w == 202:
+            assert frame.planes[0].line_size > w  # the padded case is really exercised
+        assert np.array_equal(_to_yuv420(frame, w, h), ref[0])
+        rgb = frame.reformat(format="rgb24")
+        conv = _to_yuv420(rgb, w, h)  # converted by libswscale first
+        assert conv.shape == ref[0].shape and np.abs(conv.astype(int) - ref[0]).mean() < 2
+        with pytest.raises(ValueError, match="C-contiguous"):
+            _to_yuv420(frame, w, h, out=np.empty((h * 3 // 2, w * 2), np.uint8)[:, ::2])
+
+
 def test_reader_refuses_planes_when_not_possible(tmp_path):
     clip = make_clip(tmp_path / "r.mp4", w=64, h=48, n=2, audio=False, rotation=90)
     info = probe(clip)

@@ -538,25 +538,40 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     halt = threading.Event()  # cancel: stop decoding, let the encoder finish what it has
 
     def decode() -> None:
+        # 4:2:0 planes are written straight into the chunk (one copy from the decoder); RGB
+        # frames are stacked (with one frame per chunk, the CPU default, the frame is the chunk)
+        slots: list = []  # the chunk being filled, as one array in a list (or none yet)
+
+        def slot() -> np.ndarray:
+            if not slots:
+                slots.append(np.empty((seq_chunk, height * 3 // 2, width), np.uint8))
+            return slots[0][len(buf)]
+
+        def chunk_of(frames: list) -> np.ndarray:
+            if yuv_in:
+                return slots.pop()[:len(frames)]
+            return frames[0][None] if len(frames) == 1 else np.stack(frames)
+
         try:
             buf, idx, pts = [], [], []
             resume_pts = None if last_pts is None else last_pts + 1
             t = time.perf_counter()
-            for fr in source.frames(resume_index, resume_pts, yuv=yuv_in):
+            for fr in source.frames(resume_index, resume_pts, yuv=yuv_in,
+                                    into=slot if yuv_in else None):
                 if job.stop.is_set() or halt.is_set():
                     return
                 buf.append(fr.image)
                 idx.append(fr.index)
                 pts.append(fr.pts)
                 if len(buf) == seq_chunk:
-                    chunk = buf[0][None] if seq_chunk == 1 else np.stack(buf)  # 1: no copy
+                    chunk = chunk_of(buf)
                     t = stages.add("decode_s", t)
                     if not _put(q_in, (idx, pts, chunk), job, halt):
                         return
                     t = stages.add("decode_blocked_s", t)
                     buf, idx, pts = [], [], []
             if buf:
-                _put(q_in, (idx, pts, np.stack(buf)), job, halt)
+                _put(q_in, (idx, pts, chunk_of(buf)), job, halt)
             _put(q_in, None, job, halt)
         except BaseException as e:  # noqa: BLE001 - handed to the caller thread
             job.fail(e)
