@@ -136,3 +136,68 @@ def test_cli_runs_with_an_unwritable_cache_and_leaves_nothing(tmp_path):
     assert out.returncode == 0, out.stderr[-1500:]
     assert (tmp_path / "c.mp4").stat().st_size > 0
     assert not list((tmp_path / "tmp").glob("rvmatte-onnx-*"))  # the private folder is gone
+
+
+def test_a_cache_that_fails_later_or_everywhere(tmp_path, monkeypatch):
+    """A cache folder that exists but refuses the file (read-only, full) costs one export per
+    process, not one per runner; no room anywhere is one line, not a traceback."""
+    import errno
+
+    from rvmatte.errors import OutputError
+    from rvmatte.export import onnx, runtime
+
+    cache = tmp_path / "cache"
+    (cache / "onnx").mkdir(parents=True)
+    monkeypatch.setenv("RVMATTE_CACHE_DIR", str(cache))
+    monkeypatch.setattr(runtime, "_private", [])
+    calls = []
+
+    def export(model, path, **kw):  # the cache's disk refuses, the temporary folder takes it
+        calls.append(path)
+        if cache in path.parents:
+            raise OSError(errno.EROFS, "Read-only file system")
+        path.write_bytes(b"x")
+
+    monkeypatch.setattr(onnx, "export_onnx", export)
+    first = runtime.bundled_onnx()
+    assert runtime.bundled_onnx() == runtime.bundled_onnx() == first and len(calls) == 2
+
+    def full(model, path, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "export_onnx", full)
+    monkeypatch.setattr(runtime, "_private", [tmp_path / "private"])
+    (tmp_path / "private").mkdir()
+    with pytest.raises(OutputError, match="nor in a temporary folder: No space left on device"):
+        runtime.bundled_onnx()
+
+
+def test_cli_with_a_cache_it_may_not_even_look_into(tmp_path):
+    """A home that is not the user's (a container run with --user, HOME=/root): the cache
+    cannot be searched; the job runs all the same. Run without the root's file-permission
+    override (setpriv), where available."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to drop the permission override")
+    repo = Path(__file__).resolve().parents[2]
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    os.chown(locked, 65534, 65534)  # nobody's, closed to everyone else
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, RVMATTE_CACHE_DIR=str(locked / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    caps = "-dac_override,-dac_read_search"
+    out = subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}",
+                          sys.executable, "-m", "rvmatte", "convert",
+                          str(repo / "examples" / "sample_talking_head_640x360.mp4"), "--end",
+                          "2f", "-o", str(tmp_path / "c.mp4"), "-q"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    if "Operation not permitted" in out.stderr and "setpriv" in out.stderr:
+        pytest.skip("setpriv may not drop capabilities here")
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert (tmp_path / "c.mp4").stat().st_size > 0
+    assert not list((tmp_path / "tmp").glob("rvmatte-onnx-*"))

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
 import importlib
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,33 +86,39 @@ def model_digest(model: MattingNetwork) -> str:
 
 
 _private: list[Path] = []  # this process's own export folder, when the cache is not writable
+_private_lock = threading.Lock()
 
 
 def _private_folder() -> Path:
     """A temporary folder for this process's exports, removed at exit: used when the user
-    cache cannot be written (a read-only home, a full disk), so the job still runs."""
-    if not _private:
-        import atexit
-        import shutil
-        import tempfile
+    cache cannot be written (a read-only or foreign home, a full disk), so the job still runs.
+    (A process killed by a signal leaves it in the temporary directory.)"""
+    with _private_lock:
+        if not _private:
+            import atexit
+            import shutil
+            import tempfile
 
-        _private.append(Path(tempfile.mkdtemp(prefix="rvmatte-onnx-")))
-        atexit.register(shutil.rmtree, _private[0], True)
-    return _private[0]
+            _private.append(Path(tempfile.mkdtemp(prefix="rvmatte-onnx-")))
+            atexit.register(shutil.rmtree, _private[0], True)
+        return _private[0]
 
 
 def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
               directory: str | os.PathLike | None) -> Path:
     """``<cache>/onnx/<stem>_<dtype>_op<opset>_<key>_torch<version>.onnx``, made by
     ``make(path)`` unless it is there already. If the user cache cannot be written, the export
-    goes to a folder of this process's own (made again by each run); an explicit
-    ``directory`` that cannot be written is an :class:`~rvmatte.errors.OutputError`."""
+    goes to a folder of this process's own (made again by each run, once); an explicit
+    ``directory`` that cannot be written, or no room for the export anywhere, is an
+    :class:`~rvmatte.errors.OutputError`."""
     name = f"{stem}_{dtype_name(dtype)}_op{opset}_{key}_torch{torch_version()}.onnx"
+    if directory is None and _private and (_private[0] / name).is_file():
+        return _private[0] / name  # this process fell back for it already: do not export again
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     path = folder / name
-    if path.is_file():
-        return path
     try:
+        if path.is_file():
+            return path
         folder.mkdir(parents=True, exist_ok=True)
         make(path)
         return path
@@ -119,9 +126,13 @@ def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset:
         if directory is not None:
             raise OutputError(f"cannot write the ONNX export in {folder}: "
                               f"{e.strerror or one_line(e)}") from None
-    path = _private_folder() / name
-    if not path.is_file():
-        make(path)
+    try:
+        path = _private_folder() / name
+        if not path.is_file():
+            make(path)
+    except OSError as e:
+        raise OutputError(f"cannot write the ONNX export in {cache_dir() / 'onnx'} nor in a "
+                          f"temporary folder: {e.strerror or one_line(e)}") from None
     return path
 
 
