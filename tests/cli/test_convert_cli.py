@@ -88,3 +88,38 @@ def test_make_demo_outputs_exist_and_decode(tmp_path):
         assert len(pts) == 90 and frames.shape[1:3] == (360, 640)
     with __import__("av").open(str(tmp_path / "demo" / "composite.mp4")) as c:
         assert c.streams.audio, "the sample's audio is carried over"
+
+
+def test_sigterm_stops_cleanly_and_the_job_resumes(tmp_path):
+    """``kill`` / ``docker stop`` (SIGTERM) mid-conversion: one line, exit 143, no output file
+    nor temporary left, the job folder kept; ``--resume`` then finishes it."""
+    import os
+    import signal
+    import time
+
+    clip = REPO / "examples" / "sample_talking_head_640x360.mp4"
+    out, alpha = tmp_path / "c.mp4", tmp_path / "a.mp4"
+    cmd = [sys.executable, "-m", "rvmatte", "convert", str(clip), "-o", str(out), "--alpha",
+           str(alpha), "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    segments = tmp_path / "c.mp4.rvmatte-resume" / "segments"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if segments.is_dir() and any(segments.iterdir()):
+            break  # frames are being encoded
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the conversion ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]
+    assert err.strip().splitlines()[-1] == "rvmatte: terminated (a conversion continues with --resume)"
+    assert "Traceback" not in err
+    assert not out.exists() and not alpha.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4.rvmatte-resume"]
+    done = subprocess.run(cmd + ["--resume", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert json.loads(done.stdout)["frames"] == 90
+    assert len(video_frames(out)[0]) == len(video_frames(alpha)[0]) == 90
+    assert not os.path.exists(str(out) + ".rvmatte-resume")

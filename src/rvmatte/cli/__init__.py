@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # OpenMP workers that sleep instead of spinning when idle: on small or busy machines spinning
 # threads starve the decode/encode threads and each other (measured 15-20x slower under load,
@@ -41,12 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``docker stop``, a service manager) while a command runs: unwinds
+    like Ctrl-C, so a conversion keeps its checkpoint for ``--resume``, leaves no partial
+    output and its helpers (encoder processes, temporary files) are cleaned up."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except RvmatteError as e:
@@ -55,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rvmatte: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("rvmatte: terminated (a conversion continues with --resume)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
