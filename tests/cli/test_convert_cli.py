@@ -123,3 +123,30 @@ def test_sigterm_stops_cleanly_and_the_job_resumes(tmp_path):
     assert json.loads(done.stdout)["frames"] == 90
     assert len(video_frames(out)[0]) == len(video_frames(alpha)[0]) == 90
     assert not os.path.exists(str(out) + ".rvmatte-resume")
+
+
+def test_sigterm_shuts_the_server_down_gracefully(tmp_path):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "rvmatte", "serve", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, up = time.monotonic() + 120, False
+    while time.monotonic() < deadline and proc.poll() is None and not up:
+        try:
+            up = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+        except OSError:
+            time.sleep(0.2)
+    assert up, proc.stdout.read() if proc.poll() is not None else "server did not answer"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-1500:]
+    assert "Application shutdown complete" in out and "Traceback" not in out
+    assert out.strip().splitlines()[-1] == "rvmatte: terminated"

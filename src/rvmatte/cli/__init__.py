@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print("rvmatte: interrupted", file=sys.stderr)
         return 130
     except Terminated:
-        print("rvmatte: terminated (a conversion continues with --resume)", file=sys.stderr)
+        hint = " (a conversion continues with --resume)" if args.command == "convert" else ""
+        print(f"rvmatte: terminated{hint}", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         if previous is not None:
