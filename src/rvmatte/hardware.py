@@ -74,16 +74,16 @@ def physical_cores() -> int:
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
     cores = set()
-    for c in cpus:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_cpus_list") as f:
-                cores.add(f.read().strip())
-        except OSError:
+    for c in cpus:  # a core is the set of CPUs that share it (newer and older kernels' names)
+        core = str(c)
+        for name in ("core_cpus_list", "thread_siblings_list"):
             try:
-                with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
-                    cores.add(f.read().strip())
+                with open(f"/sys/devices/system/cpu/cpu{c}/topology/{name}") as f:
+                    core = f.read().strip()
+                break
             except OSError:
-                cores.add(str(c))
+                continue
+        cores.add(core)
     return max(1, len(cores))
 
 

@@ -13,14 +13,12 @@ without it (:mod:`rvmatte.hardware`).
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
-from functools import partial
-from typing import Any, Callable, Optional, Sequence
-
 import importlib
+import os
 import threading
-from typing import TYPE_CHECKING
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -209,7 +207,8 @@ class OnnxRuntimeRunner:
     ``dtype``), or ``model=`` an already-built :class:`MattingNetwork`, or ``onnx_path=`` an
     exported file (see :mod:`rvmatte.export.onnx`). ``device``: ``cpu`` (CPU execution
     provider), ``cuda[:N]`` (CUDA provider), ``None``/``"auto"`` (CUDA when both onnxruntime-gpu
-    and a GPU are present). ``threads``: intra-op threads (default: :func:`rvmatte.hardware.default_threads`, torch's count);
+    and a GPU are present). ``threads``: intra-op threads (default: torch's count,
+    :func:`rvmatte.hardware.default_threads`);
     ``spin``: let idle intra-op workers spin (lower latency on an otherwise idle machine).
     ``pipeline``: split the graph at the refiner (:func:`~rvmatte.export.onnx.split_refiner`) and,
     for clips (B,T,3,H,W) at ratio < 1, run frame t's full-size refinement in a worker thread

@@ -540,16 +540,19 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     def decode() -> None:
         # 4:2:0 planes are written straight into the chunk (one copy from the decoder); RGB
         # frames are stacked (with one frame per chunk, the CPU default, the frame is the chunk)
-        slots: list = []  # the chunk being filled, as one array in a list (or none yet)
+        filling: Optional[np.ndarray] = None  # the 4:2:0 chunk the frames are written into
 
         def slot() -> np.ndarray:
-            if not slots:
-                slots.append(np.empty((seq_chunk, height * 3 // 2, width), np.uint8))
-            return slots[0][len(buf)]
+            nonlocal filling
+            if filling is None:
+                filling = np.empty((seq_chunk, height * 3 // 2, width), np.uint8)
+            return filling[len(buf)]
 
         def chunk_of(frames: list) -> np.ndarray:
+            nonlocal filling
             if yuv_in:
-                return slots.pop()[:len(frames)]
+                chunk, filling = filling[:len(frames)], None  # the next frame starts a new one
+                return chunk
             return frames[0][None] if len(frames) == 1 else np.stack(frames)
 
         try:

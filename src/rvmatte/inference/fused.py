@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from ..models import MattingOutput
 
+
 def _on_cpu(device: Any) -> bool:
     """``device`` is the CPU (a default one only where :func:`~rvmatte.hardware.cpu_requested`
     can tell without torch, else torch decides, as for the other backends)."""
@@ -125,8 +126,8 @@ class FusedRunner:
 
     def network(self, frames: np.ndarray, state, downsample_ratio: float):
         """The recurrent half: uint8 (T,H,W,3) RGB frames -> (the refiner's coefficients per
-        frame, the new state as four numpy arrays; ``state`` may be arrays or tensors). The other half, :meth:`finish`, does not depend on the state and
-        can run in another thread. (Overlapping the two in file conversion measured the same
+        frame, the new state as four numpy arrays; ``state`` may be arrays or tensors). The
+        other half, :meth:`finish`, does not depend on the state and can run in another thread. (Overlapping the two in file conversion measured the same
         as running them in turn on 2 cores: 23.7-24.6 s against 23.7-24.2 s for 300 frames.)"""
         r = self._check_ratio(downsample_ratio)
         if r == 1:

@@ -80,8 +80,8 @@ def _to_rgb(frame, width: int, height: int, rotation: int) -> np.ndarray:
 def _to_yuv420(frame, width: int, height: int, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Decoded frame -> (H*3/2, W) uint8 YUV 4:2:0 planes (converted only if it is not), in
     PyAV's ``to_ndarray()`` layout, written into ``out`` when given (a C-contiguous array of
-    that shape, e.g. a frame of a chunk). One copy straight from the decoder's planes:
-    ``to_ndarray()`` then ``np.stack`` made two, 20-30 % of the decode thread's time at 1080p."""
+    that shape, e.g. a frame of a chunk). One copy straight from the decoder's planes, where
+    ``to_ndarray()`` then ``np.stack`` made two or three (docs/SPEED.md)."""
     if frame.format.name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (width, height):
         frame = frame.reformat(format="yuv420p", width=width, height=height)
     shape = (height * 3 // 2, width)
