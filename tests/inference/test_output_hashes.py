@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, REPO
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def _script():
