@@ -51,7 +51,7 @@ from ..io.writers import (AudioPlan, HARDWARE_ENCODERS, OutputSpec, SegmentWrite
                           check_preset, image_name, move_images, pick_encoder, pix_fmt_for,
                           plan_output, replace_into_place, write_png)
 from ..io.yuv import gray_to_yuv420, is_full_range, matrix_for, rgb_to_yuv420
-from .downsample import auto_downsample_ratio, parse_downsample_ratio
+from ..downsample import auto_downsample_ratio, parse_downsample_ratio
 
 if TYPE_CHECKING:
     import torch

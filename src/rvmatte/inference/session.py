@@ -16,7 +16,7 @@ import torch
 
 from ..errors import RvmatteError
 from ..models.matting import MattingOutput, State
-from .downsample import parse_downsample_ratio, resolve_downsample_ratio
+from ..downsample import parse_downsample_ratio, resolve_downsample_ratio
 
 BACKENDS = ("auto", "torch", "torch-fast", "compile", "cudagraph", "onnxruntime",
             "onnxruntime-pipe", "fused")

@@ -89,7 +89,7 @@ def run_live(source: str, output: str, *, background: Optional[str] = None,
     with (default: the source's rate); with ``adapt`` the ratio is lowered to keep up.
     ``status``: called about once a second with a line like ``"24.3 fps, ratio 0.25"``.
     """
-    from ..inference.downsample import auto_downsample_ratio, parse_downsample_ratio
+    from ..downsample import auto_downsample_ratio, parse_downsample_ratio
     from .sinks import make_sink
     from .sources import LiveSource, parse_source
 

@@ -46,7 +46,7 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
     ``format``: mp4, webm or mov (default mp4, or webm for a transparent background).
     ``ratio``: ``auto`` or a downsample ratio in (0, 1].
     """
-    from ..inference.downsample import parse_downsample_ratio
+    from ..downsample import parse_downsample_ratio
     from ..live.compose import safe_background_spec
 
     kinds = [k.strip().lower() for k in (outputs or "composite").split(",") if k.strip()]
