@@ -1,7 +1,7 @@
 import pytest
 
 from rvmatte.errors import InputError
-from rvmatte.inference.downsample import (auto_downsample_ratio, parse_downsample_ratio,
+from rvmatte.downsample import (auto_downsample_ratio, parse_downsample_ratio,
                                           resolve_downsample_ratio)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import InputError
+from .errors import InputError
 
 AUTO_TARGET = 512
 
