@@ -65,3 +65,34 @@ def test_image_folder_and_pattern(tmp_path):
     with pytest.raises(InputError, match="no images match"):
         probe(tmp_path / "g_%02d.png")
     assert probe(tmp_path / "f_01.png").kind == "image"
+
+
+def _png_declaring(path, width: int, height: int) -> None:
+    """A real 2x2 PNG whose header (IHDR) then claims ``width`` x ``height``, CRC fixed, as a
+    crafted "decompression bomb" file would."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    # signature (8) | length (4) | b"IHDR" | width (4) | height (4) | 5 more bytes | CRC (4)
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_decompression_bomb_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.png"
+    _png_declaring(big, 60000, 60000)
+    with pytest.raises(InputError, match="big.png"):
+        probe(big)
+    r = subprocess.run([sys.executable, "-m", "rvmatte", "convert", str(big), "-o",
+                        str(tmp_path / "out.png")], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("rvmatte: error: ") and "big.png" in lines[0]
+    assert not (tmp_path / "out.png").exists()

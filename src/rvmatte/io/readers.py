@@ -143,6 +143,9 @@ def _read_image(path: Path) -> np.ndarray:
 
             im = ImageOps.exif_transpose(im)  # honour EXIF orientation, like video rotation
             return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as e:
+        # a header declaring more pixels than Pillow decodes (a crafted or broken file)
+        raise InputError(f"cannot read image {path}: too large ({one_line(e)})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"cannot read image {path}: {one_line(e)}") from None
 
