@@ -1,4 +1,11 @@
-"""Backgrounds and compositing, in torch on the model's device (one uint8 conversion at the end).
+"""The one compositor: backgrounds and ``fgr * pha + bg * (1 - pha)``, for every user.
+
+``convert`` composites torch tensors on the model's device (one uint8 conversion at the end);
+``live`` composites the numpy frames :class:`~rvmatte.inference.session.Matter` returns
+(:func:`composite_frames`, torch-free over a colour); the server parses remote clients'
+backgrounds with :func:`safe_background_spec`. The CPU's compiled kernel
+(:mod:`rvmatte.runtime.kernels`) is the fast implementation of this same formula, tested to match it
+within one level.
 
 Background specs (``--background``): a colour name or ``#rrggbb``, an image path (scaled to
 cover the frame), a video path (looped or trimmed to the clip's length), ``blur`` or
@@ -9,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -39,19 +46,52 @@ def parse_color(text: str) -> Optional[tuple[int, int, int]]:
     return None
 
 
-def to_uint8(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
-    """float [0, 1] -> uint8, rounded. ``inplace`` reuses ``x`` (a temporary) as scratch."""
+def to_uint8(x: Any, *, inplace: bool = False) -> Any:
+    """float [0, 1] -> uint8, rounded: ``x * 255 + 0.5``, clamped, truncated.
+
+    x: a torch tensor or a float32 numpy array, any shape; the result is of the same kind.
+    ``inplace`` reuses ``x`` (a temporary) as scratch."""
+    if isinstance(x, np.ndarray):
+        y = np.multiply(x, np.float32(255.0), out=x if inplace else None)
+        y += np.float32(0.5)
+        return np.clip(y, 0, 255, out=y).astype(np.uint8)
     import torch
 
     x = x.mul_(255.0) if inplace else x.mul(255.0)
     return x.add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
-def composite(fgr: torch.Tensor, pha: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
-    """``fgr * pha + bg * (1 - pha)`` in one pass (``lerp``); float, same shape as ``fgr``."""
+def composite(fgr: Any, pha: Any, bg: Any) -> Any:
+    """``fgr * pha + bg * (1 - pha)`` as a linear interpolation from ``bg`` to ``fgr``.
+
+    torch (convert, channels first): fgr (T,3,H,W), pha (T,1,H,W), bg (T or 1,3,H,W); one
+    pass with ``torch.lerp``. numpy (live, channels last): fgr (T,H,W,3), pha (T,H,W,1), bg
+    broadcastable, e.g. (3,); float32, with the two-sided form ``torch.lerp`` uses (exact at
+    pha 0 and 1), so both agree to float rounding. Returns float, the shape of ``fgr``."""
+    if isinstance(fgr, np.ndarray):
+        bg = np.asarray(bg, np.float32)
+        diff = fgr - bg
+        low = bg + pha * diff            # exact at pha = 0
+        high = fgr - diff * (1 - pha)    # exact at pha = 1
+        return np.where(pha < 0.5, low, high)
     import torch
 
     return torch.lerp(bg.to(fgr.dtype).expand_as(fgr), fgr, pha.expand_as(fgr))
+
+
+def composite_frames(frames: np.ndarray, fgr: np.ndarray, pha: np.ndarray,
+                     background: Optional["Background"], index: int = 0) -> np.ndarray:
+    """The frames a viewer sees (live mode), as uint8.
+
+    frames: (T,H,W,3) uint8, the source (blur and video backgrounds are made from it);
+    fgr: (T,H,W,3) float32 in [0, 1]; pha: (T,H,W) float32 in [0, 1]; background: a
+    :class:`Background`, or ``None`` for transparent; index: output index of the first frame.
+    Returns (T,H,W,3) uint8, or (T,H,W,4) RGBA (straight alpha) when transparent."""
+    a = np.asarray(pha, np.float32)[..., None]
+    if background is None:
+        return to_uint8(np.concatenate([fgr, a], axis=-1), inplace=True)
+    out = composite(np.asarray(fgr, np.float32), a, background.get_array(frames, index))
+    return to_uint8(out, inplace=True)
 
 
 def cover(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -77,6 +117,14 @@ class Background:
         Returns (T or 1, 3, H, W) float on ``src``'s device."""
         raise NotImplementedError
 
+    def get_array(self, frames: np.ndarray, index: int) -> np.ndarray:
+        """:meth:`get` for numpy frames: ``frames`` (T,H,W,3) uint8 whose first frame has
+        output index ``index``. Returns (T or 1, H, W, 3) float32 in [0, 1]."""
+        import torch
+
+        src = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        return self.get(src.div_(255.0), index).permute(0, 2, 3, 1).float().numpy()
+
     def close(self) -> None:
         pass
 
@@ -91,6 +139,11 @@ class ColorBackground(Background):
 
         c = torch.tensor(self.rgb, dtype=src.dtype, device=src.device) / 255.0
         return c.view(1, 3, 1, 1).expand(1, 3, *src.shape[-2:])
+
+    def get_array(self, frames, index):
+        # torch-free: live's default (green) background on the CPU path; (1, 1, 1, 3)
+        # broadcasts over the frame like get()'s expand.
+        return (np.asarray(self.rgb, np.float32) / np.float32(255.0)).reshape(1, 1, 1, 3)
 
 
 class ImageBackground(Background):
@@ -229,3 +282,31 @@ def parse_background(spec) -> Optional[Background] | str:
         raise InputError(f"background {text!r}: no such file, and not a colour (#rrggbb)")
     raise InputError(f"background {text!r} is not a colour name, #rrggbb, an image or video "
                      "path, 'blur' or 'transparent'")
+
+
+def load_background(spec: Any, *, default: str = "green") -> Optional[Background]:
+    """A ``--background`` value as a :class:`Background`, or ``None`` for transparent; an
+    empty or ``"default"`` value is ``default`` (live mode and previews have no output
+    format to decide it)."""
+    bg = parse_background(spec if spec not in (None, "") else default)
+    if bg is None:
+        bg = parse_background(default)
+    return None if bg == "transparent" else bg
+
+
+def safe_background_spec(text: Optional[str], *, default: str = "green") -> str:
+    """Normalise a background given by a *remote* client (the server): a colour (->
+    ``#rrggbb``), ``blur``/``blur:SIGMA`` or ``transparent``. Never a path: a server's files
+    are not the client's to name (images are uploaded)."""
+    t = (text or default).strip()
+    low = t.lower()
+    if low in ("transparent", "none", "alpha"):
+        return "transparent"
+    if low == "blur" or low.startswith("blur:"):
+        parse_background(low)  # validates the strength
+        return low
+    rgb = parse_color(t)
+    if rgb is None:
+        raise InputError(f"bad background {t!r}: use a colour name or #rrggbb, blur, "
+                         "blur:SIGMA, transparent, or image with an uploaded image")
+    return "#%02x%02x%02x" % rgb
