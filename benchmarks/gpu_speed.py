@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 import rvmatte
-from rvmatte.export.optimize import CudaGraphRunner, TorchRunner
+from rvmatte.runtime.torch_runners import CudaGraphRunner, TorchRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode_speed import ceiling, make_clip  # noqa: E402 - a sibling script, not a package
@@ -71,7 +71,7 @@ def machine(device) -> dict:
     import av
 
     from rvmatte.io.writers import hardware_encoder_error
-    from rvmatte.export.optimize import cpu_name
+    from rvmatte.runtime.choose import cpu_name
 
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(),
             "torch": torch.__version__, "av": av.__version__, "device": str(device)}
@@ -378,7 +378,7 @@ def cuvid_probe(clip: Path) -> dict:
 def compiled(model, device, chunks=(16,), on_row=None) -> list[dict]:
     """``torch.compile`` (inductor, ``mode="reduce-overhead"``: CUDA graphs) against the
     ``cudagraph`` runner, fp16, 1080p / 0.25, in the same run; compile time included."""
-    from rvmatte.export.optimize import make_runner
+    from rvmatte.runtime import make_runner
 
     half = _half(model, "fp16")
     rows = []

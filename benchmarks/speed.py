@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 import rvmatte
-from rvmatte.export.optimize import TorchRunner, make_runner
+from rvmatte.runtime import make_runner
+from rvmatte.runtime.torch_runners import TorchRunner
 
 SIZES = {"512x288": (288, 512, 1.0), "1920x1080": (1080, 1920, 0.25), "3840x2160": (2160, 3840, 0.125)}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -55,7 +56,7 @@ def parse_size(text: str) -> tuple[int, int, float]:
 
 
 def machine() -> str:
-    from rvmatte.export.optimize import cpu_name
+    from rvmatte.runtime.choose import cpu_name
 
     s = f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
     if torch.cuda.is_available():
@@ -170,7 +171,7 @@ def make_clip(path: Path, frames: int, size=(1920, 1080), fps: int = 25) -> None
 
 
 def end_to_end(args, model, device) -> list[dict]:
-    from rvmatte.export.optimize import fuse_batchnorm
+    from rvmatte.runtime.torch_runners import fuse_batchnorm
     from rvmatte.inference.session import Matter
 
     tmp = Path(tempfile.mkdtemp(prefix="rvmatte-speed-"))
@@ -188,7 +189,7 @@ def end_to_end(args, model, device) -> list[dict]:
             return Matter(model, downsample_ratio=args.e2e_ratio, backend=backend)
         if backend == "onnxruntime-pipe":
             # Matter has no switch for the pipelined runner yet: swap it in (benchmark only).
-            from rvmatte.export.runtime import OnnxRuntimeRunner
+            from rvmatte.runtime.ort import OnnxRuntimeRunner
 
             m = Matter(model, downsample_ratio=args.e2e_ratio, backend="onnxruntime")
             m._runner = OnnxRuntimeRunner(model=model, device="cpu", pipeline=True)

@@ -2,10 +2,10 @@
 
 Public API::
 
-    model = rvmatte.load_model()                      # bundled MobileNetV3 weights, eval mode
-    out = model(src, state=None, downsample_ratio=1)  # MattingOutput(fgr, pha, state)
-    rvmatte.convert_video("in.mp4", output="out.mp4", alpha="alpha.mp4")
-    matter = rvmatte.Matter(); pha, fgr = matter.process(frames)
+    spec = rvmatte.ModelSpec(device="cpu")            # which model, where, how (frozen)
+    rvmatte.convert_video("in.mp4", output="out.mp4", alpha="alpha.mp4", spec=spec)
+    matter = rvmatte.Matter(spec); out = matter.process(frames)   # MattingOutput(fgr, pha, state)
+    model = rvmatte.load_model()                      # the PyTorch network, eval mode
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported on first use so `import rvmatte` stays light.
 _LAZY = {
     "load_model": "rvmatte.weights",
-    "MattingOutput": "rvmatte.models.matting",
+    "MattingOutput": "rvmatte.models.outputs",
     "MattingNetwork": "rvmatte.models.matting",
     "build_model": "rvmatte.models.registry",
     "convert_video": "rvmatte.inference.convert",
     "Matter": "rvmatte.inference.session",
+    "ModelSpec": "rvmatte.spec",
     "RvmatteError": "rvmatte.errors",
 }
 

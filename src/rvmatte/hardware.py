@@ -2,7 +2,7 @@
 
 ``import torch`` costs 1.3-2.5 s on a 2-core machine, more than half of a short CPU job's
 start-up. The CPU's fastest file-conversion path (ONNX Runtime + rvmatte's compiled kernel,
-:mod:`rvmatte.inference.fused`) does not need it, so :func:`rvmatte.inference.convert.convert_video`
+:mod:`rvmatte.runtime.fused`) does not need it, so :class:`rvmatte.inference.session.Matter`
 asks here first: which device a default session would pick, how many threads the model gets,
 and which PyTorch build an ONNX export in the cache came from. Once torch is loaded the
 answers come from torch itself.

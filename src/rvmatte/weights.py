@@ -18,6 +18,7 @@ import torch
 from .bundled import BUNDLED, BundledWeights  # noqa: F401 - re-exported
 from .errors import WeightsError, one_line
 from .hardware import dtype_name
+from .spec import torch_device
 from .models import MattingNetwork, build_model
 
 
@@ -95,21 +96,8 @@ def load_state_dict(model: MattingNetwork, state_dict: dict[str, torch.Tensor], 
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise WeightsError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("device 'cuda' requested but CUDA is not available (use --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise WeightsError("device 'mps' requested but MPS is not available (use --device cpu)")
-    return dev
+    """The device as a ``torch.device``: :func:`rvmatte.spec.torch_device`, the one resolver."""
+    return torch_device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

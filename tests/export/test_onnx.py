@@ -10,7 +10,7 @@ import torch
 from rvmatte.errors import RvmatteError
 from rvmatte.export.check import max_abs_diff
 from rvmatte.export.onnx import INPUT_NAMES, OUTPUT_NAMES, export_onnx
-from rvmatte.export.runtime import OnnxRuntimeRunner
+from rvmatte.runtime.ort import OnnxRuntimeRunner
 
 from .conftest import EXPORT_SIZE, TOL
 

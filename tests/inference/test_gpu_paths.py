@@ -143,7 +143,7 @@ def test_cli_encoder_and_preset(tmp_path, clip):
 
 
 def test_cudagraph_backend_runs_eagerly_off_cuda(clip):
-    from rvmatte.export.optimize import make_runner
+    from rvmatte.runtime import make_runner
 
     m = tiny_model()
     r = make_runner("cudagraph", m)
@@ -152,7 +152,7 @@ def test_cudagraph_backend_runs_eagerly_off_cuda(clip):
     a, b = r(x, None, 0.5), make_runner("torch-fast", m)(x, None, 0.5)
     assert torch.equal(a.pha, b.pha) and torch.equal(a.fgr, b.fgr)
     s = Matter(m, backend="cudagraph", downsample_ratio=0.5)
-    pha, fgr = s.process(np.zeros((2, 64, 96, 3), np.uint8))
+    fgr, pha, _ = s.process(np.zeros((2, 64, 96, 3), np.uint8))
     assert pha.shape == (2, 64, 96)
 
 

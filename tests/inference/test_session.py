@@ -15,7 +15,7 @@ def _frames(n=4, w=40, h=30):
 
 def test_step_equals_model_and_carries_state():
     model = tiny_model()
-    m = Matter(model, downsample_ratio=0.5)
+    m = Matter(model, downsample_ratio=0.5, backend="torch")
     frames = _frames()
     src = m.to_tensor(frames)
     out = m.step(src, None)
@@ -32,14 +32,15 @@ def test_step_equals_model_and_carries_state():
 def test_process_keeps_state_and_resets_on_new_size():
     m = Matter(tiny_model())
     frames = _frames()
-    pha, fgr = m.process(frames)
+    pha, fgr = (out := m.process(frames)).pha, out.fgr
+    assert out.state is m.state
     assert pha.shape == (4, 30, 40) and pha.dtype == np.float32
     assert fgr.shape == (4, 30, 40, 3) and fgr.dtype == np.float32
     assert 0 <= pha.min() and pha.max() <= 1
     m.reset()
-    p1, _ = m.process(frames[:2])
-    p2, _ = m.process(frames[2])          # a single (H,W,3) frame
-    p3, _ = m.process(frames[3:])
+    p1 = m.process(frames[:2]).pha
+    p2 = m.process(frames[2]).pha          # a single (H,W,3) frame
+    p3 = m.process(frames[3:]).pha
     assert m.state is not None
     np.testing.assert_allclose(np.concatenate([p1, p2, p3]), pha, atol=1e-5)
     m.process(_frames(1, 20, 16))          # a new size: state starts over, no error
@@ -63,7 +64,7 @@ def test_onnxruntime_backend_missing_is_a_clear_error(monkeypatch):
     real_import = builtins.__import__
 
     def fake_import(name, *a, **k):
-        if name.startswith("rvmatte.export.runtime") or name == "onnxruntime":
+        if name.startswith("rvmatte.runtime.ort") or name == "onnxruntime":
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *a, **k)
 
@@ -71,7 +72,7 @@ def test_onnxruntime_backend_missing_is_a_clear_error(monkeypatch):
     real_im = importlib.import_module
 
     def fake_im(name, *a, **k):
-        if name.startswith("rvmatte.export.runtime"):
+        if name.startswith("rvmatte.runtime.ort"):
             raise ImportError(f"No module named {name!r}")
         return real_im(name, *a, **k)
 
@@ -95,9 +96,33 @@ def test_onnxruntime_backend_uses_runner(monkeypatch):
             calls.append((tuple(src.shape), ratio))
             return self.model(src, state, ratio)
 
-    mod = types.ModuleType("rvmatte.export.runtime")
+    mod = types.ModuleType("rvmatte.runtime.ort")
     mod.OnnxRuntimeRunner = FakeRunner
-    monkeypatch.setitem(sys.modules, "rvmatte.export.runtime", mod)
+    monkeypatch.setitem(sys.modules, "rvmatte.runtime.ort", mod)
     m = Matter(tiny_model(), backend="onnxruntime")
-    pha, _ = m.process(_frames(2))
+    pha = m.process(_frames(2)).pha
     assert calls and calls[0] == ((1, 2, 3, 30, 40), 1.0) and pha.shape == (2, 30, 40)
+
+
+def test_one_default_backend_for_the_session_and_the_conversion():
+    """Matter() and convert_video share one default: the model spec's (``auto``)."""
+    import inspect
+
+    from rvmatte.inference.convert import convert_video
+    from rvmatte.spec import ModelSpec
+
+    assert Matter(tiny_model()).backend == ModelSpec().backend == "auto"
+    params = inspect.signature(convert_video).parameters
+    assert "spec" in params
+
+
+def test_spec_and_fields():
+    from rvmatte.spec import ModelSpec
+
+    spec = ModelSpec(device="cpu", downsample=0.5, backend="torch")
+    m = Matter(spec, model=tiny_model())
+    assert m.spec == spec and m.ratio == 0.5 and m.backend_for(0.5) == "torch"
+    m2 = Matter(spec, model=tiny_model(), downsample_ratio=0.25)
+    assert m2.ratio == 0.25 and m2.spec.backend == "torch"
+    assert Matter(tiny_model(), backend="auto").backend_for(0.5) in ("fused", "onnxruntime",
+                                                                   "torch-fast")

@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from rvmatte.inference.session import Matter, auto_backend
+from rvmatte.inference.session import Matter
+from rvmatte.runtime import auto_backend
 
 
 def test_rule():
-    cpu = torch.device("cpu")
-    assert auto_backend(cpu, torch.float32, 0.25) == "fused"  # numba and onnxruntime installed
-    assert auto_backend(cpu, torch.float32, 1.0) == "onnxruntime"  # no refiner at ratio 1
-    assert auto_backend(cpu, torch.bfloat16, 0.25) == "torch"
-    assert auto_backend(torch.device("cuda"), torch.float32, 0.25) == "torch"
+    assert auto_backend("cpu", "float32", 0.25) == "fused"  # numba and onnxruntime installed
+    assert auto_backend("cpu", "float32", 1.0) == "onnxruntime"  # no refiner at ratio 1
+    assert auto_backend("cpu", "bfloat16", 0.25) == "torch"
+    assert auto_backend("mps", "float32", 0.25) == "torch"
+    assert auto_backend("cuda", "float16", 0.25) == "cudagraph"
 
 
 @pytest.mark.parametrize("ratio,expected,missing", [
@@ -35,14 +36,14 @@ def test_auto_matches_eager(ratio, expected, missing, monkeypatch):
     eager = Matter(device="cpu", downsample_ratio=ratio, backend="torch")
     auto = Matter(model=eager.model, downsample_ratio=ratio, backend="auto")
     assert auto.backend_for(ratio) == expected
-    pha_e, fgr_e = eager.process(frames)
-    pha_a, fgr_a = auto.process(frames)
+    fgr_e, pha_e, _ = eager.process(frames)
+    fgr_a, pha_a, _ = auto.process(frames)
     assert expected in auto._runners
     assert np.abs(pha_a - pha_e).max() < 1e-4
     assert np.abs(fgr_a - fgr_e).max() < 1e-4
     # the recurrent state carries on through the fast path as well
-    pha_e2, _ = eager.process(frames[::-1])
-    pha_a2, _ = auto.process(frames[::-1])
+    pha_e2 = eager.process(frames[::-1]).pha
+    pha_a2 = auto.process(frames[::-1]).pha
     assert np.abs(pha_a2 - pha_e2).max() < 1e-4
 
 

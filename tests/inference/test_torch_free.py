@@ -39,7 +39,7 @@ def _run(code: str, **env_changes) -> dict:
 
 
 def test_the_cli_converts_on_the_cpu_without_importing_torch(tmp_path):
-    from rvmatte.export.runtime import bundled_onnx
+    from rvmatte.runtime.cache import bundled_onnx
 
     bundled_onnx(graph="coefficients")  # the cached export (made with torch, once per machine)
     code = f"""
@@ -189,8 +189,8 @@ def test_runners_name_the_dtype_they_refuse():
     import torch
 
     from rvmatte.errors import RvmatteError
-    from rvmatte.export.runtime import OnnxRuntimeRunner
-    from rvmatte.inference.fused import FusedRunner
+    from rvmatte.runtime.ort import OnnxRuntimeRunner
+    from rvmatte.runtime.fused import FusedRunner
 
     with pytest.raises(RvmatteError, match="supports float32 and float16, not torch.float64"):
         OnnxRuntimeRunner(device="cpu", dtype=torch.float64)

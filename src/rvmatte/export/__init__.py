@@ -1,11 +1,11 @@
-"""Export (ONNX, TorchScript), the ONNX Runtime backend and the fast inference paths.
+"""Export: ONNX and TorchScript files of the network, and checks that they match PyTorch.
 
-    from rvmatte.export import export_onnx, export_torchscript, OnnxRuntimeRunner
+    from rvmatte.export import export_onnx, export_torchscript
     export_onnx(rvmatte.load_model(), "rvm.onnx")             # opset 17, dynamic B/H/W
-    runner = OnnxRuntimeRunner()                              # exports to the cache once
-    fgr, pha, state = runner(src, state, downsample_ratio)    # like the PyTorch model
 
-Submodules import onnx / onnxruntime lazily, so ``import rvmatte.export`` stays light.
+Running an export (ONNX Runtime, the fused CPU path) is the runtime's job:
+:mod:`rvmatte.runtime`. This package never imports the runtime or the pipeline. Submodules
+import onnx lazily, so ``import rvmatte.export`` stays light.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from typing import Any
 _LAZY = {
     "export_onnx": "rvmatte.export.onnx",
     "export_torchscript": "rvmatte.export.torchscript",
-    "OnnxRuntimeRunner": "rvmatte.export.runtime",
-    "fuse_batchnorm": "rvmatte.export.optimize",
-    "make_runner": "rvmatte.export.optimize",
-    "choose_backend": "rvmatte.export.optimize",
     "zero_state": "rvmatte.export.wrapper",
 }
 

@@ -511,7 +511,7 @@ def export_coefficients_onnx(model: MattingNetwork, path: str | os.PathLike | No
     """Export the working-resolution half of ``model``: ``src_sm (B,3,h,w)`` (the frame already
     downsampled), ``r1i..r4i`` -> the refiner's coefficients ``a``, ``b`` (B,4,h,w) and
     ``r1o..r4o`` (:class:`~rvmatte.export.wrapper.Coefficients`). The full-resolution step is
-    left to the caller (rvmatte's fused CPU kernel, :mod:`rvmatte.kernels`). Returns the
+    left to the caller (rvmatte's fused CPU kernel, :mod:`rvmatte.runtime.kernels`). Returns the
     ``onnx.ModelProto`` (also written to ``path``)."""
     from .wrapper import Coefficients
 

@@ -1,7 +1,30 @@
-"""nn.Modules only: no file I/O, argument parsing or printing here."""
+"""nn.Modules only: no file I/O, argument parsing or printing here.
 
-from .matting import MattingNetwork, MattingOutput, SegmentationOutput, State, downsample
-from .registry import REFINER_NAMES, VARIANTS, build_model
+Names are imported on first use, so that :mod:`rvmatte.models.outputs` (the typed outputs,
+torch-free) can be imported without PyTorch.
+"""
 
-__all__ = ["MattingNetwork", "MattingOutput", "SegmentationOutput", "State", "downsample",
-           "build_model", "VARIANTS", "REFINER_NAMES"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "MattingNetwork": "matting", "downsample": "matting",
+    "MattingOutput": "outputs", "SegmentationOutput": "outputs", "State": "outputs",
+    "build_model": "registry", "REFINER_NAMES": "registry", "VARIANTS": "registry",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

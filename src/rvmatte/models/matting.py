@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -10,31 +10,15 @@ from torch.nn import functional as F
 from .decoder import Projection, RecurrentDecoder
 from .guided_filter import REFINERS
 from .lraspp import LRASPP
+from .outputs import MattingOutput, SegmentationOutput, State
 from .time import fold, unfold
 
-State = Tuple[Tensor, Tensor, Tensor, Tensor]
 
 # variant -> (feature channels after LR-ASPP, decoder channels, ASPP in, ASPP out)
 _DECODER = {
     "mobilenetv3": ((16, 24, 40, 128), (80, 40, 32, 16), 960, 128),
     "resnet50": ((64, 256, 512, 256), (128, 64, 32, 16), 2048, 256),
 }
-
-
-class MattingOutput(NamedTuple):
-    """``fgr``: (B,T,3,H,W) or (B,3,H,W); ``pha``: (B,T,1,H,W) or (B,1,H,W), both in [0, 1];
-    ``state``: the recurrent state ``(r1, r2, r3, r4)`` to pass to the next call."""
-
-    fgr: Tensor
-    pha: Tensor
-    state: State
-
-
-class SegmentationOutput(NamedTuple):
-    """``seg``: segmentation logits, (B,T,1,H,W) or (B,1,H,W) at the working resolution."""
-
-    seg: Tensor
-    state: State
 
 
 def downsample(src: Tensor, ratio: float) -> Tensor:

@@ -1,4 +1,4 @@
-"""numba kernels behind :mod:`rvmatte.kernels` (imported only when one is needed).
+"""numba kernels behind :mod:`rvmatte.runtime.kernels` (imported only when one is needed).
 
 Module-level functions, so that numba's on-disk cache can find them again (a kernel defined
 in a closure is recompiled in every process).
@@ -11,7 +11,7 @@ import os
 import numpy as np
 from numba import njit
 
-# RVMATTE_NUMBA_CACHE=0: compile in every process instead of caching on disk (rvmatte.kernels
+# RVMATTE_NUMBA_CACHE=0: compile in every process instead of caching on disk (rvmatte.runtime.kernels
 # sets it when numba finds no writable cache location). fastmath (reassociation, FMA; all values
 # are finite): 21.6 -> 18.3 ms per 1080p frame, results within the same one-level tolerance.
 _CACHE = os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0"

@@ -2,17 +2,17 @@
 
 At a downsample ratio below 1 the network itself only sees the small image; ONNX Runtime runs
 that half (:func:`~rvmatte.export.onnx.export_coefficients_onnx`, ending with the refiner's
-linear coefficients ``a``, ``b`` at the working resolution) and :mod:`rvmatte.kernels` does
+linear coefficients ``a``, ``b`` at the working resolution) and :mod:`rvmatte.runtime.kernels` does
 the full-resolution half in one pass: upsampling of the coefficients, ``a * x + b``, the
 clamps and, for file conversion, the composite and the 8-bit outputs
-(:meth:`FusedRunner.matte_uint8`, used by :func:`~rvmatte.inference.convert.convert_video`).
+(:meth:`FusedRunner.matte_uint8`, which file conversion uses through :class:`~rvmatte.inference.session.Matter`).
 Called like the model (:meth:`FusedRunner.__call__`) it returns float tensors as the other
 backends do. At ratio 1 there is no refiner and it runs the whole exported graph.
 
 ``backend="auto"`` picks it on CPUs in float32 when onnxruntime and numba are installed and
 the ratio is below 1 (docs/SPEED.md has the measurements). File conversion on the CPU
-builds it without importing PyTorch (:func:`~rvmatte.inference.convert.convert_video`): the
-uint8 methods take and return numpy arrays only.
+builds it without importing PyTorch (:func:`rvmatte.runtime.needs_torch`): the uint8 methods
+take and return numpy arrays only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from .. import kernels
+from . import kernels
 from ..errors import RvmatteError
 from ..hardware import cpu_requested, default_threads, dtype_name
 
@@ -37,20 +37,20 @@ def _on_cpu(device: Any) -> bool:
     can tell without torch, else torch decides, as for the other backends)."""
     if cpu_requested(device):
         return True
-    from ..weights import _resolve_device
+    from ..spec import resolve_device
 
-    return _resolve_device(device).type == "cpu"
+    return resolve_device(device) == "cpu"
 
 
 class FusedRunner:
     """``FusedRunner(**source, threads=None)``: ``source`` as for
-    :class:`~rvmatte.export.runtime.OnnxRuntimeRunner` (``variant``/``weights``/``refiner``,
+    :class:`~rvmatte.runtime.ort.OnnxRuntimeRunner` (``variant``/``weights``/``refiner``,
     or ``model=``); CPU, float32. ``threads``: ONNX Runtime's intra-op threads and the kernel's
     bands of rows (default :func:`rvmatte.hardware.default_threads`, torch's count)."""
 
     def __init__(self, *, threads: Optional[int] = None, device: Any = "cpu", dtype: Any = None,
                  **source: Any) -> None:
-        from ..export.runtime import OnnxRuntimeRunner
+        from .ort import OnnxRuntimeRunner
 
         if not kernels.available():
             raise RvmatteError("backend 'fused' needs numba (pip install numba); "
@@ -69,7 +69,7 @@ class FusedRunner:
         return f"FusedRunner({self.coef.onnx_path.name}, threads={self.threads})"
 
     def _whole(self):
-        from ..export.runtime import OnnxRuntimeRunner
+        from .ort import OnnxRuntimeRunner
 
         if self._full is None:
             self._full = OnnxRuntimeRunner(device="cpu", **self._source)
@@ -89,7 +89,7 @@ class FusedRunner:
         import torch
         from torch.nn import functional as F
 
-        from ..models import MattingOutput
+        from ..models.outputs import MattingOutput
 
         r = self._check_ratio(downsample_ratio)
         if r == 1:
@@ -148,7 +148,7 @@ class FusedRunner:
         ``"composite"`` (T,H,W,3) over ``background`` (RGB in [0, 1]), ``"rgba"`` (T,H,W,4)
         foreground and alpha, ``"foreground"`` (T,H,W,3), ``"alpha"`` (T,H,W);
         ``"composite_yuv"`` / ``"alpha_yuv"``: (T,H*3/2,W) 4:2:0 planes for the encoder (even
-        sizes; see :class:`rvmatte.kernels.Refiner`)."""
+        sizes; see :class:`rvmatte.runtime.kernels.Refiner`)."""
         unknown = set(outputs) - set(self._OUTPUTS)
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}")

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .downsample import working_size
+from ..downsample import working_size
 
 _EMPTY3 = np.zeros((0, 0, 3), np.uint8)
 _EMPTY4 = np.zeros((0, 0, 4), np.uint8)

@@ -1,52 +1,20 @@
-"""The fast inference paths and an automatic choice between them.
-
-Runners all have the model's call signature ``runner(src, state, downsample_ratio) ->
-MattingOutput`` (torch tensors in and out, ``state=None`` on a clip's first frames):
-
-``torch``        the model as is (eager, fp32 unless told otherwise) under ``inference_mode``
-``torch-fast``   a copy with BatchNorm folded into the convolutions (:func:`fuse_batchnorm`),
-                 channels_last weights and inputs, ``inference_mode``
-``compile``      ``torch-fast`` under ``torch.compile`` (inductor; on CUDA with CUDA graphs,
-                 ``mode="reduce-overhead"``). Compiles on the first call of each frame size
-``cudagraph``    ``torch-fast`` captured once per input shape and ratio as a CUDA graph and
-                 replayed (no compiler; a capture takes well under a second). On a CPU it is
-                 ``torch-fast``
-``onnxruntime``  :class:`rvmatte.export.runtime.OnnxRuntimeRunner` (CPU / CUDA provider)
-``onnxruntime:N``  the same with N intra-op threads (``onnxruntime:1`` wins on a busy machine)
-``onnxruntime-pipe``  ORT split at the refiner: for clips at ratio < 1, frame t's full-size
-                 refinement runs in a second thread while frame t+1's network runs
-
-:func:`choose_backend` times the candidates briefly on the actual device, size and ratio and
-remembers the winner in ``<cache>/speed_choice.json`` (see :func:`rvmatte.export.runtime.cache_dir`);
-:func:`make_runner` builds one by name. Every CUDA-only path is guarded by
-``torch.cuda.is_available()`` and falls back to the CPU path.
-"""
+"""The PyTorch runners: the model as is, with BatchNorm folded and channels-last, under
+``torch.compile``, or replayed from CUDA graphs (see :mod:`rvmatte.runtime` for the list and
+the protocol they share). Every CUDA-only path is guarded by ``torch.cuda.is_available()`` and
+falls back to the CPU path."""
 
 from __future__ import annotations
 
 import copy
-import json
 import os
-import platform
-import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..errors import RvmatteError, one_line
+from ..errors import one_line
 from ..models import MattingNetwork, MattingOutput
-
-BACKENDS = ("torch", "torch-fast", "compile", "cudagraph", "onnxruntime", "onnxruntime-pipe",
-            "fused")
-# What choose_backend tries by default. torch.compile is left out on CPU: on the 2-core
-# machine of docs/SPEED.md it compiles for minutes per frame size and did not beat ORT.
-DEFAULT_CANDIDATES = {"cpu": ("torch", "torch-fast", "onnxruntime", "onnxruntime:1", "onnxruntime-pipe",
-                             "fused"),
-                      "cuda": ("torch", "torch-fast", "cudagraph")}
-CHOICE_FILE = "speed_choice.json"
-
 
 # --------------------------------------------------------------------------- BatchNorm folding
 def _fuse_pairs(parent: nn.Module, pairs: Sequence[tuple[str, str]]) -> int:
@@ -214,156 +182,3 @@ class CudaGraphRunner:
                     t.copy_(s)
             g.graph.replay()
             return MattingOutput(g.fgr.clone(), g.pha.clone(), tuple(t.clone() for t in g.state_out))
-
-
-def make_runner(backend: str, model: MattingNetwork, *, dtype: Any = None,
-                threads: Optional[int] = None) -> Callable[..., MattingOutput]:
-    """Build the runner called ``backend`` (one of :data:`BACKENDS`) around ``model``."""
-    from ..weights import resolve_dtype
-
-    dt = resolve_dtype(dtype) if dtype is not None else None
-    if backend == "torch":
-        return TorchRunner(model, fuse_bn=False, channels_last=False, dtype=dt)
-    if backend == "torch-fast":
-        return TorchRunner(model, dtype=dt)
-    if backend == "compile":
-        return TorchRunner(model, compile=True, dtype=dt)
-    if backend == "cudagraph":
-        return CudaGraphRunner(model, dtype=dt)
-    if backend == "onnxruntime-pipe":
-        from .runtime import OnnxRuntimeRunner
-
-        device = next(model.parameters()).device
-        return OnnxRuntimeRunner(model=model, device=str(device), dtype=dt, threads=threads,
-                                 pipeline=True)
-    if backend == "fused":
-        from ..inference.fused import FusedRunner
-
-        return FusedRunner(model=model, device=str(next(model.parameters()).device), dtype=dt,
-                           threads=threads)
-    if backend.startswith("onnxruntime:"):
-        try:
-            threads = int(backend.split(":", 1)[1])
-        except ValueError:
-            raise RvmatteError(f"bad backend {backend!r}: use onnxruntime:THREADS") from None
-        backend = "onnxruntime"
-    if backend == "onnxruntime":
-        from .runtime import OnnxRuntimeRunner
-
-        device = next(model.parameters()).device  # the export itself copies the model to the CPU
-        return OnnxRuntimeRunner(model=model, device=str(device), dtype=dt, threads=threads)
-    raise RvmatteError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-
-
-# ----------------------------------------------------------------------------- measuring
-def time_runner(runner: Callable[..., MattingOutput], src: torch.Tensor, ratio: float, *,
-                frames: int = 5, warmup: int = 1, chunk: int = 1) -> float:
-    """Seconds per frame of ``runner`` over ``frames`` calls of ``chunk`` frames each
-    (``src`` (B,3,H,W) repeated along T when ``chunk > 1``, like Matter's chunks), after
-    ``warmup`` calls."""
-    x = src.unsqueeze(1).expand(-1, chunk, -1, -1, -1).contiguous() if chunk > 1 else src
-    state = None
-    for _ in range(warmup):
-        state = runner(x, state, ratio).state
-    sync = torch.cuda.synchronize if src.device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(frames):
-        state = runner(x, state, ratio).state
-    sync()
-    return (time.perf_counter() - t0) / (frames * chunk)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return cpu
-
-
-def _machine_key() -> str:
-    return f"{cpu_name()}|{os.cpu_count()}cpu|{torch.get_num_threads()}thr|torch{torch.__version__}"
-
-
-def _choice_path():
-    from .runtime import cache_dir
-
-    return cache_dir() / CHOICE_FILE
-
-
-def _read_choices() -> dict:
-    try:
-        with open(_choice_path()) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_choices(data: dict) -> None:
-    path = _choice_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs a re-measurement next time
-
-
-def _available(backend: str, device: torch.device) -> bool:
-    if backend.startswith("onnxruntime"):
-        if backend != "onnxruntime" and device.type != "cpu":
-            return False  # the thread-count and pipelined variants are CPU tuning
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return False
-        return device.type == "cpu" or "CUDAExecutionProvider" in ort.get_available_providers()
-    if backend == "compile":
-        return device.type == "cuda" or os.environ.get("RVMATTE_TRY_COMPILE") == "1"
-    return True
-
-
-def choose_backend(model: MattingNetwork, height: int, width: int, downsample_ratio: float, *,
-                   candidates: Optional[Sequence[str]] = None, frames: int = 1, chunk: int = 4,
-                   use_cache: bool = True, timings: Optional[dict] = None) -> str:
-    """The fastest backend for ``model`` on its device at ``height x width`` / ``ratio``.
-
-    Times each candidate on ``frames`` calls of ``chunk`` frames (Matter's CPU chunk is 4)
-    after one warm-up call -- a few seconds in all on a 2-core CPU at 1080p -- and caches the answer per machine, model, size and ratio in ``speed_choice.json``. Candidates
-    default to :data:`DEFAULT_CANDIDATES` for the device type. ``timings``, when given, receives
-    ``{backend: seconds per frame}``.
-    """
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    cands = [c for c in (candidates or DEFAULT_CANDIDATES.get(device.type, ("torch",)))
-             if _available(c, device)]
-    key = (f"{_machine_key()}|{device}|{dtype}|{model.variant}/{model.refiner_name}|"
-           f"{height}x{width}@{downsample_ratio:g}x{chunk}|{','.join(cands)}")
-    choices = _read_choices() if use_cache else {}
-    if key in choices and choices[key] in cands:
-        return choices[key]
-    src = torch.rand(1, 3, height, width, device=device, dtype=dtype)
-    best, best_t = "torch", float("inf")
-    for name in cands:
-        try:
-            runner = make_runner(name, model, dtype=dtype if dtype != torch.float32 else None)
-            t = time_runner(runner, src, downsample_ratio, frames=frames, warmup=1, chunk=chunk)
-        except (RvmatteError, RuntimeError) as e:  # a path that cannot run here is skipped
-            t = float("inf")
-            if timings is not None:
-                timings[name + ".error"] = one_line(e)
-        if timings is not None:
-            timings[name] = t
-        if t < best_t:
-            best, best_t = name, t
-    if use_cache:
-        choices = _read_choices()
-        choices[key] = best
-        _write_choices(choices)
-    return best

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 pytest.importorskip("numba")
 pytest.importorskip("onnxruntime")
 
-from rvmatte import kernels  # noqa: E402
+from rvmatte.runtime import kernels  # noqa: E402
 from rvmatte.errors import RvmatteError  # noqa: E402
 from rvmatte.inference.session import Matter  # noqa: E402
 from rvmatte.io.compose import composite, to_uint8  # noqa: E402
@@ -107,9 +107,9 @@ def test_session_matches_eager(pretrained, ratio):
     whole = Matter(pretrained, downsample_ratio=ratio, backend="onnxruntime")
     fused = Matter(pretrained, downsample_ratio=ratio, backend="fused")
     for chunk in (frames[:2], frames[2:], frames[::-1]):
-        pe, fe = eager.process(chunk)
-        po, fo = whole.process(chunk)
-        pf, ff = fused.process(chunk)
+        fe, pe, _ = eager.process(chunk)
+        fo, po, _ = whole.process(chunk)
+        ff, pf, _ = fused.process(chunk)
         assert np.abs(pf - po).max() < 2e-5 and np.abs(ff - fo).max() < 2e-5
         assert np.abs(pf - pe).max() < 2e-4 and np.abs(ff - fe).max() < 2e-4
     assert "fused" in fused._runners
@@ -117,7 +117,7 @@ def test_session_matches_eager(pretrained, ratio):
 
 def test_clip_input_and_ratio_one(pretrained):
     """(B,T,3,H,W) clips; ratio 1 has no refiner and runs the whole exported graph."""
-    from rvmatte.inference.fused import FusedRunner
+    from rvmatte.runtime.fused import FusedRunner
 
     runner = FusedRunner(model=pretrained)
     src = torch.from_numpy(_frames(3, 64, 96, seed=5)).permute(0, 3, 1, 2).float().div(255)[None]
@@ -138,14 +138,14 @@ def test_clip_input_and_ratio_one(pretrained):
 
 
 def test_matte_uint8_matches_the_float_path(pretrained):
-    from rvmatte.inference.fused import FusedRunner
+    from rvmatte.runtime.fused import FusedRunner
 
     runner = FusedRunner(model=pretrained)
     frames = _frames(2, 72, 128, seed=7)
     made, state = runner.matte_uint8(frames, None, 0.5, outputs=["composite", "alpha"],
                                      background=(0.0, 1.0, 0.0))
     m = Matter(pretrained, downsample_ratio=0.5, backend="torch")
-    pha, fgr = m.process(frames)
+    fgr, pha, _ = m.process(frames)
     pha_t, fgr_t = torch.from_numpy(pha)[:, None], torch.from_numpy(fgr).permute(0, 3, 1, 2)
     comp = to_uint8(composite(fgr_t, pha_t, torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)))
     assert made["composite"].shape == (2, 72, 128, 3) and made["alpha"].shape == (2, 72, 128)
@@ -160,7 +160,7 @@ def test_matte_uint8_matches_the_float_path(pretrained):
 
 
 def test_refuses_gpu_and_half_precision():
-    from rvmatte.inference.fused import FusedRunner
+    from rvmatte.runtime.fused import FusedRunner
 
     with pytest.raises(RvmatteError, match="CPU in float32"):
         FusedRunner(dtype="float16")
@@ -169,7 +169,7 @@ def test_refuses_gpu_and_half_precision():
 def test_without_numba_is_one_clear_error(monkeypatch):
     import importlib.util
 
-    from rvmatte.inference.fused import FusedRunner
+    from rvmatte.runtime.fused import FusedRunner
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -346,9 +346,9 @@ def test_one_session_serves_a_ratio_change(pretrained):
     runner = m._runners["fused"]
     m.set_downsample_ratio(0.25)
     assert m.state is None and m.ratio == 0.25
-    got, _ = m.process(frames[2:])
+    got = m.process(frames[2:]).pha
     assert m._runners["fused"] is runner
-    want, _ = Matter(pretrained, downsample_ratio=0.25, backend="fused").process(frames[2:])
+    want = Matter(pretrained, downsample_ratio=0.25, backend="fused").process(frames[2:]).pha
     assert np.array_equal(got, want)
 
 
@@ -362,7 +362,7 @@ def test_kernels_without_a_disk_cache(how):
 
     pre = ("import numba.core.caching as c; c.CacheImpl._locator_classes = []; "
            if how == "no-locator" else "")
-    code = (pre + "import os, numpy as np; from rvmatte import kernels; "
+    code = (pre + "import os, numpy as np; from rvmatte.runtime import kernels; "
             "f = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3); "
             "print(float(kernels.downsample(f, 0.5).sum()), os.environ['RVMATTE_NUMBA_CACHE'])")
     env = dict(os.environ)

@@ -18,7 +18,7 @@ import numpy as np
 from rvmatte.inference.session import Matter
 m = Matter(backend="auto", downsample_ratio=0.5)
 frames = np.random.default_rng(0).integers(0, 256, (2, 72, 128, 3), dtype=np.uint8)
-pha, fgr = m.process(frames)
+fgr, pha, _ = m.process(frames)
 print(json.dumps({"torchvision": "torchvision" in sys.modules, "built": m._model is not None,
                   "pha": pha.tolist()}))
 """
@@ -65,23 +65,26 @@ def test_lazy_session_builds_the_model_when_asked(tmp_path, monkeypatch):
 
 
 def test_graph_version_is_part_of_the_key(tmp_path, monkeypatch):
-    from rvmatte.export import onnx, runtime
+    from rvmatte.bundled import uses_bundled
+    from rvmatte.export import onnx
+    from rvmatte.runtime import cache as runtime
 
     monkeypatch.setattr(onnx, "export_onnx", lambda model, path, **kw: path.write_bytes(b"x"))
     a = runtime.bundled_onnx(directory=tmp_path)
     monkeypatch.setattr(runtime, "GRAPH_VERSION", runtime.GRAPH_VERSION + 1)
     b = runtime.bundled_onnx(directory=tmp_path)
     assert a != b and a.is_file() and b.is_file()
-    assert runtime.uses_bundled("mobilenetv3", "default", None)
-    assert runtime.uses_bundled("mobilenetv3", "default", "fast_guided_filter")
-    assert not runtime.uses_bundled("mobilenetv3", "default", "deep_guided_filter")
-    assert not runtime.uses_bundled("mobilenetv3", "weights.pth", None)
-    assert not runtime.uses_bundled("resnet50", "default", None)
+    assert uses_bundled("mobilenetv3", "default", None)
+    assert uses_bundled("mobilenetv3", "default", "fast_guided_filter")
+    assert not uses_bundled("mobilenetv3", "default", "deep_guided_filter")
+    assert not uses_bundled("mobilenetv3", "weights.pth", None)
+    assert not uses_bundled("resnet50", "default", None)
 
 
 def test_a_damaged_cache_file_is_exported_again(tmp_path, monkeypatch):
     monkeypatch.setenv("RVMATTE_CACHE_DIR", str(tmp_path))
-    from rvmatte.export.runtime import OnnxRuntimeRunner, bundled_onnx
+    from rvmatte.runtime.cache import bundled_onnx
+    from rvmatte.runtime.ort import OnnxRuntimeRunner
 
     path = bundled_onnx()
     good = path.read_bytes()
@@ -94,7 +97,7 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path, monkeypatch):
 
 def test_a_damaged_user_file_is_a_clear_error(tmp_path):
     from rvmatte.errors import RvmatteError
-    from rvmatte.export.runtime import OnnxRuntimeRunner
+    from rvmatte.runtime.ort import OnnxRuntimeRunner
 
     bad = tmp_path / "mine.onnx"
     bad.write_bytes(b"not an onnx file")
@@ -107,7 +110,8 @@ def test_an_unwritable_cache_exports_into_a_folder_of_the_process(tmp_path, monk
     """A read-only home (here: the cache path runs through a file) must not stop a job: the
     export goes to a temporary folder of this process; an explicit folder is a clear error."""
     from rvmatte.errors import OutputError
-    from rvmatte.export import onnx, runtime
+    from rvmatte.export import onnx
+    from rvmatte.runtime import cache as runtime
 
     made = []
     monkeypatch.setattr(onnx, "export_onnx",
@@ -144,7 +148,8 @@ def test_a_cache_that_fails_later_or_everywhere(tmp_path, monkeypatch):
     import errno
 
     from rvmatte.errors import OutputError
-    from rvmatte.export import onnx, runtime
+    from rvmatte.export import onnx
+    from rvmatte.runtime import cache as runtime
 
     cache = tmp_path / "cache"
     (cache / "onnx").mkdir(parents=True)

@@ -7,7 +7,8 @@ import torch
 
 from rvmatte.errors import RvmatteError, WeightsError
 from rvmatte.export.check import max_abs_diff
-from rvmatte.export.runtime import OnnxRuntimeRunner, cache_dir
+from rvmatte.runtime.cache import cache_dir
+from rvmatte.runtime.ort import OnnxRuntimeRunner
 
 from .conftest import TOL, random_model
 
@@ -106,8 +107,8 @@ def test_matter_onnxruntime_backend_matches_torch(fgf):
     ref = session.Matter(fgf, downsample_ratio=0.5, device="cpu")
     got = session.Matter(fgf, downsample_ratio=0.5, device="cpu", backend="onnxruntime")
     for t in range(3):
-        pha_r, fgr_r = ref.process(frames[t])
-        pha_g, fgr_g = got.process(frames[t])
+        fgr_r, pha_r, _ = ref.process(frames[t])
+        fgr_g, pha_g, _ = got.process(frames[t])
         assert np.abs(pha_r - pha_g).max() <= TOL and np.abs(fgr_r - fgr_g).max() <= TOL
 
 
