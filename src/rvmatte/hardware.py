@@ -143,3 +143,38 @@ def torch_version() -> str:
         import torch
 
         return torch.__version__.split("+")[0]
+
+
+def resolve_device(device: Any) -> str:
+    """The one device resolver: ``None``/``"auto"`` -> CUDA, then MPS, then CPU; a name or a
+    ``torch.device`` -> its canonical name (``"cpu"``, ``"cuda:0"``, ``"mps"``). PyTorch is
+    imported only when the answer depends on it (a machine that may have a GPU, a GPU name).
+    A device that does not exist here is a :class:`~rvmatte.errors.WeightsError`."""
+    if device is None or str(device) == "auto":
+        if cpu_requested(None):
+            return "cpu"
+    elif str(device) == "cpu":
+        return "cpu"
+    return str(torch_device(device))
+
+
+def torch_device(device: Any):
+    """``device`` as a ``torch.device``, checked to be usable (imports torch)."""
+    import torch
+
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise WeightsError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("device 'cuda' requested but CUDA is not available (use --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise WeightsError("device 'mps' requested but MPS is not available (use --device cpu)")
+    return dev

@@ -2,8 +2,9 @@
 
 Every entry point that runs the model takes one (``convert_video``, ``Matter``, ``live``,
 ``serve``, ``diagnose``, ``benchmark``, ``export``; the CLI builds it from the options that
-:mod:`rvmatte.cli.options` declares once). The device and dtype are resolved here, and only
-here, without importing PyTorch where the answer does not need it (:mod:`rvmatte.hardware`)::
+:mod:`rvmatte.cli.options` declares once). The device is resolved by the one resolver,
+:func:`rvmatte.hardware.resolve_device`, and the dtype here, without importing PyTorch where
+the answer does not need it::
 
     spec = ModelSpec(device="cpu", downsample=0.25)
     spec.device_type()        # "cpu" (torch-free)
@@ -21,7 +22,7 @@ from typing import Any, Optional
 from .bundled import uses_bundled
 from .downsample import parse_downsample_ratio
 from .errors import InputError, WeightsError
-from .hardware import cpu_requested, dtype_name
+from .hardware import dtype_name, resolve_device, torch_device  # noqa: F401 - re-exported
 
 VARIANTS = ("mobilenetv3", "resnet50")
 REFINERS = ("fast_guided_filter", "deep_guided_filter")
@@ -151,38 +152,3 @@ class ModelSpec:
 
         return load_model(self.variant, refiner=self.refiner, weights=self.weights,
                           device=self.device, dtype=self.dtype_name())
-
-
-def resolve_device(device: Any) -> str:
-    """The one device resolver: ``None``/``"auto"`` -> CUDA, then MPS, then CPU; a name or a
-    ``torch.device`` -> its canonical name (``"cpu"``, ``"cuda:0"``, ``"mps"``). PyTorch is
-    imported only when the answer depends on it (a machine that may have a GPU, a GPU name).
-    A device that does not exist here is a :class:`~rvmatte.errors.WeightsError`."""
-    if device is None or str(device) == "auto":
-        if cpu_requested(None):
-            return "cpu"
-    elif str(device) == "cpu":
-        return "cpu"
-    return str(torch_device(device))
-
-
-def torch_device(device: Any):
-    """``device`` as a ``torch.device``, checked to be usable (imports torch)."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise WeightsError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("device 'cuda' requested but CUDA is not available (use --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                  and torch.backends.mps.is_available()):
-        raise WeightsError("device 'mps' requested but MPS is not available (use --device cpu)")
-    return dev

@@ -17,8 +17,7 @@ import torch
 
 from .bundled import BUNDLED, BundledWeights  # noqa: F401 - re-exported
 from .errors import WeightsError, one_line
-from .hardware import dtype_name
-from .spec import torch_device
+from .hardware import dtype_name, torch_device
 from .models import MattingNetwork, build_model
 
 
@@ -96,7 +95,7 @@ def load_state_dict(model: MattingNetwork, state_dict: dict[str, torch.Tensor], 
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device as a ``torch.device``: :func:`rvmatte.spec.torch_device`, the one resolver."""
+    """The device as a ``torch.device``: :func:`rvmatte.hardware.torch_device`, the one resolver."""
     return torch_device(device)
 
 
