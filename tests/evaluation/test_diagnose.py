@@ -6,6 +6,9 @@ from PIL import Image
 
 from rvmatte.errors import InputError, OutputError
 from rvmatte.evaluation.diagnose import FrameStats, diagnose, diagnose_frames
+from rvmatte.spec import ModelSpec
+
+RANDOM = ModelSpec(weights=None, device="cpu")  # random init: fast, no bundled weights needed
 
 
 def test_flicker_coverage_uncertain_by_hand():
@@ -44,12 +47,35 @@ def test_diagnose_image_folder(tmp_path):
     for i in range(3):
         Image.fromarray((rng.random((36, 64, 3)) * 255).astype(np.uint8)).save(src / f"{i:03d}.png")
     out = tmp_path / "diag"
-    d = diagnose(src, out, weights=None, max_frames=2)
+    d = diagnose(src, out, spec=RANDOM, max_frames=2)
     assert d["summary"]["frames"] == 2
     saved = json.loads((out / "diagnosis.json").read_text())
     assert set(saved["frames"]) == {"flicker", "coverage", "uncertain", "static_share"}
     assert (out / "diagnosis.png").stat().st_size > 1000
     with pytest.raises(OutputError):
-        diagnose(src, out, weights=None)
+        diagnose(src, out, spec=RANDOM)
     with pytest.raises(InputError):
-        diagnose(tmp_path / "missing.mp4", None, weights=None)
+        diagnose(tmp_path / "missing.mp4", None, spec=RANDOM)
+
+
+def test_diagnose_follows_the_spec_not_the_chunking(tmp_path):
+    """The spec decides the model (its ratio shows in the result); frames per call do not
+    change the numbers (the state is carried from call to call)."""
+    src = tmp_path / "frames"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    base = rng.random((36, 64, 3)) * 200
+    for i in range(4):
+        img = np.clip(base + rng.random((36, 64, 3)) * 30, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(src / f"{i:03d}.png")
+    spec = RANDOM.replace(backend="torch", downsample=0.5)
+    one = diagnose(src, None, spec=spec, chunk=1)
+    three = diagnose(src, None, spec=spec, chunk=3)
+    assert one["downsample_ratio"] == 0.5
+    assert one["summary"]["frames"] == three["summary"]["frames"] == 4
+    assert np.allclose(one["frames"]["coverage"], three["frames"]["coverage"], atol=1e-5)
+    assert np.allclose(one["frames"]["flicker"], three["frames"]["flicker"], atol=1e-3)
+    auto = diagnose(src, None, spec=spec.replace(downsample="auto"), max_frames=1)
+    assert auto["downsample_ratio"] == 1.0  # 64 px wide: auto never upsamples
+    with pytest.raises(InputError, match="seq-chunk"):
+        diagnose(src, None, spec=spec, chunk=0)

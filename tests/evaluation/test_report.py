@@ -6,9 +6,12 @@ import pytest
 from rvmatte.errors import InputError, OutputError
 from rvmatte.evaluation.evaluate import evaluate_folders
 from rvmatte.evaluation.frames import read_alpha
-from rvmatte.evaluation.report import Method, build_methods, run_benchmark
+from rvmatte.evaluation.report import Method, build_methods, missing_peers, run_benchmark
+from rvmatte.spec import ModelSpec
 
 from .conftest import PEERS_DIR
+
+RANDOM = ModelSpec(weights=None, device="cpu")
 
 
 def _zeros():
@@ -16,7 +19,7 @@ def _zeros():
 
 
 def test_run_benchmark_writes_report(tiny_bench, tmp_path):
-    methods, notes = build_methods(weights=None, backends=("torch",), peers_dir=PEERS_DIR,
+    methods, notes = build_methods(RANDOM, backends=("torch",), peers_dir=PEERS_DIR,
                                    peers=["mediapipe_meet"])
     methods.append(_zeros())
     out = tmp_path / "report"
@@ -41,11 +44,42 @@ def test_run_benchmark_writes_report(tiny_bench, tmp_path):
 
 
 def test_missing_peers_and_backends_are_noted(tmp_path):
-    methods, notes = build_methods(weights=None, backends=("torch",), peers_dir=tmp_path)
+    methods, notes = build_methods(RANDOM, backends=("torch",), peers_dir=tmp_path)
     assert [m.name for m in methods] == ["rvmatte"]
     assert len(notes) == 3 and all("not found" in n for n in notes)
+    assert missing_peers(tmp_path) == ["mediapipe_selfie", "mediapipe_meet", "sinet"]
+    assert missing_peers(PEERS_DIR) == []
     with pytest.raises(InputError, match="unknown peer"):
-        build_methods(weights=None, backends=(), peers_dir=PEERS_DIR, peers=["x"])
+        build_methods(RANDOM, backends=(), peers_dir=PEERS_DIR, peers=["x"])
+    with pytest.raises(InputError, match="unknown backend"):
+        build_methods(RANDOM, backends=("torch", "tensorrt"), peers_dir=None, peers=[])
+
+
+def test_one_spec_several_backends(tiny_bench, tmp_path):
+    """Each backend is the same spec with its backend replaced: the same numbers (ONNX
+    Runtime against eager torch in float32), and the spec's ratio when asked for."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"  # one random network for both backends
+    torch.save(RANDOM.load_model().state_dict(), weights)
+    spec = RANDOM.replace(weights=str(weights))
+    frames = [np.full((36, 64, 3), 90 + 20 * i, np.uint8) for i in range(3)]
+    methods, _ = build_methods(spec, backends=("torch", "onnxruntime"), peers_dir=None,
+                               peers=[], chunk=2)
+    assert [(m.name, m.title) for m in methods] == [
+        ("rvmatte", "rvmatte mobilenetv3 (torch)"),
+        ("rvmatte_onnxruntime", "rvmatte mobilenetv3 (onnxruntime)")]
+    (pha_t, fgr_t), (pha_o, fgr_o) = (m.run(frames, 0.5) for m in methods)
+    assert pha_t.shape == (3, 36, 64) and fgr_t.shape == (3, 36, 64, 3)
+    assert np.abs(pha_t - pha_o).max() < 1e-3 and np.abs(fgr_t - fgr_o).max() < 1e-3
+    # a new clip starts afresh: the same frames give the same mattes again
+    assert np.array_equal(methods[0].run(frames, 0.5)[0], pha_t)
+    # benchmark_ratio=False: the spec's ratio, whatever the benchmark says
+    own, _ = build_methods(spec.replace(downsample=0.5), backends=("torch",), peers_dir=None,
+                           peers=[], benchmark_ratio=False, chunk=2)
+    assert np.array_equal(own[0].run(frames, 1.0)[0], pha_t)
 
 
 def test_not_a_benchmark(tmp_path):

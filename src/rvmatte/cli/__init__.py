@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module with ``register(subparsers)`` that adds a parser and
 sets ``func`` (called with the parsed namespace, returns an exit code). Modules whose optional
-dependencies are missing are skipped.
+dependencies are missing are skipped. The options subcommands share (the model options,
+``-o/--output``, ``-q/--quiet``) and the help formatter are declared once, in
+:mod:`rvmatte.cli.options`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ SUBCOMMANDS = ("convert", "demo", "evaluate", "benchmark", "diagnose", "train", 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="rvmatte", description="Robust human video matting.")
+    from .options import Parser
+
+    parser = Parser(prog="rvmatte", description="Robust human video matting.")
     parser.add_argument("--version", action="version", version=f"rvmatte {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:

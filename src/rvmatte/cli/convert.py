@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from ..errors import InputError
+from .options import add_model_options, add_output, add_quiet, set_threads, spec_from_args
+
+__all__ = ["register", "run", "set_threads"]  # set_threads: benchmarks/convert_speed.py
 
 EPILOG = """examples:
   rvmatte convert in.mp4 -o out.mp4 --alpha alpha.mp4          # green composite + alpha
@@ -20,53 +22,6 @@ EPILOG = """examples:
 """
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--variant", default="mobilenetv3", choices=["mobilenetv3", "resnet50"])
-    g.add_argument("--weights", default="default",
-                   help="'default' (bundled), a .pth checkpoint, or 'none' (random init, testing)")
-    g.add_argument("--refiner", default=None, choices=["fast_guided_filter", "deep_guided_filter"])
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--dtype", default=None,
-                   help="float32 | float16 | bfloat16 (default: float16 on CUDA, else float32)")
-    g.add_argument("--backend", default="auto", choices=["auto", "fused", "onnxruntime", "torch",
-                                                   "torch-fast", "compile", "cudagraph",
-                                                   "onnxruntime-pipe"],
-                   help="auto (default): the fastest path measured for the device and ratio "
-                        "(docs/SPEED.md: on CPUs 'fused' -- ONNX Runtime plus rvmatte's compiled "
-                        "full-resolution kernel -- below ratio 1, else ONNX Runtime; CUDA graphs "
-                        "on NVIDIA GPUs); torch = plain eager PyTorch")
-    g.add_argument("--downsample", default="auto", metavar="auto|R",
-                   help="downsample ratio in (0, 1]; auto = longest side of the working image "
-                        "at most 512 px")
-    g.add_argument("--seq-chunk", type=int, default=None, metavar="N",
-                   help="frames per model call (default 1 on CPU, 12 on GPU)")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for the model (default: PyTorch's choice; 1 helps on a machine "
-                        "busy with other work)")
-
-
-def set_threads(threads) -> None:
-    """``--threads``; by default PyTorch's own choice (all cores). With OMP_WAIT_POLICY=PASSIVE
-    (set by the CLI) idle model threads no longer spin against our decode/encode threads; on
-    a quiet 2-core machine two model threads then beat one end to end (16.4 s vs 20.2 s for
-    90 frames of 1080p, docs/SPEED.md). Pass ``--threads 1`` on a machine busy with other work."""
-    from ..hardware import set_threads as set_model_threads
-
-    if threads is None:
-        return
-    if threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
-    set_model_threads(threads)  # torch's threads, now or when it loads (rvmatte.hardware)
-
-
-def model_kwargs(args) -> dict:
-    weights = None if str(args.weights).lower() == "none" else args.weights
-    return dict(variant=args.variant, weights=weights, refiner=args.refiner,
-                device=None if args.device == "auto" else args.device, dtype=args.dtype,
-                backend=args.backend, downsample_ratio=args.downsample)
-
-
 def register(subparsers) -> None:
     from ..io.writers import ENCODER_CHOICES, PRESETS
 
@@ -74,12 +29,12 @@ def register(subparsers) -> None:
         "convert", help="matte a video (or images, or a folder of videos)",
         description="Matte people in a video: composite, alpha and/or foreground outputs in one "
                     "pass, audio and timing preserved.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     p.add_argument("input", help="video file, image folder, %%06d.png pattern, image, or a "
                                  "folder of videos (batch)")
     o = p.add_argument_group("outputs (any combination; the extension picks the format)")
-    o.add_argument("-o", "--output", help="composite: .mp4/.mkv (H.264), .mov (ProRes 4444 + alpha), "
-                                          ".webm (VP9 + alpha), folder or %%06d.png (PNG)")
+    add_output(o, help="composite: .mp4/.mkv (H.264), .mov (ProRes 4444 + alpha), .webm (VP9 + "
+                       "alpha), folder or %%06d.png (PNG)")
     o.add_argument("--alpha", help="alpha matte output (video, folder or %%06d.png)")
     o.add_argument("--foreground", help="foreground output (with alpha where the format allows)")
     o.add_argument("--background", default=None,
@@ -91,15 +46,15 @@ def register(subparsers) -> None:
     o.add_argument("--alpha-bits", type=int, default=8, choices=[8, 16],
                    help="bit depth of PNG alpha output")
     o.add_argument("--preset", default=None, choices=PRESETS,
-                   help="H.264/H.265 speed preset (default veryfast; medium encodes about 2x "
+                   help="H.264/H.265 speed preset (default: veryfast; medium encodes about 2x "
                         "slower for ~0.5 dB; ultrafast is faster, with larger files)")
     o.add_argument("--encoder", default="auto", choices=ENCODER_CHOICES,
-                   help="H.264/H.265 encoder: auto (default) = NVENC when the model runs on an "
+                   help="H.264/H.265 encoder: auto = NVENC when the model runs on an "
                         "NVIDIA GPU that has an encoder, else x264/x265; hardware = NVENC or fail")
     o.add_argument("--encode-workers", default="auto", metavar="N",
                    help="segments of each video output encoded at a time, each by its own "
-                        "encoder (default auto: several on 8+ cores, or on 2+ with the model on "
-                        "a GPU, else 1; more use more memory)")
+                        "encoder (auto: several on 8+ cores, or on 2+ with the model on a GPU, "
+                        "else 1; more use more memory)")
     o.add_argument("--encoder-threads", default=None, metavar="N",
                    help="threads per encoder (default: the encoder's choice, or the cores "
                         "shared among several encoders)")
@@ -113,9 +68,12 @@ def register(subparsers) -> None:
     r.add_argument("--end", default=None, help="seconds, [hh:]mm:ss, or frame number (300f)")
     r.add_argument("--resume", action="store_true",
                    help="continue a killed job from its checkpoint (<output>.rvmatte-resume/)")
-    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    r.add_argument("--strict", action="store_true",
+                   help="fail when fewer frames decode than the container declares (a "
+                        "truncated file); without it that is a warning")
+    add_quiet(r)
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    add_model_args(p)
+    add_model_options(p, seq_chunk=True)
     p.set_defaults(func=run)
 
 
@@ -125,53 +83,77 @@ def _is_batch(path: Path) -> bool:
     return path.is_dir() and bool(list_videos(path))
 
 
-def run(args) -> int:
-    from ..inference.convert import convert_folder, convert_video
+def _say(args):
+    """Progress lines on stderr, none with --quiet or --json."""
+    quiet = args.quiet or args.json
+    return lambda msg: None if quiet else print(msg, file=sys.stderr)
 
-    set_threads(args.threads)
+
+def _warn(res) -> None:
+    """The result's warnings: always printed (also with --quiet), one line each."""
+    for w in res.warnings:
+        print(f"rvmatte: warning: {w}", file=sys.stderr)
+
+
+def _summary(res) -> str:
+    """``90 frames in 3.1 s (29.0 fps, audio copy)``; after a resume only this run's frames
+    count: ``resumed at frame 40: 50 frames in ...``."""
+    extra = f", audio {res.audio}" if res.audio else ""
+    head = f"resumed at frame {res.resumed_from}: " if res.resumed_from else ""
+    return (f"{head}{res.frames_this_run} frames in {res.seconds:.1f} s "
+            f"({res.fps:.1f} fps{extra})")
+
+
+def run(args) -> int:
+    from ..inference.convert import convert_video
+
+    spec = spec_from_args(args)
     if not (args.output or args.alpha or args.foreground):
         raise InputError("no output requested: give -o OUTPUT, --alpha and/or --foreground")
-    common = dict(background=args.background, seq_chunk=args.seq_chunk, start=args.start,
-                  end=args.end, codec=args.codec, quality=args.quality,
-                  overwrite=args.overwrite, resume=args.resume, alpha_bits=args.alpha_bits,
-                  preset=args.preset, encoder=args.encoder, encode_workers=args.encode_workers,
-                  encoder_threads=args.encoder_threads, encode_processes=args.encode_processes,
-                  **model_kwargs(args))
+    common = dict(spec=spec, strict=args.strict, background=args.background,
+                  seq_chunk=args.seq_chunk, start=args.start, end=args.end, codec=args.codec,
+                  quality=args.quality, overwrite=args.overwrite, resume=args.resume,
+                  alpha_bits=args.alpha_bits, preset=args.preset, encoder=args.encoder,
+                  encode_workers=args.encode_workers, encoder_threads=args.encoder_threads,
+                  encode_processes=args.encode_processes,
+                  progress=not (args.quiet or args.json))
+    say = _say(args)
     inp = Path(args.input)
     if _is_batch(inp):
-        def on_error(path, msg):
-            print(f"rvmatte: error: {path.name}: {msg}", file=sys.stderr)
-
-        def on_done(path, res):
-            if not args.quiet and not args.json:
-                print(f"{path.name}: {res.frames} frames -> {', '.join(res.outputs.values())}",
-                      file=sys.stderr)
-
-        batch = convert_folder(inp, args.output, alpha=args.alpha, foreground=args.foreground,
-                               on_error=on_error, on_done=on_done,
-                               progress=not (args.quiet or args.json), **common)
-        if args.json:
-            print(json.dumps({"results": {k: v.as_dict() for k, v in batch.results.items()},
-                              "failed": batch.failed}, indent=2))
-        elif not args.quiet:
-            print(f"{len(batch.results)} converted, {len(batch.failed)} failed", file=sys.stderr)
-        return 0 if batch.ok else 1
-    res = convert_video(inp, args.output, alpha=args.alpha, foreground=args.foreground,
-                        progress=not (args.quiet or args.json), **common)
+        return _run_batch(args, inp, common, say)
+    res = convert_video(inp, args.output, alpha=args.alpha, foreground=args.foreground, **common)
+    _warn(res)
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
-    elif not args.quiet:
-        extra = f", audio {res.audio}" if res.audio else ""
-        print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{extra})",
-              file=sys.stderr)
-        for kind, path in res.outputs.items():
-            enc = res.encoders.get(kind)
-            print(f"  {kind}: {path}" + (f" ({enc})" if enc else ""), file=sys.stderr)
-        for note in res.notes:
-            print(f"  note: {note}", file=sys.stderr)
-        if res.bottleneck:
-            st = res.stages
-            print(f"  busy: decode {st['decode_s']:.1f} s, model {st['model_s']:.1f} s, encode "
-                  f"{st['encode_s']:.1f} s (the {res.bottleneck} stage set the pace)",
-                  file=sys.stderr)
+        return 0
+    say(_summary(res))
+    for kind, path in res.outputs.items():
+        enc = res.encoders.get(kind)
+        say(f"  {kind}: {path}" + (f" ({enc})" if enc else ""))
+    for note in res.notes:
+        say(f"  note: {note}")
+    if res.bottleneck:
+        st = res.stages
+        say(f"  busy: decode {st['decode_s']:.1f} s, model {st['model_s']:.1f} s, encode "
+            f"{st['encode_s']:.1f} s (the {res.bottleneck} stage set the pace)")
     return 0
+
+
+def _run_batch(args, inp: Path, common: dict, say) -> int:
+    from ..inference.convert import convert_folder
+
+    def on_error(path, msg):
+        print(f"rvmatte: error: {path.name}: {msg}", file=sys.stderr)
+
+    def on_done(path, res):
+        for w in res.warnings:
+            print(f"rvmatte: warning: {path.name}: {w}", file=sys.stderr)
+        say(f"{path.name}: {_summary(res)} -> {', '.join(map(str, res.outputs.values()))}")
+
+    batch = convert_folder(inp, args.output, alpha=args.alpha, foreground=args.foreground,
+                           on_error=on_error, on_done=on_done, **common)
+    if args.json:
+        print(json.dumps({"results": {k: v.as_dict() for k, v in batch.results.items()},
+                          "failed": batch.failed}, indent=2))
+    say(f"{len(batch.results)} converted, {len(batch.failed)} failed")
+    return 0 if batch.ok else 1

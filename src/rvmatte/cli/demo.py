@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from .options import add_model_options, add_output, add_quiet, spec_from_args
 
 SAMPLE = "sample_talking_head_640x360.mp4"
 
@@ -26,35 +27,32 @@ def register(subparsers) -> None:
                               description="Matte the bundled sample clip with the bundled weights "
                                           "and write a green composite, an alpha video and a "
                                           "transparent WebM.")
-    p.add_argument("--output-dir", default="demo_output", help="folder for the results")
+    add_output(p, default="demo_output", metavar="DIR", aliases=("--output-dir",),
+               help="folder for the results")
     p.add_argument("--input", default=None, help="another video instead of the sample clip")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the model (default: PyTorch's choice)")
-    p.add_argument("--quiet", "-q", action="store_true")
+    add_quiet(p)
+    add_model_options(p, seq_chunk=True)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..inference.convert import convert_video
-    from ..inference.session import Matter
 
-    from .convert import set_threads
-
-    set_threads(args.threads)
+    spec = spec_from_args(args)
     src = Path(args.input) if args.input else find_sample()
-    out = Path(args.output_dir)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    matter = Matter(device=None if args.device == "auto" else args.device, backend="auto")
     targets = {"composite": out / "composite.mp4", "alpha": out / "alpha.mp4",
                "transparent": out / "transparent.webm"}
     if not args.quiet:
-        print(f"rvmatte demo: matting {src} on {matter.device} ...", file=sys.stderr)
+        print(f"rvmatte demo: matting {src} on {spec.device_type()} ...", file=sys.stderr)
     # One pass: green composite (with the clip's audio), alpha, and the foreground with
     # its alpha as VP9 WebM (a transparent cut-out).
     r = convert_video(src, targets["composite"], alpha=targets["alpha"],
-                      foreground=targets["transparent"], background="green", model=matter,
-                      overwrite=True, progress=not args.quiet)
+                      foreground=targets["transparent"], background="green", spec=spec,
+                      seq_chunk=args.seq_chunk, overwrite=True, progress=not args.quiet)
+    for w in r.warnings:
+        print(f"rvmatte: warning: {w}", file=sys.stderr)
     print(f"rvmatte demo: {r.frames} frames at {r.fps:.1f} fps (downsample ratio "
           f"{r.downsample_ratio:.2f}), audio: {r.audio or 'none'}")
     for name, path in targets.items():

@@ -5,50 +5,44 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _weights(value: str):
-    return None if value.lower() in ("none", "random") else value
+from .options import add_model_options, add_output, add_quiet, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="matte a camera, file or stream in real time",
                        description="Live matting: camera index, video file or stream URL in; "
                                    "a window, a virtual camera or a video file out. Lowers the "
-                                   "downsample ratio when it cannot keep up.")
+                                   "downsample ratio (--downsample is the starting one) when it "
+                                   "cannot keep up.")
     p.add_argument("--source", required=True,
                    help="camera index (0), video file, or stream URL (rtsp://, http://...)")
-    p.add_argument("--output", default="window",
-                   help="window (default), virtualcam (needs pyvirtualcam), or FILE.mp4|.mkv|"
-                        ".mov|.webm")
+    add_output(p, default="window", metavar="window|virtualcam|FILE",
+               help="window, virtualcam (needs pyvirtualcam), or FILE.mp4|.mkv|.mov|.webm")
     p.add_argument("--background", default=None,
-                   help="as in convert: colour name or #rrggbb (default green), image/video "
+                   help="as in convert: colour name or #rrggbb (default: green), image/video "
                         "path, blur[:SIGMA], transparent (.webm only)")
-    p.add_argument("--downsample", default="auto", help="starting ratio: auto or (0, 1]")
     p.add_argument("--target-fps", type=float, default=None,
                    help="rate to keep up with (default: the source's frame rate)")
     p.add_argument("--min-ratio", type=float, default=0.1,
-                   help="lowest ratio to fall back to when slow (default 0.1)")
+                   help="lowest ratio to fall back to when slow")
     p.add_argument("--no-adapt", dest="adapt", action="store_false",
                    help="keep the ratio fixed even when too slow")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--variant", default="mobilenetv3")
-    p.add_argument("--weights", type=_weights, default="default",
-                   help="default (bundled), a .pth path, or none (random; testing only)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="stop after N frames")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quiet", action="store_true", help="no FPS line on stderr")
+    add_quiet(p)
+    # Frame by frame for latency: no --seq-chunk.
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..live import print_status, run_live
 
-    stats = run_live(args.source, args.output, background=args.background,
-                     downsample_ratio=args.downsample, target_fps=args.target_fps,
-                     adapt=args.adapt, min_ratio=args.min_ratio, max_frames=args.max_frames,
-                     variant=args.variant, weights=args.weights, device=args.device,
-                     overwrite=args.overwrite,
-                     status=None if args.quiet else print_status)
+    stats = run_live(args.source, args.output, spec=spec_from_args(args),
+                     background=args.background, target_fps=args.target_fps, adapt=args.adapt,
+                     min_ratio=args.min_ratio, max_frames=args.max_frames,
+                     overwrite=args.overwrite, status=None if args.quiet else print_status)
     if not args.quiet:
         changes = ", ".join(f"{a:g}->{b:g}" for a, b in stats.ratio_changes)
         print(f"\rlive: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "

@@ -7,10 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import RvmatteError
-
-
-def _weights(value: str):
-    return None if value.lower() in ("none", "random") else value
+from .options import add_model_options, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,26 +15,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve the web UI and the HTTP API (OpenAPI docs at /docs). "
                                    "Jobs are kept in DATA_DIR and resumed after a restart.")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; others need a token)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+                   help="address to bind (others than loopback need a token)")
+    p.add_argument("--port", type=int, default=8000, help="port")
     p.add_argument("--data-dir", type=Path, default=Path("rvmatte-server"),
-                   help="uploads, results and the job database (default ./rvmatte-server)")
-    p.add_argument("--token", default=os.environ.get("RVMATTE_TOKEN"),
-                   help="access token clients must send (default $RVMATTE_TOKEN; made up "
+                   help="uploads, results and the job database")
+    # not default=$RVMATTE_TOKEN: --help would print the secret
+    p.add_argument("--token", default=None,
+                   help="access token clients must send (default: $RVMATTE_TOKEN; made up "
                         "and printed when binding to a non-loopback address without one)")
-    p.add_argument("--workers", type=int, default=1, help="jobs run at once (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="jobs run at once")
     p.add_argument("--max-upload-mb", type=float, default=1024, help="upload limit (MB)")
     p.add_argument("--max-queued", type=int, default=100, help="jobs allowed to wait")
     p.add_argument("--retention-hours", type=float, default=24,
                    help="delete results and uploads this long after a job ends (0: keep)")
     p.add_argument("--checkpoint-frames", type=int, default=None,
                    help="frames between resume checkpoints (default: about 10 s of video)")
-    p.add_argument("--variant", default="mobilenetv3", help="mobilenetv3 | resnet50")
-    p.add_argument("--weights", type=_weights, default="default",
-                   help="default (bundled), a .pth path, or none (random; testing only)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--log-level", default="info",
-                   choices=("critical", "error", "warning", "info", "debug"))
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="server log level")
+    # The model every job and preview runs (--downsample: for jobs that ask for auto).
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
@@ -50,18 +47,19 @@ def run(args: argparse.Namespace) -> int:
         raise RvmatteError("--checkpoint-frames must be at least 1")
     if args.max_upload_mb <= 0:
         raise RvmatteError("--max-upload-mb must be positive")
+    spec = spec_from_args(args)
     try:
         from ..server.app import ServerConfig
         from ..server.run import serve
     except ImportError as e:
         raise RvmatteError(f"the server needs its extra ({e.name} is missing): "
                            "pip install 'rvmatte[server]'") from None
-    config = ServerConfig(data_dir=args.data_dir, host=args.host, token=args.token or None,
+    token = args.token or os.environ.get("RVMATTE_TOKEN") or None
+    config = ServerConfig(data_dir=args.data_dir, host=args.host, token=token,
                           workers=args.workers,
                           max_upload_bytes=int(args.max_upload_mb * 1e6),
                           max_queued=args.max_queued,
-                          retention_s=args.retention_hours * 3600, variant=args.variant,
-                          weights=args.weights, device=args.device,
+                          retention_s=args.retention_hours * 3600,
                           checkpoint_frames=args.checkpoint_frames, preload_model=True)
-    serve(config, port=args.port, log_level=args.log_level)
+    serve(config, spec=spec, port=args.port, log_level=args.log_level)
     return 0

@@ -10,6 +10,7 @@ import os
 import sys
 
 from ..errors import InputError
+from .options import add_output, add_quiet
 
 _DATA_FLAGS = {  # flag -> DataConfig field
     "videomatte": "videomatte_train",
@@ -23,14 +24,14 @@ _DATA_FLAGS = {  # flag -> DataConfig field
 }
 
 EPILOG = """examples:
-  rvmatte train --preset stage1 --config data.toml --out runs/stage1
+  rvmatte train --preset stage1 --config data.toml -o runs/stage1
   torchrun --nproc-per-node 4 -m rvmatte train --preset stage1 --config data.toml --amp bf16
-  rvmatte train --out runs/stage1 --resume                  # continue where it stopped
+  rvmatte train -o runs/stage1 --resume                  # continue where it stopped
   rvmatte prepare-greenscreen take1.mp4 take2.mp4 -o my_set/
-  rvmatte train --preset finetune --videomatte my_set/ --backgrounds bgs/ --out runs/mine \\
+  rvmatte train --preset finetune --videomatte my_set/ --backgrounds bgs/ -o runs/mine \\
       --export mine.pth
   rvmatte train --preset stage1 --synthetic tests/fixtures/training/synthetic --no-segmentation \\
-      --size 64 --seq-length 3 --max-steps 20 --out /tmp/smoke     # CPU smoke run
+      --size 64 --seq-length 3 --max-steps 20 -o /tmp/smoke     # CPU smoke run
 See docs/TRAINING.md for the dataset layouts and the config file format."""
 
 
@@ -38,15 +39,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train or fine-tune the network (presets stage1-4, finetune, dgf)",
         description="Train RVM with the paper's recipe, or fine-tune it on your own footage.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     p.add_argument("--preset", help="stage1, stage2, stage3, stage4, finetune or dgf")
     p.add_argument("--config", help="JSON or TOML file of config keys (may name a preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set data.num_workers=8 (repeatable)")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    p.add_argument("--out", help="run folder: checkpoints/, tb/, metrics.jsonl, config.json")
+    add_output(p, dest="out", metavar="DIR", aliases=("--out",),
+               help="run folder: checkpoints/, tb/, metrics.jsonl, config.json")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                   help="continue from the newest checkpoint in --out (or this file)")
+                   help="continue from the newest checkpoint in --output (or this file)")
     p.add_argument("--variant", choices=["mobilenetv3", "resnet50"])
     p.add_argument("--init", help="'bundled' (fine-tuning), a .pth checkpoint, or 'none'")
     p.add_argument("--backbone-weights", help="torchvision ImageNet state-dict file for the encoder")
@@ -66,6 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--export", metavar="PTH", help="after training, write the model state dict here")
+    add_quiet(p)
     p.set_defaults(func=run_train)
 
     q = subparsers.add_parser(
@@ -73,7 +76,7 @@ def register(subparsers) -> None:
         description="Chroma-key green/blue-screen videos or image folders (with spill "
                     "suppression) into the VideoMatte240K layout used by `rvmatte train`.")
     q.add_argument("inputs", nargs="+", help="video files or folders of frames")
-    q.add_argument("-o", "--output", required=True, help="dataset folder to write")
+    add_output(q, required=True, metavar="DIR", help="dataset folder to write")
     q.add_argument("--key-color", help="hex RGB of the screen, e.g. 00b140 (default: measured)")
     q.add_argument("--tolerance", nargs=2, type=float, default=(0.25, 0.65), metavar=("LOW", "HIGH"),
                    help="normalised screen excess where alpha starts to fall / reaches 0")
@@ -81,7 +84,8 @@ def register(subparsers) -> None:
     q.add_argument("--every", type=int, default=1, help="keep every N-th frame")
     q.add_argument("--max-frames", type=int, help="at most N frames per clip")
     q.add_argument("--max-side", type=int, help="downscale so the longer side is at most N px")
-    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    add_quiet(q)
     q.set_defaults(func=run_greenscreen)
 
 
@@ -93,7 +97,7 @@ def build_config(args):
         import json
         from pathlib import Path
         if not args.out:
-            raise InputError("--resume needs --out (the run folder)")
+            raise InputError("--resume needs --output (the run folder)")
         saved = Path(args.out) / "config.json"
         if not saved.is_file():
             raise InputError(f"--resume: {saved} not found; pass --preset/--config as for the first run")
@@ -160,8 +164,11 @@ def run_train(args) -> int:
         torch.set_num_threads(args.threads)
     from ..training.engine import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume, device=args.device,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    def log(msg: str) -> None:  # with --quiet only the warnings
+        if not args.quiet or msg.startswith("warning"):
+            print(msg, file=sys.stderr, flush=True)
+
+    trainer = Trainer(cfg, resume=args.resume, device=args.device, log=log)
     try:
         result = trainer.run()
         if args.export and trainer.rank == 0:
@@ -179,7 +186,7 @@ def run_greenscreen(args) -> int:
     from ..training.greenscreen import prepare_greenscreen
 
     def progress(name, n):
-        if n % 50 == 0:
+        if n % 50 == 0 and not args.quiet:
             print(f"{name}: {n} frames", file=sys.stderr, flush=True)
 
     done = prepare_greenscreen(args.inputs, args.output, key_color=args.key_color,

@@ -1,7 +1,7 @@
 """Per-clip diagnostics without ground truth (``rvmatte diagnose``).
 
-Runs the model over a user's clip (through :class:`~rvmatte.inference.session.Matter`) and
-measures, per frame:
+Runs the model of a :class:`~rvmatte.spec.ModelSpec` over a user's clip (through
+:class:`~rvmatte.inference.session.Matter`) and measures, per frame:
 
 - **flicker**: mean ``|a_t - a_t-1|`` (x1e3) over the pixels whose image did not change
   (mean RGB change below ``static_threshold``, 0..1 scale). Alpha that moves where the picture
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OutputError
+from ..spec import ModelSpec
 
 __all__ = ["FrameStats", "diagnose_frames", "diagnose"]
 
@@ -103,14 +104,16 @@ def diagnose_frames(pairs: Iterable[tuple[np.ndarray, np.ndarray]], **thresholds
 
 
 def diagnose(input: str | os.PathLike, out: str | os.PathLike | None = None, *,
-             variant: str = "mobilenetv3", weights: Any = "default", refiner: Any = None,
-             dtype: Any = None, backend: str = "torch", device: Any = None, downsample_ratio: Any = "auto", start: Any = None, end: Any = None,
-             max_frames: int | None = None, chunk: int = 4, static_threshold: float = 0.02,
-             jump_threshold: float = 0.02, overwrite: bool = False,
-             progress: Callable[[int], None] | None = None) -> dict:
-    """Matte ``input`` (video, image folder or image) and diagnose it.
+             spec: ModelSpec | None = None, start: Any = None, end: Any = None,
+             max_frames: int | None = None, chunk: int | None = None,
+             static_threshold: float = 0.02, jump_threshold: float = 0.02,
+             overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+    """Matte ``input`` (video, image folder or image) with the model of ``spec`` (default:
+    :class:`~rvmatte.spec.ModelSpec`'s, backend ``auto``) and diagnose it.
 
-    Writes ``out/diagnosis.json`` and ``out/diagnosis.png`` when ``out`` is given. Returns the
+    ``chunk``: frames per model call (default: 1 on the CPU, 12 on a GPU, as ``convert``; the
+    numbers do not depend on it, the state is carried across calls). Writes
+    ``out/diagnosis.json`` and ``out/diagnosis.png`` when ``out`` is given. Returns the
     diagnosis dict (``summary``, ``coverage_jumps``, per-frame series in ``frames``).
     """
     from ..inference.session import Matter
@@ -122,15 +125,18 @@ def diagnose(input: str | os.PathLike, out: str | os.PathLike | None = None, *,
             raise OutputError(f"{out} already holds a diagnosis (pass --overwrite)")
     if max_frames is not None and max_frames < 1:
         raise InputError("--max-frames must be at least 1")
+    if chunk is not None and chunk < 1:
+        raise InputError("--seq-chunk must be at least 1")
+    spec = spec if spec is not None else ModelSpec()
     info = probe(input)
-    matter = Matter(variant=variant, weights=weights, refiner=refiner, dtype=dtype, backend=backend,
-                    device=device, downsample_ratio=downsample_ratio)
+    matter = Matter(spec)
+    chunk = chunk or (1 if spec.on_cpu() else 12)
     stats = FrameStats(static_threshold=static_threshold, jump_threshold=jump_threshold)
     batch: list[np.ndarray] = []
 
     def flush() -> None:
-        pha, _ = matter.process(np.stack(batch))
-        for img, a in zip(batch, pha):
+        matted = matter.process(np.stack(batch))
+        for img, a in zip(batch, matted.pha):
             stats.add(img, a)
         batch.clear()
         if progress:

@@ -3,8 +3,9 @@
 
 Writes into a report folder: ``report.md`` (tables), ``results.json`` (all numbers, per clip and
 per frame), ``mad_curves_<res>.png`` (per-frame MAD of every method) and ``montage.png``
-(input / ground truth / every method, a few frames). Our model runs only through
-:class:`rvmatte.inference.session.Matter`.
+(input / ground truth / every method, a few frames). Our model is a
+:class:`~rvmatte.spec.ModelSpec`, run once per backend (``spec.replace(backend=b)``), only
+through :class:`rvmatte.inference.session.Matter`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OutputError, RvmatteError
+from ..spec import ModelSpec
 from .evaluate import LABELS
 from .frames import list_clips, list_frames, read_alpha, read_rgb, write_alpha
 from .metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
 from .peers import PEERS, Peer, available_peers
 
-__all__ = ["run_benchmark", "machine_description", "Method"]
+__all__ = ["run_benchmark", "machine_description", "Method", "build_methods", "missing_peers"]
 
 REPORT_METRICS = (*ALPHA_METRICS, "fgr_mse")
 
@@ -35,6 +37,10 @@ REPORT_METRICS = (*ALPHA_METRICS, "fgr_mse")
 def machine_description() -> dict:
     """CPU model, core count, OS, torch version and accelerator, for the report."""
     import torch
+
+    from ..hardware import apply_threads
+
+    apply_threads()  # --threads, as the torch runs will have it
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -60,30 +66,21 @@ class Method:
     run: Callable[[list[np.ndarray], Any], tuple[np.ndarray, np.ndarray | None]]
 
 
-def _ours(name: str, title: str, ratio_override: Any, chunk: int, **matter_kwargs) -> Method:
+def _ours(name: str, title: str, spec: ModelSpec, benchmark_ratio: bool, chunk: int) -> Method:
+    """Our model as a method: one session (built now, so a missing backend fails early); each
+    clip starts afresh at its ratio -- the benchmark's, or ``spec.downsample`` when
+    ``benchmark_ratio`` is false."""
     from ..inference.session import Matter
 
-    matters: dict[Any, Matter] = {}  # one session per downsample ratio, sharing the model
-
-    def matter_for(ratio: Any) -> Matter:
-        if ratio not in matters:
-            first = next(iter(matters.values()), None)
-            if first is not None and first.model is not None and first.backend == "torch":
-                matters[ratio] = Matter(first.model, downsample_ratio=ratio)
-            else:
-                matters[ratio] = Matter(**matter_kwargs, downsample_ratio=ratio)
-        return matters[ratio]
-
-    matter_for(ratio_override if ratio_override is not None else "auto")  # fail early
+    matter = Matter(spec)
 
     def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, np.ndarray]:
-        matter = matter_for(ratio_override if ratio_override is not None else ratio)
-        matter.reset()  # a new clip: no memory of the previous one
+        matter.set_downsample_ratio(ratio if benchmark_ratio else spec.downsample)  # new state
         phas, fgrs = [], []
         for i in range(0, len(frames), chunk):
-            pha, fgr = matter.process(np.stack(frames[i:i + chunk]))
-            phas.append(pha)
-            fgrs.append(fgr)
+            out = matter.process(np.stack(frames[i:i + chunk]))
+            phas.append(out.pha)
+            fgrs.append(out.fgr)
         return np.concatenate(phas), np.concatenate(fgrs)
 
     return Method(name, title, run)
@@ -98,47 +95,61 @@ def _peer(name: str, model_dir: Path, threads: int | None = None) -> Method:
     return Method(name, PEERS[name].title, run)
 
 
-def build_methods(*, weights: Any = "default", variant: str = "mobilenetv3",
-                  backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
-                  peers: Sequence[str] | None = None, downsample_ratio: Any = None,
-                  chunk: int = 4, threads: int | None = None) -> tuple[list[Method], list[str]]:
-    """The methods to compare and notes on those skipped (missing backend, peer file...).
-
-    ``threads``: CPU threads for torch and the peers' onnxruntime sessions (None: defaults).
-    """
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+def _our_methods(spec: ModelSpec, backends: Sequence[str], benchmark_ratio: bool,
+                 chunk: int) -> tuple[list[Method], list[str]]:
+    """Our model once per backend (``spec.replace(backend=b)``); a backend that cannot run
+    here is skipped with a note, except ``torch`` (the reference)."""
+    specs = {b: spec.replace(backend=b) for b in backends}  # an unknown name fails here
     methods: list[Method] = []
     notes: list[str] = []
-    for backend in backends:
+    for backend, s in specs.items():
         name = "rvmatte" if backend == "torch" else f"rvmatte_{backend}"
-        title = f"rvmatte {variant} ({backend})"
-        if backend == "onnxruntime" and importlib.util.find_spec("rvmatte.export.runtime") is None:
-            notes.append(f"{name}: skipped, rvmatte.export.runtime is not available in this build")
+        title = f"rvmatte {s.variant} ({backend})"
+        if ((backend.startswith("onnxruntime") or backend == "fused")
+                and importlib.util.find_spec("onnxruntime") is None):
+            notes.append(f"{name}: skipped, onnxruntime is not installed")
             continue
         try:
-            methods.append(_ours(name, title, downsample_ratio, chunk, variant=variant,
-                                 weights=weights, backend=backend))
+            methods.append(_ours(name, title, s, benchmark_ratio, chunk))
         except RvmatteError as e:
             if backend == "torch":
                 raise
             notes.append(f"{name}: skipped, {e}")
-    if variant == "mobilenetv3" and weights == "default":
+    if spec.variant == "mobilenetv3" and spec.weights == "default":
         notes.append("resnet50: not run, no bundled weights "
                      "(run with --variant resnet50 --weights rvm_resnet50.pth)")
+    return methods, notes
+
+
+def missing_peers(peers_dir: Path | None, peers: Sequence[str] | None = None) -> list[str]:
+    """The peers of ``peers`` (default: all) whose ONNX file is not in ``peers_dir``."""
     wanted = list(PEERS) if peers is None else list(peers)
     for n in wanted:
         if n not in PEERS:
             raise InputError(f"unknown peer {n!r} (known: {', '.join(PEERS)})")
-    if wanted:
-        have = available_peers(peers_dir) if peers_dir and Path(peers_dir).is_dir() else []
-        for n in wanted:
-            if n in have:
-                methods.append(_peer(n, Path(peers_dir), threads))
-            else:
-                notes.append(f"{n}: skipped, {PEERS[n].file} not found in {peers_dir}")
+    have = available_peers(peers_dir) if peers_dir and Path(peers_dir).is_dir() else []
+    return [n for n in wanted if n not in have]
+
+
+def build_methods(spec: ModelSpec | None = None, *,
+                  backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
+                  peers: Sequence[str] | None = None, benchmark_ratio: bool = True,
+                  chunk: int = 4) -> tuple[list[Method], list[str]]:
+    """The methods to compare and notes on those skipped (missing backend, peer file...).
+
+    ``spec``: our model (default: :class:`~rvmatte.spec.ModelSpec`'s); it runs once per
+    backend in ``backends``. ``benchmark_ratio``: our model runs at each resolution's ratio
+    from the benchmark (its recipe's, so runs compare); false: at ``spec.downsample``.
+    ``spec.threads``: CPU threads for our model and the peers' ONNX Runtime sessions.
+    """
+    spec = spec if spec is not None else ModelSpec()
+    missing = missing_peers(peers_dir, peers)
+    methods, notes = _our_methods(spec, backends, benchmark_ratio, chunk)
+    for n in (list(PEERS) if peers is None else list(peers)):
+        if n in missing:
+            notes.append(f"{n}: skipped, {PEERS[n].file} not found in {peers_dir}")
+        else:
+            methods.append(_peer(n, Path(peers_dir), spec.threads))
     return methods, notes
 
 
