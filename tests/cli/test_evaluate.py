@@ -83,3 +83,36 @@ def test_diagnose_cli(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["summary"]["frames"] == 2 and (out / "diagnosis.png").is_file()
     assert main(["diagnose", str(tmp_path / "missing.mp4"), "--weights", "none"]) == 2
+
+
+def test_benchmark_make_default_recipe_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The default recipe is found from any folder (the checkout rvmatte runs from), not
+    only from the repository root."""
+    from rvmatte.evaluation.benchmark_clips import find_repo_path
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["benchmark", "make", "-o", "bench", "--resolution", "low", "--frames", "1",
+                 "--clips", "1", "-q"]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert manifest["recipe"]["name"] == "rvmatte-default"
+    assert len(list((tmp_path / "bench" / "low" / "com").glob("*/*.png"))) == 1
+    assert find_repo_path("benchmarks/no_such_recipe.json") is None
+
+
+def test_benchmark_run_says_in_one_line_that_peers_were_skipped(tmp_path, capsys):
+    recipe = _tiny_recipe(tmp_path)
+    bench = tmp_path / "bench"
+    assert main(["benchmark", "make", "-o", str(bench), "--recipe", str(recipe), "--frames",
+                 "2", "-q"]) == 0
+    (tmp_path / "nopeers").mkdir()
+    assert main(["benchmark", "run", str(bench), "-o", str(tmp_path / "r"), "--weights", "none",
+                 "--backend", "torch", "--peers-dir", str(tmp_path / "nopeers")]) == 0
+    captured = capsys.readouterr()
+    notes = [ln for ln in captured.err.splitlines() if "peer" in ln]
+    assert notes == [f"rvmatte: note: peer models skipped, no ONNX file in "
+                     f"{tmp_path / 'nopeers'}: mediapipe_selfie, mediapipe_meet, sinet "
+                     "(--peers-dir DIR to point at them, --peers none for ours only)"]
+    assert "| rvmatte mobilenetv3 (torch)" in captured.out  # the report, ours only
+    assert main(["benchmark", "run", str(bench), "-o", str(tmp_path / "r2"), "--weights", "none",
+                 "--backend", "torch", "--peers", "none", "-q"]) == 0
+    assert "peer" not in capsys.readouterr().err

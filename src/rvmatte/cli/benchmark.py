@@ -12,11 +12,8 @@ from ..errors import InputError
 from ..spec import BACKENDS
 from .options import MODEL_OPTIONS, add_model_options, add_output, add_quiet, spec_from_args
 
-DEFAULT_RECIPE = "benchmarks/default_benchmark.json"
-DEFAULT_PEERS = "benchmarks/peers"
-
 EPILOG = """examples:
-  rvmatte benchmark make -o bench/                       # the default recipe (from the repo root)
+  rvmatte benchmark make -o bench/                       # the default recipe (of the checkout)
   rvmatte benchmark make -o bench/ --resolution low --frames 8
   rvmatte benchmark run bench/ -o report/                # ours + the three peers
   rvmatte benchmark run bench/ -o report/ --save-predictions
@@ -39,8 +36,9 @@ def register(subparsers) -> None:
 
     m = sub.add_parser("make", help="compose clips with exact ground truth from a recipe")
     add_output(m, required=True, metavar="DIR", help="benchmark folder to create")
-    m.add_argument("--recipe", default=DEFAULT_RECIPE,
-                   help="recipe JSON (relative to the current folder)")
+    m.add_argument("--recipe", default=None, metavar="FILE",
+                   help="recipe JSON (default: benchmarks/default_benchmark.json of the rvmatte "
+                        "source checkout: under the current folder or the one rvmatte runs from)")
     m.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     m.add_argument("--resolution", action="append", default=None, metavar="NAME",
                    help="only this resolution of the recipe (repeatable; e.g. low, high)")
@@ -57,8 +55,9 @@ def register(subparsers) -> None:
                    help="only this resolution of the benchmark (repeatable)")
     r.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="score only the first N frames of each clip")
-    r.add_argument("--peers-dir", default=DEFAULT_PEERS, metavar="DIR",
-                   help="folder of the peer ONNX models")
+    r.add_argument("--peers-dir", default=None, metavar="DIR",
+                   help="folder of the peer ONNX models (default: benchmarks/peers of the "
+                        "rvmatte source checkout, as for the recipe)")
     r.add_argument("--peers", default=None,
                    help="comma-separated peers (default: all, mediapipe_selfie,mediapipe_meet,"
                         "sinet); 'none' for ours only")
@@ -83,9 +82,10 @@ def _say(args):
 
 
 def run_make(args: argparse.Namespace) -> int:
-    from ..evaluation.benchmark_clips import load_recipe, make_benchmark
+    from ..evaluation.benchmark_clips import default_recipe, load_recipe, make_benchmark
 
-    recipe = load_recipe(args.recipe, seed=args.seed, frames=args.frames, clips=args.clips)
+    recipe = load_recipe(args.recipe or default_recipe(), seed=args.seed, frames=args.frames,
+                         clips=args.clips)
     make_benchmark(recipe, args.output, resolutions=args.resolution, overwrite=args.overwrite,
                    progress=_say(args))
     if not args.quiet:
@@ -94,6 +94,7 @@ def run_make(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from ..evaluation.benchmark_clips import DEFAULT_PEERS, find_repo_path
     from ..evaluation.report import build_methods, missing_peers, run_benchmark
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -102,12 +103,13 @@ def run_run(args: argparse.Namespace) -> int:
     peers = None if args.peers is None else (
         [] if args.peers.lower() == "none" else [s.strip() for s in args.peers.split(",") if s.strip()])
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    missing = missing_peers(args.peers_dir, peers)
+    peers_dir = args.peers_dir or find_repo_path(DEFAULT_PEERS) or DEFAULT_PEERS
+    missing = missing_peers(peers_dir, peers)
     if missing and not args.quiet:  # one line, however many: the files are not there at all
-        print(f"rvmatte: note: peer models skipped, no ONNX file in {args.peers_dir}: "
+        print(f"rvmatte: note: peer models skipped, no ONNX file in {peers_dir}: "
               f"{', '.join(missing)} (--peers-dir DIR to point at them, --peers none for ours "
               "only)", file=sys.stderr)
-    methods, notes = build_methods(spec, backends=backends, peers_dir=args.peers_dir,
+    methods, notes = build_methods(spec, backends=backends, peers_dir=peers_dir,
                                    peers=peers, benchmark_ratio=args.downsample is None)
     if spec.weights is None:
         notes.append("our model ran with random weights (--weights none): numbers are meaningless")

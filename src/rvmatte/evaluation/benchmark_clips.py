@@ -101,6 +101,31 @@ class Recipe:
         return d
 
 
+# The default recipe and the peer models live in the source repository, not in the pip package:
+# several of the recipe's media are licensed for research use only (benchmarks/media/README.md).
+DEFAULT_RECIPE = "benchmarks/default_benchmark.json"
+DEFAULT_PEERS = "benchmarks/peers"
+
+
+def find_repo_path(relative: str) -> Path | None:
+    """``relative`` (a path of the source repository) under the current folder, else in the
+    checkout this package runs from (an editable install, ``src/rvmatte``); None if neither."""
+    for base in (Path.cwd(), *Path(__file__).resolve().parents):
+        if (base / relative).exists():
+            return base / relative
+    return None
+
+
+def default_recipe() -> Path:
+    """The default recipe, ``benchmarks/default_benchmark.json`` of the source checkout."""
+    path = find_repo_path(DEFAULT_RECIPE)
+    if path is None:
+        raise InputError(f"the default recipe ({DEFAULT_RECIPE}) and its media come with the "
+                         "rvmatte source repository, not the pip package: run from a checkout "
+                         "or pass --recipe FILE")
+    return path
+
+
 def load_recipe(path: str | os.PathLike, *, seed: int | None = None,
                 frames: int | None = None, clips: int | None = None) -> Recipe:
     """Read a recipe JSON; ``seed``/``frames``/``clips`` override the file's values."""
