@@ -150,3 +150,79 @@ def test_sigterm_shuts_the_server_down_gracefully(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, out[-1500:]
     assert "Application shutdown complete" in out and "Traceback" not in out
     assert out.strip().splitlines()[-1] == "rvmatte: terminated"
+
+
+def _truncated_faststart_mp4(tmp_path, n=60) -> Path:
+    """A faststart MP4 (index first) cut in half: the container still declares ``n`` frames."""
+    import av
+
+    from rvm_clips import frame_image
+
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.options = {"preset": "ultrafast"}
+        for i in range(n):
+            for p in v.encode(av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    return cut
+
+
+def test_truncated_input_warns_even_when_quiet_and_fails_with_strict(tmp_path, capsys):
+    cut = _truncated_faststart_mp4(tmp_path)
+    out = tmp_path / "o.mp4"
+    assert main(["convert", str(cut), "-o", str(out), "--weights", "none", "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rvmatte: warning: only "), err  # no progress
+    assert "of 60 frames declared" in err[0]
+    strict = tmp_path / "s.mp4"
+    assert main(["convert", str(cut), "-o", str(strict), "--weights", "none", "-q",
+                 "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rvmatte: error: ") and "60" in err[0], err
+    assert not strict.exists()
+    assert not any(p.name.startswith("s.mp4") for p in tmp_path.iterdir())  # no resume folder
+
+
+def test_resume_summary_counts_only_this_runs_frames(tmp_path, capsys):
+    """After --resume the summary says where it resumed and counts (and times) only the
+    frames converted in this run."""
+    import re
+    import threading
+    from fractions import Fraction
+
+    import torch
+
+    from rvmatte.errors import Cancelled
+    from rvmatte.inference.convert import convert_video
+    from rvmatte.spec import ModelSpec
+
+    clip = make_clip(tmp_path / "in.mp4", n=30, rate=Fraction(2), audio=False)  # 15 s
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save(ModelSpec(weights=None, device="cpu").load_model().state_dict(), weights)
+    out = tmp_path / "o.mp4"
+    model = ["--weights", str(weights), "--device", "cpu", "--backend", "torch"]
+    stop = threading.Event()
+
+    def progress(info):
+        if info.done >= 25:
+            stop.set()
+
+    with pytest.raises(Cancelled):  # the same request as the CLI's, stopped after a segment
+        convert_video(clip, out, spec=ModelSpec(weights=str(weights), device="cpu",
+                                                backend="torch"),
+                      progress=progress, cancel=stop)
+    assert main(["convert", str(clip), "-o", str(out), *model, "--resume"]) == 0
+    err = capsys.readouterr().err
+    m = re.search(r"^resumed at frame (\d+): (\d+) frames in [\d.]+ s \(([\d.]+) fps", err, re.M)
+    assert m, err
+    start, done = int(m.group(1)), int(m.group(2))
+    assert 0 < start < 30 and start + done == 30
+    assert len(video_frames(out)[0]) == 30

@@ -5,7 +5,6 @@ Multi-GPU / multi-process: ``torchrun --nproc-per-node N -m rvmatte train ...``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
