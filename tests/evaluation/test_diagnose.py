@@ -61,6 +61,11 @@ def test_diagnose_image_folder(tmp_path):
 def test_diagnose_follows_the_spec_not_the_chunking(tmp_path):
     """The spec decides the model (its ratio shows in the result); frames per call do not
     change the numbers (the state is carried from call to call)."""
+    import torch
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"  # one random network for every run below
+    torch.save(RANDOM.load_model().state_dict(), weights)
     src = tmp_path / "frames"
     src.mkdir()
     rng = np.random.default_rng(1)
@@ -68,7 +73,7 @@ def test_diagnose_follows_the_spec_not_the_chunking(tmp_path):
     for i in range(4):
         img = np.clip(base + rng.random((36, 64, 3)) * 30, 0, 255).astype(np.uint8)
         Image.fromarray(img).save(src / f"{i:03d}.png")
-    spec = RANDOM.replace(backend="torch", downsample=0.5)
+    spec = RANDOM.replace(weights=str(weights), backend="torch", downsample=0.5)
     one = diagnose(src, None, spec=spec, chunk=1)
     three = diagnose(src, None, spec=spec, chunk=3)
     assert one["downsample_ratio"] == 0.5
