@@ -181,14 +181,13 @@ def test_half_precision_fast_guided_filter_is_accurate():
 
 
 def test_gpu_chunk_size_follows_the_frame_size():
-    from rvmatte.inference.convert import _default_seq_chunk
+    from rvmatte.inference.plan import default_seq_chunk
 
-    cuda = torch.device("cuda")
-    assert _default_seq_chunk(torch.device("cpu"), 2160, 3840) == 1
-    assert _default_seq_chunk(cuda, 1080, 1920) == 12
-    assert _default_seq_chunk(cuda, 720, 1280) == 12
-    assert _default_seq_chunk(cuda, 2160, 3840) == 3
-    assert _default_seq_chunk(cuda, 4320, 7680) == 1
+    assert default_seq_chunk("cpu", 2160, 3840) == 1
+    assert default_seq_chunk("cuda", 1080, 1920) == 12
+    assert default_seq_chunk("cuda", 720, 1280) == 12
+    assert default_seq_chunk("cuda", 2160, 3840) == 3
+    assert default_seq_chunk("cuda", 4320, 7680) == 1
 
 
 def test_out_of_gpu_memory_is_one_clear_line(tmp_path, clip, monkeypatch):

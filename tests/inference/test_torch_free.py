@@ -60,14 +60,15 @@ print(json.dumps({{"rc": rc, "gpu": gpu, "torch": "torch" in sys.modules,
 
 
 def test_same_outputs_as_the_fused_path_of_a_session(tmp_path):
-    """Built without torch or by ``Matter`` (which also picks ``fused`` here), the same pixels."""
+    """The session convert_video makes itself (torch-free, ``auto`` picks ``fused`` here) and a
+    given ``Matter(backend="fused")``: the same pixels."""
     from rvmatte.inference.convert import convert_video
     from rvmatte.inference.session import Matter
 
     kw = dict(downsample_ratio=0.25, end="5f", background="#3366cc")
     free = convert_video(SAMPLE, tmp_path / "f", alpha=tmp_path / "fa", **kw)
     matter = Matter(backend="fused")
-    assert matter.fused_runner(0.25) is not None
+    assert matter.uint8_path(0.25)
     made = convert_video(SAMPLE, tmp_path / "m", alpha=tmp_path / "ma", model=matter, **kw)
     assert free.frames == made.frames == 5
     for a, b in ((tmp_path / "f", tmp_path / "m"), (tmp_path / "fa", tmp_path / "ma")):
