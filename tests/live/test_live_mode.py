@@ -10,8 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from rvmatte.errors import InputError, OutputError
+from rvmatte.errors import InputError, OutputError, WeightsError
 from rvmatte.live import RatioController, run_live
+from rvmatte.spec import ModelSpec
 
 
 def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int = 12) -> Path:
@@ -80,6 +81,22 @@ def test_max_frames_and_overwrite(clip, model, tmp_path):
         run_live(str(clip), str(out), model=model)
     run_live(str(clip), str(out), model=model, max_frames=2, overwrite=True)
     assert len(frames_of(out)) == 2
+
+
+def test_spec_is_the_model(clip, tmp_path):
+    """The spec builds the stream's model and gives the starting ratio; the older keywords
+    fold into it; a bad spec fails before any output is made."""
+    spec = ModelSpec(weights=None, backend="torch", downsample=0.5)
+    out = tmp_path / "spec.mp4"
+    stats = run_live(str(clip), str(out), spec=spec, adapt=False, max_frames=3)
+    assert stats.frames == 3 and stats.ratio == 0.5 and len(frames_of(out)) == 3
+    stats = run_live(str(clip), str(out), spec=spec, downsample_ratio=0.25, adapt=False,
+                     max_frames=2, overwrite=True)
+    assert stats.ratio == 0.25
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(WeightsError):
+        run_live(str(clip), str(tmp_path / "w.mp4"), spec=spec, weights=str(missing))
+    assert not (tmp_path / "w.mp4").exists()
 
 
 def test_ratio_controller():
