@@ -34,6 +34,31 @@ def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int =
     return path
 
 
+def make_textured_clip(path: Path, frames: int = 6, w: int = 192, h: int = 128,
+                       fps: int = 12) -> Path:
+    """A small, nearly lossless H.264 clip with texture (seeded noise, a gradient, a moving
+    skin-toned ellipse): detail on which two numerically different paths disagree by a
+    level somewhere, where the plain clip of :func:`make_clip` may not show it."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast", "crf": "10"}
+        yy, xx = np.mgrid[0:h, 0:w]
+        for i in range(frames):
+            img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            img[..., 2] += (xx * 180 // w).astype(np.uint8)
+            inside = ((xx - 70 - i * 4) ** 2 / 900 + (yy - 70) ** 2 / 2500) < 1
+            img[inside] = (220, 180, 150) + rng.integers(0, 30, (int(inside.sum()), 3))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
 class CopyRunner:
     """A small real runner for queue mechanics: decodes the input frame by frame with PyAV,
     reports progress, honours ``cancel`` and copies the input to each output path.

@@ -5,35 +5,27 @@ with a progress hook that sleeps a little per chunk so a test can kill it mid-jo
 """
 
 import sys
-import threading
 import time
 from pathlib import Path
 
 from rvmatte.server.app import ServerConfig
 from rvmatte.server.jobs import ConvertRunner
 from rvmatte.server.run import serve
+from rvmatte.spec import ModelSpec
 
 
 class SlowRunner(ConvertRunner):
-    def __call__(self, spec, *, progress, cancel, resume):
+    def __call__(self, job, *, progress, cancel, resume):
         def slow(info):
             progress(info)
             time.sleep(0.3)
 
-        return super().__call__(spec, progress=slow, cancel=cancel, resume=resume)
+        return super().__call__(job, progress=slow, cancel=cancel, resume=resume)
 
 
 if __name__ == "__main__":
     data_dir, port = Path(sys.argv[1]), int(sys.argv[2])
-    config = ServerConfig(data_dir=data_dir, weights=None, checkpoint_frames=4)
-    box = {}
-
-    def model():
-        if "m" not in box:
-            from rvmatte.weights import load_model
-            box["m"] = load_model(weights=None)
-        return box["m"]
-
-    config.runner = SlowRunner(model, checkpoint_frames=4)
-    threading.Thread(target=model, daemon=True).start()  # like the real server's preload
+    spec = ModelSpec(weights=None)
+    config = ServerConfig(data_dir=data_dir, spec=spec, checkpoint_frames=4,
+                          runner=SlowRunner(spec, checkpoint_frames=4), preload_model=True)
     serve(config, port=port, log_level="warning")

@@ -320,3 +320,33 @@ def test_graceful_stop_requeues_and_next_start_resumes(make_client, clip, tmp_pa
     assert done["state"] == "done" and done["attempts"] == 2
     assert second.calls == [{"id": job["id"], "resume": True, "background": "#00ff00",
                              "ratio": "auto"}]
+
+
+def test_workers_wait_for_the_model_preload(tmp_path, clip):
+    """Jobs queue while the model is preloaded and start once it is built: two model builds
+    at once in one process collided (an ONNX export is not thread-safe)."""
+    import shutil
+
+    from rvmatte.server import store as st
+    from rvmatte.server.jobs import JobManager, parse_options
+
+    store = st.JobStore(tmp_path / "jobs.sqlite3")
+    shutil.copyfile(clip, tmp_path / "clip.mp4")
+    upload = store.add_upload(id="a" * 32, kind="video", path="clip.mp4", filename="clip.mp4",
+                              size=1, info={})
+    manager = JobManager(store, tmp_path, CopyRunner(), retention_s=0)
+    building = threading.Event()
+    manager.start(warmup=lambda: building.wait(30))
+    try:
+        job = manager.submit(upload, parse_options(outputs="composite", background=None,
+                                                   format=None, ratio=None))
+        time.sleep(0.5)
+        assert store.get_job(job["id"])["state"] == st.QUEUED
+        building.set()
+        deadline = time.monotonic() + 30
+        while store.get_job(job["id"])["state"] != st.DONE:
+            assert time.monotonic() < deadline, store.get_job(job["id"])
+            time.sleep(0.05)
+    finally:
+        manager.stop()
+        store.close()

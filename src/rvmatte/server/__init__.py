@@ -1,7 +1,8 @@
 """HTTP API, job queue and web UI (``rvmatte serve``; needs the ``server`` extra).
 
-``create_app(ServerConfig(data_dir=...))`` returns the FastAPI app; ``serve(...)`` runs it
-with uvicorn. See docs/SERVER.md.
+``create_app(ServerConfig(data_dir=...), spec=ModelSpec(...))`` returns the FastAPI app;
+``serve(config, spec=..., port=...)`` runs it with uvicorn. Every job and every preview runs
+the spec's model through :func:`rvmatte.inference.convert.convert_video`. See docs/SERVER.md.
 """
 
 from __future__ import annotations

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import hmac
-import io
 import ipaddress
 import logging
 import os
 import secrets
-import threading
+import tempfile
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,9 +27,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InputError, RvmatteError
+from ..spec import UNSET, ModelSpec
 from . import media
 from . import store as st
-from .jobs import OUTPUT_KINDS, ConvertRunner, JobManager, QueueFull, is_id, new_id, parse_options
+from .jobs import (OUTPUT_KINDS, ConvertRunner, JobManager, QueueFull, convert_job, is_id,
+                   new_id, parse_options)
 
 log = logging.getLogger("rvmatte.server")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -40,7 +41,10 @@ _CHUNK = 1 << 20
 
 @dataclass
 class ServerConfig:
-    """Settings of one server. ``runner`` replaces the conversion (tests, other back ends)."""
+    """Settings of one server. ``spec``: the model every job and preview runs (the job's own
+    ratio wins over ``spec.downsample`` unless it is ``auto``). ``runner`` replaces the
+    conversion of jobs (tests, other back ends). ``variant``, ``weights``, ``device``: the
+    older keywords, folded into ``spec``."""
 
     data_dir: Path
     host: str = "127.0.0.1"
@@ -50,12 +54,16 @@ class ServerConfig:
     max_queued: int = 100
     retention_s: float = 24 * 3600.0
     sweep_interval_s: float = 60.0
-    variant: str = "mobilenetv3"
-    weights: Any = "default"
-    device: Optional[str] = None
+    spec: ModelSpec = field(default_factory=ModelSpec)
     runner: Any = None
     checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
-    preload_model: bool = False  # load the network at start-up (in the background)
+    preload_model: bool = False  # build the model at start-up, before the first job
+    variant: InitVar[Any] = UNSET
+    weights: InitVar[Any] = UNSET
+    device: InitVar[Any] = UNSET
+
+    def __post_init__(self, variant: Any, weights: Any, device: Any) -> None:
+        self.spec = ModelSpec.of(self.spec, variant=variant, weights=weights, device=device)
 
 
 def is_loopback(host: str) -> bool:
@@ -138,43 +146,47 @@ def _local_swagger_ui() -> Optional[Path]:
     return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
-def create_app(config: ServerConfig) -> FastAPI:
-    data_dir = Path(config.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> FastAPI:
+    """The app of ``config``; ``spec`` (when given) replaces ``config.spec``: the model every
+    job and every preview runs. The data directory is checked (one line if it cannot be
+    used) and created here, before anything starts."""
+    if spec is not None:
+        config = replace(config, spec=spec)
+    spec = config.spec
     if not is_loopback(config.host) and not config.token:
         raise RvmatteError(f"binding to {config.host} (not loopback) needs an access token: "
                            "pass --token or set RVMATTE_TOKEN")
+    data_dir = st.open_data_dir(config.data_dir)
+    if spec.threads is not None:
+        from ..hardware import set_threads
 
-    model_lock = threading.Lock()
-    model_box: dict[str, Any] = {}
-
-    def get_model():
-        with model_lock:
-            if "model" not in model_box:
-                from ..weights import load_model
-
-                model_box["model"] = load_model(config.variant, weights=config.weights,
-                                                device=config.device)
-            return model_box["model"]
+        set_threads(spec.threads)
 
     def _preload() -> None:
+        """Build the model once, on one small frame, before the workers take jobs: the
+        weights are checked and an export is cached at start-up, not in the first job. A
+        failure is reported again, to the client, by the first job."""
         try:
-            get_model()
-        except RvmatteError as e:  # reported again, to the client, by the first job
+            import numpy as np
+
+            from ..inference.session import Matter
+
+            # wider than 512 px: an auto ratio below 1, the path most jobs take
+            Matter(spec).process(np.zeros((288, 768, 3), np.uint8))
+        except RvmatteError as e:
             log.error("cannot load the model: %s", e)
+        except Exception:  # a bug: logged; the jobs still run (and report it)
+            log.exception("preloading the model failed")
 
     store = st.JobStore(data_dir / "jobs.sqlite3")
-    runner = config.runner or ConvertRunner(get_model,
-                                            checkpoint_frames=config.checkpoint_frames)
+    runner = config.runner or ConvertRunner(spec, checkpoint_frames=config.checkpoint_frames)
     manager = JobManager(store, data_dir, runner, workers=config.workers,
                          max_queued=config.max_queued, retention_s=config.retention_s,
                          sweep_interval_s=config.sweep_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        manager.start()
-        if config.preload_model:
-            threading.Thread(target=_preload, name="rvmatte-preload", daemon=True).start()
+        manager.start(warmup=_preload if config.preload_model else None)
         try:
             yield
         finally:
@@ -364,34 +376,30 @@ def create_app(config: ServerConfig) -> FastAPI:
                 ratio: str = Query("auto"),
                 view: str = Query("composite", description="composite | alpha"),
                 frame: int = Query(0, ge=0, le=3000, description="frame index")) -> Response:
-        """PNG preview of the matte on one frame, before running the whole video."""
-        from PIL import Image
-
-        from ..inference.session import Matter
-        from ..live.compose import composite, load_background
-
+        """PNG preview of the matte on one frame, before running the whole video: that
+        frame converted as the job would convert it (same model, background and ratio; the
+        recurrent state starts afresh at the frame), so frame 0 is the job's first frame."""
         up = get_upload_or_404(upload_id, "video")
         if view not in ("composite", "alpha"):
             raise ApiError(422, "invalid", "view must be 'composite' or 'alpha'")
-        opts = parse_options(outputs="composite", background=background, format=None,
-                             ratio=ratio, background_upload=background_upload)
+        opts = parse_options(outputs="composite" if view == "composite" else "alpha",
+                             background=background, format=None, ratio=ratio,
+                             background_upload=background_upload)
         if opts["background"]["kind"] == "image":
-            img = get_upload_or_404(background_upload or "", "image")
-            bg = load_background(str(data_dir / img["path"]))
-        else:
-            bg = load_background(opts["background"]["spec"])
-        rgb = media.read_frame(data_dir / up["path"], frame)
-        matter = Matter(get_model(), downsample_ratio=opts["ratio"])
-        pha, fgr = matter.process(rgb)
-        if view == "alpha":
-            out = Image.fromarray((pha[0].clip(0, 1) * 255 + 0.5).astype("uint8"), "L")
-        else:
-            arr = composite(rgb, pha[0], fgr[0], bg)
-            out = Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
-        buf = io.BytesIO()
-        out.save(buf, "PNG")
-        return Response(buf.getvalue(), media_type="image/png",
-                        headers={"Cache-Control": "no-store"})
+            get_upload_or_404(background_upload or "", "image")
+        frames = up["info"].get("frames")
+        if frames:  # the last frame for an index past the end, as before
+            frame = min(frame, frames - 1)
+        task = manager.spec_for({"id": "preview", "upload_id": up["id"], "options": opts})
+        with tempfile.TemporaryDirectory(prefix="rvmatte-preview-") as tmp:
+            out = Path(tmp) / "%06d.png"
+            convert_job(replace(task, outputs={view: out}, workdir=Path(tmp)), spec,
+                        start=f"{frame}f", end=f"{frame + 1}f")
+            made = sorted(Path(tmp).glob("*.png"))
+            if not made:
+                raise ApiError(422, "invalid", f"frame {frame} could not be decoded")
+            png = made[0].read_bytes()
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/jobs", status_code=201, dependencies=auth, tags=["jobs"])
     async def create_job(

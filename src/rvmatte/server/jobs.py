@@ -1,7 +1,9 @@
 """The job queue: options, a bounded pool of worker threads, retention and restart.
 
-Each job converts one uploaded video with :func:`rvmatte.inference.convert.convert_video`
-(through a *runner*, injectable so the queue can be exercised on its own). Jobs live in the
+Each job converts one uploaded video with :func:`convert_job` -- the server's
+:class:`~rvmatte.spec.ModelSpec` through :func:`rvmatte.inference.convert.convert_video`, the
+path the web preview takes too -- through a *runner*, injectable so the queue can be exercised
+on its own. Jobs live in the
 SQLite :class:`~rvmatte.server.store.JobStore`; a server that starts and finds jobs left
 ``running`` re-queues them and the runner resumes them from the pipeline's checkpoint.
 """
@@ -15,9 +17,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from ..errors import Cancelled, InputError, RvmatteError
+from ..io.compose import safe_background_spec
+from ..spec import UNSET, ModelSpec
 from . import store as st
 
 log = logging.getLogger("rvmatte.server")
@@ -47,7 +51,6 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
     ``ratio``: ``auto`` or a downsample ratio in (0, 1].
     """
     from ..downsample import parse_downsample_ratio
-    from ..live.compose import safe_background_spec
 
     kinds = [k.strip().lower() for k in (outputs or "composite").split(",") if k.strip()]
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
@@ -102,30 +105,42 @@ class Runner(Protocol):
     optionally ``.resumed_from``), like :class:`~rvmatte.inference.convert.ConversionResult`.
     Must honour ``cancel`` by raising :class:`~rvmatte.errors.Cancelled`."""
 
-    def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
+    def __call__(self, job: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
                  resume: bool) -> Any: ...
 
 
-class ConvertRunner:
-    """The production runner: :func:`convert_video` with one model shared by all jobs."""
+def convert_job(job: JobSpec, spec: ModelSpec, *, progress: Optional[ProgressFn] = None,
+                cancel: Optional[threading.Event] = None, resume: bool = False,
+                start: Optional[str] = None, end: Optional[str] = None,
+                checkpoint_frames: Optional[int] = None):
+    """Convert ``job`` with the model ``spec``: what every job and every preview runs.
 
-    def __init__(self, model_provider: Callable[[], Any], *,
-                 checkpoint_frames: int | None = None) -> None:
-        self.model_provider = model_provider
+    The job's own ratio wins over ``spec.downsample``, unless it is ``"auto"`` (the form's
+    default). ``start``/``end``: a part of the clip, as in ``convert_video`` (the preview:
+    ``"Nf"``, ``"N+1f"``). Returns :class:`~rvmatte.inference.convert.ConversionResult`."""
+    from ..inference.convert import convert_video
+
+    o = job.outputs
+    extra = {} if checkpoint_frames is None else {"segment_frames": checkpoint_frames}
+    return convert_video(
+        str(job.input), output=_s(o.get("composite")), alpha=_s(o.get("alpha")),
+        foreground=_s(o.get("foreground")), background=job.background, start=start, end=end,
+        spec=spec, downsample_ratio=UNSET if job.downsample_ratio == "auto"
+        else job.downsample_ratio,
+        overwrite=True, resume=resume, progress=progress, cancel=cancel, **extra)
+
+
+class ConvertRunner:
+    """The production runner: :func:`convert_job` with the server's model spec."""
+
+    def __init__(self, spec: ModelSpec, *, checkpoint_frames: int | None = None) -> None:
+        self.spec = spec
         self.checkpoint_frames = checkpoint_frames  # None: the pipeline's default (~10 s)
 
-    def __call__(self, spec: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
+    def __call__(self, job: JobSpec, *, progress: ProgressFn, cancel: threading.Event,
                  resume: bool):
-        from ..inference.convert import convert_video
-
-        o = spec.outputs
-        extra = ({} if self.checkpoint_frames is None
-                 else {"segment_frames": self.checkpoint_frames})
-        return convert_video(
-            str(spec.input), output=_s(o.get("composite")), alpha=_s(o.get("alpha")),
-            foreground=_s(o.get("foreground")), background=spec.background,
-            downsample_ratio=spec.downsample_ratio, model=self.model_provider(),
-            overwrite=True, resume=resume, progress=progress, cancel=cancel, **extra)
+        return convert_job(job, self.spec, progress=progress, cancel=cancel, resume=resume,
+                           checkpoint_frames=self.checkpoint_frames)
 
 
 def _s(p: Path | None) -> str | None:
@@ -158,16 +173,28 @@ class JobManager:
         self._cond = threading.Condition()
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
+        self._ready = threading.Event()  # set once the warm-up (if any) has ended
         self._threads: list[threading.Thread] = []
         self.resumed_at_start: list[str] = []
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, warmup: Optional[Callable[[], None]] = None) -> None:
+        """Start the workers (and the retention sweep). ``warmup`` (the model's preload), if
+        given, runs first in a thread of its own, and the workers take jobs once it has ended:
+        two models built at once in one process can collide (an ONNX export is not
+        thread-safe), and the first job would only wait for the same build."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.resumed_at_start = self.store.requeue_interrupted()
         if self.resumed_at_start:
             log.info("resuming %d interrupted job(s)", len(self.resumed_at_start))
+        if warmup is None:
+            self._ready.set()
+        else:
+            t = threading.Thread(target=self._warm, args=(warmup,), name="rvmatte-preload",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"rvmatte-worker-{i}", daemon=True)
             t.start()
@@ -227,6 +254,8 @@ class JobManager:
         return path
 
     def spec_for(self, job: dict[str, Any]) -> JobSpec:
+        """What the runner needs for ``job``: a job row, or any dict with its ``id``,
+        ``upload_id`` and ``options`` (the preview's)."""
         opts = job["options"]
         upload = self.store.get_upload(job["upload_id"])
         if upload is None:
@@ -245,8 +274,16 @@ class JobManager:
                        background=background, downsample_ratio=opts["ratio"], workdir=workdir)
 
     # -- workers ---------------------------------------------------------------------------
+    def _warm(self, warmup: Callable[[], None]) -> None:
+        try:
+            warmup()
+        finally:
+            self._ready.set()
+
     def _work(self) -> None:
         while not self._stopping.is_set():
+            if not self._ready.wait(0.2):
+                continue
             with self._cond:
                 job = None if self._stopping.is_set() else self.store.claim_next()
                 if job is None:
@@ -275,12 +312,12 @@ class JobManager:
                                        eta=info.eta_seconds)
 
         try:
-            spec = self.spec_for(job)
-            spec.workdir.mkdir(parents=True, exist_ok=True)
+            task = self.spec_for(job)
+            task.workdir.mkdir(parents=True, exist_ok=True)
             resume = job["attempts"] > 1
             log.info("job %s: %s (attempt %d)", job_id, "resuming" if resume else "starting",
                      job["attempts"])
-            result = self.runner(spec, progress=progress, cancel=running.cancel,
+            result = self.runner(task, progress=progress, cancel=running.cancel,
                                  resume=resume)
             outputs = getattr(result, "outputs", result)
             resumed_from = getattr(result, "resumed_from", None)

@@ -93,21 +93,6 @@ def probe_image(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not a readable image ({type(e).__name__})") from None
 
 
-def read_frame(path: str | Path, index: int = 0):
-    """RGB uint8 (H, W, 3) numpy array of frame ``index`` (clamped to the last frame)."""
-    import av
-
-    last = None
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            last = frame
-            if i >= index:
-                break
-    if last is None:
-        raise InputError("the video has no decodable frames")
-    return last.to_ndarray(format="rgb24")
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import Optional
 
 from ..errors import RvmatteError
+from ..spec import ModelSpec
 from .app import ServerConfig, create_app, generate_token, is_loopback
 
 
@@ -22,9 +24,12 @@ def _check_port(host: str, port: int) -> None:
                                f"{e.strerror or e}") from None
 
 
-def serve(config: ServerConfig, *, port: int = 8000, log_level: str = "info") -> None:
-    """Serve until interrupted. Binding to a non-loopback address without a token makes one
-    up and prints it."""
+def serve(config: ServerConfig, *, spec: Optional[ModelSpec] = None, port: int = 8000,
+          log_level: str = "info") -> None:
+    """Serve until interrupted. ``spec`` (when given) replaces ``config.spec``: the model
+    every job and preview runs. Binding to a non-loopback address without a token makes one
+    up and prints it. An unusable port or data directory is one line
+    (:class:`~rvmatte.errors.RvmatteError`) before uvicorn starts."""
     try:
         import uvicorn
     except ImportError:
@@ -35,7 +40,7 @@ def serve(config: ServerConfig, *, port: int = 8000, log_level: str = "info") ->
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _check_port(config.host, port)
-    app = create_app(config)
+    app = create_app(config, spec=spec)
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}/" + (f"?token={config.token}" if config.token else "")
     print(f"rvmatte: web UI at {url}  (API docs at /docs)", file=sys.stderr, flush=True)

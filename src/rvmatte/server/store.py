@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..errors import OutputError
 
 # Job states. "running" rows found at start-up belong to a server that died mid-job: they go
 # back to "queued" and are resumed from the pipeline's checkpoint.
@@ -51,6 +54,24 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
 """
 
 _JSON_COLUMNS = ("info", "options", "outputs")
+
+
+def open_data_dir(path: str | Path) -> Path:
+    """The server's data directory, created if missing and checked to be a folder this
+    process can write (a file there, a read-only disk, no permission: one line,
+    :class:`~rvmatte.errors.OutputError`, before the server starts). Returns it resolved."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"--data-dir {p} is a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        # try it: permission bits say little about read-only mounts, ACLs or root
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        raise OutputError(f"--data-dir {p} cannot be used: "
+                          f"{e.strerror or type(e).__name__}") from None
+    return p.resolve()
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
