@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rvmatte.evaluation.frames import list_clips, list_frames, read_alpha, read_rgb
-from rvmatte.evaluation.metrics import mad
+from rvmatte.metrics import mad
 from rvmatte.evaluation.peers import PEERS, Peer
 
 

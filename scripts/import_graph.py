@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rvmatte"
 LAYERS = [
     # "__init__" is the package itself (rvmatte/__init__.py: __version__ and lazy names; it
     # imports nothing when loaded)
-    ("base", ["errors", "hardware", "bundled", "downsample", "__init__"]),
+    ("base", ["errors", "hardware", "bundled", "downsample", "metrics", "__init__"]),
     ("models", ["models"]),
     ("spec", ["spec", "weights"]),
     ("io, export", ["io", "export"]),

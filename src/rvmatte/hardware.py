@@ -20,7 +20,7 @@ from .errors import WeightsError
 
 _threads: Optional[int] = None  # set_threads(): the model's CPU threads, for torch too
 
-_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16",
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "float64": "float64",
                 "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rvmatte.evaluation import metrics as M
+from rvmatte import metrics as M
 
 
 def test_mad_mse_by_hand():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .frames import list_clips, list_frames, read_alpha
-from .metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
+from ..metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
 
 __all__ = ["evaluate_folders", "format_table"]
 

@@ -1,5 +1,5 @@
 """``rvmatte benchmark run``: our model and the peers on a benchmark made by
-:mod:`rvmatte.evaluation.benchmark_clips`, scored with :mod:`rvmatte.evaluation.metrics`.
+:mod:`rvmatte.evaluation.benchmark_clips`, scored with :mod:`rvmatte.metrics`.
 
 Writes into a report folder: ``report.md`` (tables), ``results.json`` (all numbers, per clip and
 per frame), ``mad_curves_<res>.png`` (per-frame MAD of every method) and ``montage.png``
@@ -26,7 +26,7 @@ from ..errors import InputError, OutputError, RvmatteError
 from ..spec import ModelSpec
 from .evaluate import LABELS
 from .frames import list_clips, list_frames, read_alpha, read_rgb, write_alpha
-from .metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
+from ..metrics import ALPHA_METRICS, ClipScorer, mean_of_clips
 from .peers import PEERS, Peer, available_peers
 
 __all__ = ["run_benchmark", "machine_description", "Method", "build_methods", "missing_peers"]

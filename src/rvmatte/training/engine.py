@@ -203,7 +203,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _metrics_module():
     try:
-        from ..evaluation import metrics  # written alongside; optional at run time
+        from .. import metrics  # needs scipy (the train and eval extras)
         return metrics
     except ImportError:
         return None
@@ -525,7 +525,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """MAD/MSE/Grad/dtSSD (rvmatte.evaluation.metrics when present, else MAD/MSE here)."""
+        """MAD/MSE/Grad/dtSSD (rvmatte.metrics when scipy is installed, else MAD/MSE here)."""
         if self.valid is None:
             return {}
         self.model.eval()
