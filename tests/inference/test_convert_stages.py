@@ -229,17 +229,26 @@ def test_audio_arithmetic():
 
 def test_shortfall_of_declared_frames():
     info = _info(frames=60, duration=2.4, start_pts=0)
-    last = lambda n: int((n - 1) * 40)  # noqa: E731 - pts of frame n-1 in ms
-    assert shortfall(info, FrameRange(), None, 22, last(22)) is None
-    assert shortfall(info, FrameRange(), 60, 60, last(60)) is None
-    assert shortfall(info, FrameRange(), 60, 59, last(59)) is None  # within one frame
-    line = shortfall(info, FrameRange(), 60, 22, last(22))
-    assert line == "only 22 of 60 frames declared by the container could be decoded"
-    # a count estimated from duration x average rate (VFR) with frames to the end: no warning
-    vfr = _info(frames=60, duration=2.4, start_pts=0)
-    assert shortfall(vfr, FrameRange(), 60, 40, 2380) is None
+
+    def short(declared, done, last_pts, first_pts=0, i=info, rng=FrameRange()):
+        return shortfall(i, rng, declared, done, first_pts=first_pts, last_pts=last_pts)
+
+    last = lambda n: (n - 1) * 40  # noqa: E731 - pts (ms) of the n-th frame at 25 fps
+    assert short(None, 22, last(22)) is None
+    assert short(60, 60, last(60)) is None
+    assert short(60, 59, last(59)) is None  # within one frame
+    assert short(60, 22, last(22)) == ("only 22 of 60 frames declared by the container could "
+                                       "be decoded")
+    # Matroska VFR: 100 "declared" from 4.0 s x 25 fps, 20 frames up to 3.61 s (0.37 s apart
+    # at the end): the frames reach the end, the count was an estimate
+    vfr = _info(frames=100, duration=4.003, start_pts=0)
+    assert short(100, 20, 3610, i=vfr) is None
+    assert short(100, 10, 810, i=vfr) is not None  # cut after 0.8 s: truncated after all
+    # a range: the frames of 1-2 s, decoding stopped at 1.4 s
+    assert short(25, 10, 1400, first_pts=1000, rng=parse_range(1.0, 2.0)) is not None
+    assert short(25, 25, 1960, first_pts=1000, rng=parse_range(1.0, 2.0)) is None
     images = _info(kind="images", audio=None)
-    assert "only 50 of 100" in shortfall(images, FrameRange(), 100, 50, 49)
+    assert "only 50 of 100" in short(100, 50, 49, i=images)
 
 
 def test_result_counts_this_runs_frames():

@@ -135,7 +135,8 @@ def _convert(request: ConvertRequest, plan: OutputPlan, matter: Matter, *,
         ckpts.discard_unless_saved()
         raise
     try:
-        warnings = check_frames(plan, run.done, run.last_pts, strict=request.strict)
+        warnings = check_frames(plan, run.done, first_pts=run.range_offset,
+                                last_pts=run.last_pts, strict=request.strict)
     except InputError:
         ckpts.discard()
         raise

@@ -88,25 +88,30 @@ def audio_plan(info: SourceInfo, rng: FrameRange, *, range_offset: Optional[int]
 
 # ---- frames the container promised ------------------------------------------------------------
 
-def shortfall(info: SourceInfo, rng: FrameRange, declared: Optional[int], done: int,
-              last_pts: Optional[int]) -> Optional[str]:
+def shortfall(info: SourceInfo, rng: FrameRange, declared: Optional[int], done: int, *,
+              first_pts: Optional[int], last_pts: Optional[int]) -> Optional[str]:
     """A warning line when far fewer frames decoded than the container declares for the
     range (a truncated file whose index survived), else None.
 
     A container's count can be an estimate (duration x average rate, for Matroska or a range
     in seconds), so a shortfall counts only beyond 2 % (at least one frame) and, for videos,
-    only when the decoded frames also end more than two frames before the declared end."""
+    only when the decoded frames (``first_pts`` .. ``last_pts``) also stop short of the
+    declared end by more than two of their own average frame intervals (VFR content keeps
+    its last frame on screen longer than the nominal rate says)."""
     if declared is None or done >= declared - max(1, round(0.02 * declared)):
         return None
     if info.kind == "video" and last_pts is not None and info.rate:
         end = _declared_end(info, rng, declared)
-        covered = float((last_pts - info.start_pts) * info.time_base) + 1.0 / float(info.rate)
-        if end is not None and end - covered <= 2.0 / float(info.rate):
-            return None  # the frames cover the declared time: the count was an estimate
+        tb, step = info.time_base, 1.0 / float(info.rate)
+        first = float(((first_pts or info.start_pts) - info.start_pts) * tb)
+        last = float((last_pts - info.start_pts) * tb)
+        gap = (last - first) / (done - 1) if done > 1 else step
+        if end - (last + gap) <= 2.0 * max(gap, step):
+            return None  # the frames reach the declared end: the count was an estimate
     return f"only {done} of {declared} frames declared by the container could be decoded"
 
 
-def _declared_end(info: SourceInfo, rng: FrameRange, declared: int) -> Optional[float]:
+def _declared_end(info: SourceInfo, rng: FrameRange, declared: int) -> float:
     """Seconds from the stream's start to the end of the declared frames of the range."""
     rate = float(info.rate)
     if rng.unit == "f":
@@ -115,10 +120,12 @@ def _declared_end(info: SourceInfo, rng: FrameRange, declared: int) -> Optional[
     return min(rng.end, dur) if rng.end is not None else dur
 
 
-def check_frames(plan, done: int, last_pts: Optional[int], *, strict: bool) -> list:
-    """The warnings of a finished run; with ``strict`` a shortfall is an
-    :class:`~rvmatte.errors.InputError`."""
-    line = shortfall(plan.info, plan.range, plan.expected_frames, done, last_pts)
+def check_frames(plan, done: int, *, first_pts: Optional[int], last_pts: Optional[int],
+                 strict: bool) -> list:
+    """The warnings of a finished run of ``plan`` (:class:`~rvmatte.inference.plan.OutputPlan`);
+    with ``strict`` a shortfall is an :class:`~rvmatte.errors.InputError`."""
+    line = shortfall(plan.info, plan.range, plan.expected_frames, done, first_pts=first_pts,
+                     last_pts=last_pts)
     if line is None:
         return []
     if strict:
