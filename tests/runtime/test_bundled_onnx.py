@@ -206,3 +206,36 @@ def test_cli_with_a_cache_it_may_not_even_look_into(tmp_path):
     assert out.returncode == 0, out.stderr[-1500:]
     assert (tmp_path / "c.mp4").stat().st_size > 0
     assert not list((tmp_path / "tmp").glob("rvmatte-onnx-*"))
+
+
+def test_exports_in_threads_run_one_at_a_time(tmp_path, monkeypatch):
+    """torch.onnx.export is not re-entrant: two threads asking for an export at once (a
+    server's preview and its first job) get one export, made once, and the same file."""
+    import threading
+    import time
+
+    from rvmatte.export import onnx
+    from rvmatte.runtime import cache as runtime
+
+    inside, most, made = [0], [0], []
+    real = onnx.export_onnx
+
+    def export(*a, **k):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        try:
+            made.append(1)
+            return real(*a, **k)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(onnx, "export_onnx", export)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(runtime.bundled_onnx(directory=tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and len(made) == 1 and got[0] == got[1] and got[0].is_file()

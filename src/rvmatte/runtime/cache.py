@@ -70,6 +70,9 @@ def model_digest(model: MattingNetwork) -> str:
 
 _private: list[Path] = []  # this process's own export folder, when the cache is not writable
 _private_lock = threading.Lock()
+# torch.onnx.export is not re-entrant (two exports at once in one process fail inside torch,
+# e.g. a server's preview and its first job): one export at a time, per process.
+_export_lock = threading.RLock()
 
 
 def _private_folder() -> Path:
@@ -94,6 +97,12 @@ def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset:
     goes to a folder of this process's own (made again by each run, once); an explicit
     ``directory`` that cannot be written, or no room for the export anywhere, is an
     :class:`~rvmatte.errors.OutputError`."""
+    with _export_lock:  # a second caller waits, then finds the file the first one made
+        return _find_or_make(stem, key, make, dtype=dtype, opset=opset, directory=directory)
+
+
+def _find_or_make(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
+                  directory: str | os.PathLike | None) -> Path:
     name = f"{stem}_{dtype_name(dtype)}_op{opset}_{key}_torch{torch_version()}.onnx"
     if directory is None and _private and (_private[0] / name).is_file():
         return _private[0] / name  # this process fell back for it already: do not export again
