@@ -4,6 +4,7 @@ Public API::
 
     spec = rvmatte.ModelSpec(device="cpu")            # which model, where, how (frozen)
     rvmatte.convert_video("in.mp4", output="out.mp4", alpha="alpha.mp4", spec=spec)
+    frames = rvmatte.read_frames("in.mp4", end="8f")  # uint8 RGB (T,H,W,3)
     matter = rvmatte.Matter(spec); out = matter.process(frames)   # MattingOutput(fgr, pha, state)
     model = rvmatte.load_model()                      # the PyTorch network, eval mode
 """
@@ -24,6 +25,7 @@ _LAZY = {
     "convert_video": "rvmatte.inference.convert",
     "Matter": "rvmatte.inference.session",
     "ModelSpec": "rvmatte.spec",
+    "read_frames": "rvmatte.io.readers",
     "RvmatteError": "rvmatte.errors",
 }
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from rvm_clips import frame_image, make_clip
 from rvmatte.errors import InputError
-from rvmatte.io.readers import Source, parse_position, parse_range, probe
+from rvmatte.io.readers import Source, parse_position, parse_range, probe, read_frames
 
 
 @pytest.mark.parametrize("text,expected", [("12.5", (12.5, "s")), ("12.5s", (12.5, "s")),
@@ -96,3 +96,36 @@ def test_decompression_bomb_is_one_line(tmp_path):
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("rvmatte: error: ") and "big.png" in lines[0]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_read_frames_video_range_and_rotation(tmp_path):
+    clip = make_clip(tmp_path / "r.mp4", n=6, rotation=90, audio=False)
+    every = read_frames(clip)
+    assert every.shape == (6, 64, 48, 3) and every.dtype == np.uint8  # upright
+    want = np.stack([f.image for f in Source(probe(clip)).frames()])
+    np.testing.assert_array_equal(every, want)
+    np.testing.assert_array_equal(read_frames(clip, "2f", "5f"), want[2:5])
+    np.testing.assert_array_equal(read_frames(clip, end=0.12), want[:3])  # 25 fps: 0, 0.04, 0.08
+    np.testing.assert_array_equal(read_frames(clip, max_frames=2), want[:2])
+    assert read_frames(clip, "10f").shape == (0, 64, 48, 3)  # past the end: no frames
+
+
+def test_read_frames_images_and_public_name(tmp_path):
+    import rvmatte
+
+    for i in range(3):
+        Image.fromarray(np.full((10, 12, 3), i * 50, np.uint8)).save(tmp_path / f"f_{i:02d}.png")
+    frames = rvmatte.read_frames(tmp_path)
+    assert rvmatte.read_frames is read_frames
+    assert frames.shape == (3, 10, 12, 3) and frames[:, 0, 0, 0].tolist() == [0, 50, 100]
+    assert rvmatte.read_frames(tmp_path / "f_01.png").shape == (1, 10, 12, 3)
+
+
+def test_read_frames_bad_input_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_frames(tmp_path / "missing.mp4")
+    clip = make_clip(tmp_path / "c.mp4", n=2, audio=False)
+    with pytest.raises(InputError, match="max_frames"):
+        read_frames(clip, max_frames=-1)
+    with pytest.raises(InputError, match="invalid position"):
+        read_frames(clip, end="abc")

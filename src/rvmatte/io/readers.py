@@ -416,3 +416,30 @@ class Source:
                     index += 1
             except av.error.FFmpegError as e:
                 raise InputError(f"cannot decode video in {info.path}: {one_line(e)}") from None
+
+
+def read_frames(path: str | os.PathLike, start=None, end=None, *,
+                max_frames: Optional[int] = None) -> np.ndarray:
+    """The frames of a video, image folder, ``%06d.png`` pattern or image, in memory.
+
+    ``start`` / ``end``: as in ``convert_video`` -- seconds (``1.5``, ``"0:01.5"``) or frame
+    numbers (``"8f"``); ``end`` is exclusive. ``max_frames``: stop after that many.
+    Returns uint8 RGB ``(T, H, W, 3)``, upright (rotation applied); ``T`` may be 0 when the
+    range holds no frame. Every frame is held in memory (a minute of 1080p is about 11 GB):
+    read short ranges, or use :func:`rvmatte.convert_video` for whole files. A bad input is
+    an :class:`~rvmatte.errors.InputError` (one line)::
+
+        frames = rvmatte.read_frames("talk.mp4", end="8f")    # the first 8 frames
+        out = rvmatte.Matter().process(frames)                 # MattingOutput(fgr, pha, state)
+    """
+    if max_frames is not None and (isinstance(max_frames, bool) or int(max_frames) < 0):
+        raise InputError(f"max_frames must be >= 0, got {max_frames!r}")
+    info = probe(path)
+    images = []
+    for frame in Source(info, parse_range(start, end)).frames():
+        if max_frames is not None and len(images) >= int(max_frames):
+            break
+        images.append(frame.image)
+    if not images:
+        return np.zeros((0, info.height, info.width, 3), np.uint8)
+    return np.stack(images)
