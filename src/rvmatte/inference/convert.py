@@ -101,9 +101,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         matter = model if isinstance(model, Matter) else Matter(spec, model=model)
         plan = plan_outputs(request, targets, device_type=matter.device_type,
                             uint8_path=matter.uint8_path)
-        label = None if model is None else f"model:{type(model).__name__}"
-        return _convert(request, plan, matter, model_label=label, progress=progress,
-                        cancel=cancel, t_start=t_start)
+        return _convert(request, plan, matter, model_label=_model_label(model),
+                        progress=progress, cancel=cancel, t_start=t_start)
     finally:
         if matter is not None and matter is not model:
             matter.close()  # this conversion's own session: stop its runners' threads
@@ -118,6 +117,16 @@ def _model_spec(spec: Optional[ModelSpec], model: Any, **fields: Any) -> ModelSp
         asked = ModelSpec.of(spec if spec is not None else model.spec, **fields)
         return model.spec.replace(downsample=asked.downsample)
     return ModelSpec.of(spec, **fields)
+
+
+def _model_label(model: Any) -> Optional[str]:
+    """A given network's part of the checkpoint fingerprint (the spec cannot name its
+    weights): its class, and a loaded network's dtype."""
+    if model is None:
+        return None
+    if isinstance(model, Matter):
+        return "model:Matter"  # its spec is the request's
+    return f"model:{type(model).__name__}:{next(model.parameters()).dtype}"
 
 
 def _convert(request: ConvertRequest, plan: OutputPlan, matter: Matter, *,

@@ -260,7 +260,8 @@ class OutputPlan:
         the machine too: the encoders, 4:2:0 on the device, the segment length)."""
         return {"ratio": self.ratio, "seq_chunk": self.seq_chunk,
                 "segment_frames": self.segment_frames, "yuv_in": self.yuv_in,
-                "uint8": self.uint8, "background": getattr(self.background, "name", None),
+                "uint8": self.uint8,
+                "background": self.background.name if self.background is not None else None,
                 "outputs": [(s.kind, s.mode, s.codec, s.rgba, s.alpha_bits, s.encoder,
                              self.keys[s.kind]) for s in self.specs]}
 
