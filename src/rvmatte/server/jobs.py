@@ -217,12 +217,14 @@ class JobManager:
         self._threads.clear()
 
     # -- API used by the HTTP layer --------------------------------------------------------
-    def submit(self, upload: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, upload: dict[str, Any], options: dict[str, Any],
+               owner: Optional[str] = None) -> dict[str, Any]:
+        """Queue a job on ``upload``. ``owner``: who may list and delete it."""
         if self.store.count(st.QUEUED) >= self.max_queued:
             raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); "
                             "try again later")
         job = self.store.add_job(id=new_id(), upload_id=upload["id"],
-                                 filename=upload["filename"], options=options)
+                                 filename=upload["filename"], options=options, owner=owner)
         with self._cond:
             self._cond.notify()
         return job
@@ -252,6 +254,12 @@ class JobManager:
         if root not in path.parents or not path.is_file():
             return None
         return path
+
+    def source_path(self, job: dict[str, Any]) -> Path | None:
+        """The uploaded video of ``job``, if it is still there."""
+        upload = self.store.get_upload(job["upload_id"])
+        path = None if upload is None else self.data_dir / upload["path"]
+        return path if path is not None and path.is_file() else None
 
     def spec_for(self, job: dict[str, Any]) -> JobSpec:
         """What the runner needs for ``job``: a job row, or any dict with its ``id``,

@@ -82,6 +82,29 @@ def probe_video(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not a readable video ({type(e).__name__})") from None
 
 
+def thumbnail(path: str | Path, width: int = 160) -> bytes:
+    """A JPEG of the first frame of the video at ``path``, ``width`` pixels wide.
+
+    Raises :class:`InputError` when no frame can be decoded.
+    """
+    import io
+
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0), None)
+            if frame is None:
+                raise InputError("the video has no decodable frames")
+            image = frame.to_image()
+    except (av.error.FFmpegError, ValueError, OSError, IndexError) as e:
+        raise InputError(f"not a readable video ({type(e).__name__})") from None
+    height = max(1, round(image.height * width / max(1, image.width)))
+    buf = io.BytesIO()
+    image.convert("RGB").resize((width, height)).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
 def probe_image(path: str | Path) -> dict[str, Any]:
     from PIL import Image, UnidentifiedImageError
 

@@ -48,10 +48,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     resumed_from INTEGER,               -- frame the last (successful) run started at
     created_at   REAL NOT NULL,
     started_at   REAL,
-    finished_at  REAL
+    finished_at  REAL,
+    owner        TEXT                   -- sha256 of the browser's owner key; NULL: API clients
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
 """
+# Databases made before jobs had owners gain the column (NULL: jobs of API clients).
+_MIGRATIONS = (("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),)
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, created_at)"
+
+# ``list_jobs(owner=ANY_OWNER)``: every job, whoever made it (the server token's view).
+ANY_OWNER = object()
 
 _JSON_COLUMNS = ("info", "options", "outputs")
 
@@ -97,6 +104,14 @@ class JobStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        for table, column, sql in _MIGRATIONS:
+            columns = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(sql)
+        self._db.execute(_OWNER_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -137,18 +152,24 @@ class JobStore:
 
     # -- jobs ----------------------------------------------------------------------------
     def add_job(self, *, id: str, upload_id: str, filename: str,
-                options: dict[str, Any]) -> dict[str, Any]:
+                options: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+        """A queued job. ``owner``: who may list and delete it (None: API clients)."""
         self._exec(
-            "INSERT INTO jobs (id, state, upload_id, filename, options, outputs, created_at)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (id, QUEUED, upload_id, filename, json.dumps(options), "{}", time.time()))
+            "INSERT INTO jobs (id, state, upload_id, filename, options, outputs, created_at,"
+            " owner) VALUES (?,?,?,?,?,?,?,?)",
+            (id, QUEUED, upload_id, filename, json.dumps(options), "{}", time.time(), owner))
         return self.get_job(id)  # type: ignore[return-value]
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
-    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+    def list_jobs(self, limit: int = 100, owner: Any = ANY_OWNER) -> list[dict[str, Any]]:
+        """Jobs, newest first: every job (``ANY_OWNER``), or those of one ``owner`` (None:
+        the jobs made without an owner)."""
+        if owner is ANY_OWNER:
+            return self._all("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return self._all("SELECT * FROM jobs WHERE owner IS ? ORDER BY created_at DESC"
+                         " LIMIT ?", (owner, limit))
 
     def count(self, state: str) -> int:
         with self._lock:
