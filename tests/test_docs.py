@@ -160,6 +160,7 @@ def _all_blocks() -> list[Block]:
 BLOCKS = _all_blocks()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_doc_block_runs(block: Block, tmp_path):
     if block.skip is not None:
