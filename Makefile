@@ -28,7 +28,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## Matte the bundled sample clip with the bundled weights.
 demo: install
-	$(VENV)/bin/rvmatte demo --output-dir $(DEMO_OUT)
+	$(VENV)/bin/rvmatte demo -o $(DEMO_OUT)
 
 ## Run the whole test suite.
 test: install-dev
