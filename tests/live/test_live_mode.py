@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,34 +14,6 @@ import pytest
 from rvmatte.errors import InputError, OutputError, WeightsError
 from rvmatte.live import RatioController, run_live
 from rvmatte.spec import ModelSpec
-
-
-def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int = 12) -> Path:
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"preset": "ultrafast"}
-        for i in range(frames):
-            img = np.full((h, w, 3), 40, np.uint8)
-            x0 = (i * 5) % (w - 24)
-            img[20:44, x0:x0 + 24] = (230, 200, 180)
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("live") / "cam.mp4")
-
-
-@pytest.fixture(scope="module")
-def model():
-    from rvmatte.weights import load_model
-
-    return load_model(weights=None)
 
 
 def frames_of(path: Path) -> list[np.ndarray]:
@@ -62,9 +35,10 @@ def test_file_to_file_keeps_every_frame(clip, model, tmp_path):
 
 def test_degrades_ratio_when_too_slow(clip, model, tmp_path):
     out = tmp_path / "fast.webm"
-    # nobody mattes 100000 fps: the ratio must step down, and every frame is still written
+    # nobody mattes 100000 fps: the ratio must step down (adapt asked for: file to file does
+    # not adapt by default), and every frame is still written
     stats = run_live(str(clip), str(out), background="transparent", downsample_ratio=1.0,
-                     target_fps=100000, min_ratio=0.25, model=model)
+                     target_fps=100000, min_ratio=0.25, model=model, adapt=True)
     assert stats.ratio_changes and stats.ratio_changes[0] == (1.0, 0.75)
     assert stats.ratio < 1.0
     assert stats.state_resets == 1 + len(stats.ratio_changes)
@@ -134,8 +108,9 @@ def test_bad_input(clip, model, tmp_path, monkeypatch, source, output, kw, error
 def test_not_a_video_source(model, tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("hello")
-    with pytest.raises(InputError, match="cannot open"):
+    with pytest.raises(InputError, match="cannot read"):
         run_live(str(bad), str(tmp_path / "o.mp4"), model=model)
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def run_cli(*args, env_extra=None, tmp_path=None):
@@ -162,8 +137,24 @@ def test_cli_file_output(clip, tmp_path):
                 "--downsample", "0.5", "--background", "blur", "--max-frames", "6",
                 tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "live: 6 frames" in r.stderr and "fps" in r.stderr
+    last = r.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    # one honest figure: frames written / wall seconds, then the stages' times per frame
+    m = re.fullmatch(r"live: 6 frames in ([\d.]+) s \(([\d.]+) fps\), ratio 0.5; "
+                     r"capture \d+ ms, model \d+ ms, output \d+ ms", last)
+    assert m, last
+    seconds, fps = map(float, m.groups())
+    assert fps == pytest.approx(6 / seconds, rel=0.1, abs=0.1)
     assert len(frames_of(tmp_path / "out.mp4")) == 6
+
+
+def test_cli_adapt_flags():
+    from rvmatte.cli import build_parser
+
+    p = build_parser()
+    base = ["live", "--source", "0"]
+    assert p.parse_args(base).adapt is None  # decided by the source and the output
+    assert p.parse_args(base + ["--adapt"]).adapt is True
+    assert p.parse_args(base + ["--no-adapt"]).adapt is False
 
 
 def test_stream_url_source(clip, model, tmp_path):

@@ -11,9 +11,11 @@ from .options import add_model_options, add_output, add_quiet, spec_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="matte a camera, file or stream in real time",
                        description="Live matting: camera index, video file or stream URL in; "
-                                   "a window, a virtual camera or a video file out. Lowers the "
-                                   "downsample ratio (--downsample is the starting one) when it "
-                                   "cannot keep up.")
+                                   "a window, a virtual camera or a video file out. From a camera "
+                                   "or stream, or to a window or virtual camera, the downsample "
+                                   "ratio (--downsample is the starting one) is lowered when the "
+                                   "model cannot keep up, and late frames are dropped; file to "
+                                   "file every frame is written at the ratio asked for.")
     p.add_argument("--source", required=True,
                    help="camera index (0), video file, or stream URL (rtsp://, http://...)")
     add_output(p, default="window", metavar="window|virtualcam|FILE",
@@ -25,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rate to keep up with (default: the source's frame rate)")
     p.add_argument("--min-ratio", type=float, default=0.1,
                    help="lowest ratio to fall back to when slow")
-    p.add_argument("--no-adapt", dest="adapt", action="store_false",
-                   help="keep the ratio fixed even when too slow")
+    p.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
+                   help="lower the ratio when the model (its time alone, not the encoder's "
+                        "or the window's) is slower than --target-fps; default: only from a "
+                        "camera or stream, or to a window or virtual camera")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="stop after N frames")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -44,8 +48,5 @@ def run(args: argparse.Namespace) -> int:
                      min_ratio=args.min_ratio, max_frames=args.max_frames,
                      overwrite=args.overwrite, status=None if args.quiet else print_status)
     if not args.quiet:
-        changes = ", ".join(f"{a:g}->{b:g}" for a, b in stats.ratio_changes)
-        print(f"\rlive: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), "
-              f"ratio {stats.ratio:g}" + (f" (changed {changes})" if changes else ""),
-              file=sys.stderr)
+        print(f"\rlive: {stats.summary()}", file=sys.stderr)
     return 0
