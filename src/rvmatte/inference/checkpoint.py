@@ -6,7 +6,7 @@ and, once the first segment is encoded, two files replaced atomically at every s
     job.json    {"fingerprint", "done", "last_pts", "range_offset", "input",
                  "segments": {kind: [[file name, start pts], ...]}}
     state.npz   the recurrent state after frame ``done`` (four float32 arrays; none before
-                the first frame)
+                the first frame) and the post stage's processors' states (``post/<name>/<i>``)
 
 A checkpoint is used only by a job with the same fingerprint: a hash of the request
 (:meth:`~rvmatte.inference.plan.ConvertRequest.identity`, the model spec's fingerprint
@@ -79,6 +79,7 @@ class Checkpoint:
     ``done - 1``. range_offset: the timestamp subtracted from the outputs' (the range's first
     frame; 0 from the start). segments: kind -> ``[(path, start_pts), ...]``, in order.
     state: the recurrent state after frame ``done - 1``, float32 arrays (empty: none).
+    post: processor name -> its ``state_arrays()`` after frame ``done - 1`` (the post stage).
     """
 
     done: int = 0
@@ -86,6 +87,7 @@ class Checkpoint:
     range_offset: Optional[int] = None
     segments: dict = field(default_factory=dict)
     state: list = field(default_factory=list)
+    post: dict = field(default_factory=dict)
 
 
 class CheckpointDir:
@@ -132,11 +134,11 @@ class CheckpointDir:
             if meta.get("fingerprint") != self.fingerprint:
                 return None, DISCARDED_NOTE
             with np.load(state_path) as z:
-                state = [z[f"arr_{i}"] for i in range(len(z.files))]
+                state, post = _unpack_state(z)
             segments = {k: [(self.segments_dir / name, pts) for name, pts in v]
                         for k, v in meta["segments"].items()}
             return Checkpoint(int(meta["done"]), meta["last_pts"], meta["range_offset"],
-                              segments, state), None
+                              segments, state, post), None
         except Exception:  # noqa: BLE001 - an unreadable checkpoint: start over
             return None, UNREADABLE_NOTE
 
@@ -150,7 +152,8 @@ class CheckpointDir:
     def save(self, ckpt: Checkpoint) -> None:
         """Write ``ckpt`` (state first, then job.json: a job.json always has its state)."""
         buf = io.BytesIO()
-        np.savez(buf, *ckpt.state)
+        np.savez(buf, *ckpt.state, **{f"post/{name}/{i}": a for name, arrays in
+                                      ckpt.post.items() for i, a in enumerate(arrays)})
         meta = {"fingerprint": self.fingerprint, "done": ckpt.done, "last_pts": ckpt.last_pts,
                 "range_offset": ckpt.range_offset, "input": self.input,
                 "segments": {k: [(p.name, s) for p, s in v] for k, v in ckpt.segments.items()}}
@@ -170,3 +173,12 @@ class CheckpointDir:
         if not self.saved:
             self.discard()
 
+
+def _unpack_state(z) -> tuple[list, dict]:
+    """state.npz -> (recurrent state arrays, {processor name: [arrays]})."""
+    n = sum(1 for k in z.files if k.startswith("arr_"))
+    post: dict = {}
+    for k in sorted((k for k in z.files if k.startswith("post/")),
+                    key=lambda k: (k.split("/")[1], int(k.split("/")[2]))):
+        post.setdefault(k.split("/")[1], []).append(z[k])
+    return [z[f"arr_{i}"] for i in range(n)], post

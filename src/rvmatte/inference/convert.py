@@ -50,7 +50,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   preset: Optional[str] = None, encoder: str = "auto",
                   device_yuv: Optional[bool] = None, encode_workers="auto",
                   encoder_threads=None, encode_processes: bool = False,
-                  strict: bool = False) -> ConversionResult:
+                  strict: bool = False, select: Any = None,
+                  background_plate: Any = None) -> ConversionResult:
     """Matte ``input`` into ``output`` (composite), ``alpha`` and/or ``foreground``.
 
     input: a video file, an image folder, a ``%06d.png`` pattern or a single image.
@@ -83,6 +84,13 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         encoder, and encoders in child processes instead of threads.
     strict: fewer frames decoded than the container declares (a truncated file) is an
         :class:`~rvmatte.errors.InputError`; without it, a line in ``result.warnings``.
+    select: who is matted: a :class:`rvmatte.post.people.Selection` (points, box, mask or
+        the N largest people, on its ``frame``), or ``(x, y)``: the person at that pixel of
+        the first frame. The others get alpha 0; the chosen ones are tracked.
+    background_plate: an image (or a short video, averaged) of the empty scene from the same
+        camera: foreground colours from ``I = aF + (1-a)B``, regions matching the plate
+        (people in posters, screens) removed, small camera motion followed
+        (:mod:`rvmatte.post.plate`).
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -94,13 +102,14 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         background=background, codec=codec, quality=quality, preset=preset, encoder=encoder,
         device_yuv=device_yuv, encode_workers=encode_workers, encoder_threads=encoder_threads,
         encode_processes=encode_processes, seq_chunk=seq_chunk, segment_frames=segment_frames,
-        alpha_bits=alpha_bits, resume=resume, overwrite=overwrite, strict=strict)
+        alpha_bits=alpha_bits, resume=resume, overwrite=overwrite, strict=strict,
+        selection=_selection(select), plate=background_plate)
     targets = plan_targets(request)
     matter = None
     try:
         matter = model if isinstance(model, Matter) else Matter(spec, model=model)
         plan = plan_outputs(request, targets, device_type=matter.device_type,
-                            uint8_path=matter.uint8_path)
+                            uint8_path=matter.uint8_path, post=_has_post(request))
         return _convert(request, plan, matter, model_label=_model_label(model),
                         progress=progress, cancel=cancel, t_start=t_start)
     finally:
@@ -108,6 +117,71 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             matter.close()  # this conversion's own session: stop its runners' threads
         if isinstance(targets.parsed_background, Background):
             targets.parsed_background.close()
+
+
+def _selection(select: Any):
+    """``convert_video``'s ``select`` as a Selection (None: everyone)."""
+    if select is None:
+        return None
+    from ..post.people import Selection
+
+    return select if isinstance(select, Selection) else Selection(points=(tuple(select),))
+
+
+def _has_post(request: ConvertRequest) -> bool:
+    """Whether a post stage runs (then the network's float outputs are used)."""
+    return request.selection is not None or request.plate is not None
+
+
+def _post_processors(request: ConvertRequest, plan: OutputPlan, matter: Matter,
+                     resumed: Any) -> dict:
+    """The post stage's processors, in order: the plate (clean-up first, so a person on a
+    poster is never a person to select), then the person selection. Bad guidance input is
+    refused here, before any output is written."""
+    post: dict = {}
+    w, h = plan.info.width, plan.info.height
+    if request.plate is not None:
+        from ..post.plate import PlateFilter
+
+        post["plate"] = PlateFilter(request.plate, w, h)
+    if request.selection is not None:
+        from ..post.people import PeopleFilter
+
+        sel, resolved = request.selection, None
+        if sel.frame > 0:  # tracked from frame 0: find who is at the pixel on frame N first
+            resolved = () if resumed is not None else _resolve_later_selection(
+                request, plan, matter, post.get("plate"))
+        post["people"] = PeopleFilter(sel, w, h, resolved=resolved)
+    return post
+
+
+def _resolve_later_selection(request: ConvertRequest, plan: OutputPlan, matter: Matter,
+                             plate: Any) -> tuple:
+    """A first pass over frames 0..N (network, plate clean-up, tracking of everyone) that
+    finds the track ids of the people selected on frame N (costs N+1 frames of matting)."""
+    from ..io.readers import Source
+    from ..post.people import resolve_selection
+
+    sel, state = request.selection, None
+    if plate is not None:
+        plate.load_state([])
+
+    def alphas():
+        nonlocal state
+        for fr in Source(plan.info, plan.range).frames():
+            if fr.index > sel.frame:
+                return
+            src = matter.to_tensor(fr.image[None])
+            fgr, pha, state = matter.step(src, state, plan.ratio)
+            if plate is not None:
+                fgr, pha = plate.tensors(src, fgr, pha)
+            yield fr.image, pha[0, 0].float().cpu().numpy()
+
+    ids = resolve_selection(sel, alphas(), plan.info.width, plan.info.height)
+    if plate is not None:
+        plate.load_state([])  # the real pass starts from the first frame again
+        plate.warnings.clear()
+    return tuple(ids)
 
 
 def _model_spec(spec: Optional[ModelSpec], model: Any, **fields: Any) -> ModelSpec:
@@ -139,13 +213,15 @@ def _convert(request: ConvertRequest, plan: OutputPlan, matter: Matter, *,
                           input=str(request.input))
     resumed, note = ckpts.open(resume=request.resume)
     try:
-        run = Pipeline(plan, matter, ckpts, resumed, progress=progress, cancel=cancel).run()
+        post = _post_processors(request, plan, matter, resumed)
+        run = Pipeline(plan, matter, ckpts, resumed, progress=progress, cancel=cancel,
+                       post=post).run()
     except BaseException:
         ckpts.discard_unless_saved()
         raise
     try:
         warnings = check_frames(plan, run.done, first_pts=run.range_offset,
-                                last_pts=run.last_pts, strict=request.strict)
+                                last_pts=run.last_pts, strict=request.strict) + run.warnings
     except InputError:
         ckpts.discard()
         raise

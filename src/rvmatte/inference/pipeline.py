@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -65,6 +65,7 @@ class RunResult:
     stages: dict
     processes: bool
     notes: list
+    warnings: list = field(default_factory=list)
 
 
 class _Job:
@@ -154,11 +155,16 @@ class Pipeline:
 
     progress: None/False, True (a tqdm bar on stderr) or a callable taking
     :class:`ProgressInfo`. cancel: a ``threading.Event``. :meth:`run` runs it once.
+    post: ``{name: processor}`` run in order on each chunk after the network (the post
+    stage, :mod:`rvmatte.post`): ``processor.tensors(src, fgr, pha) -> (fgr, pha)`` with
+    ``src``/``fgr`` (T,3,H,W), ``pha`` (T,1,H,W); ``state_arrays()`` / ``load_state(arrays)``
+    carry its state through checkpoints; an optional ``warnings`` list reaches the result.
+    The plan must not use the uint8 path when there are processors.
     """
 
     def __init__(self, plan: OutputPlan, matter: Any, checkpoints: CheckpointDir,
                  resumed: Optional[Checkpoint] = None, *, progress: Any = None,
-                 cancel: Optional[threading.Event] = None) -> None:
+                 cancel: Optional[threading.Event] = None, post: Optional[dict] = None) -> None:
         start = resumed or Checkpoint(segments={s.kind: [] for s in plan.specs})
         self.plan, self.matter, self.checkpoints, self.cancel = plan, matter, checkpoints, cancel
         self.progress = progress
@@ -168,6 +174,11 @@ class Pipeline:
         self.resume_pts = None if start.last_pts is None else start.last_pts + 1
         self.segments = {k: list(v) for k, v in start.segments.items()}
         self.state = self._restore_state(start.state)
+        self.post = dict(post or {})
+        if self.post and plan.uint8:
+            raise ValueError("post-processing needs the tensor path (plan_outputs(post=True))")
+        for name, proc in self.post.items():
+            proc.load_state(list(start.post.get(name, [])))
         self.job, self.stages = _Job(), _Stages()
         self.halt = threading.Event()  # cancel: stop decoding, let the encoder finish
         self.q_in: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
@@ -215,9 +226,10 @@ class Pipeline:
             if bar is not None:
                 bar.close()
         self._raise(cancelled)
+        warnings = [w for p in self.post.values() for w in getattr(p, "warnings", ())]
         return RunResult(self.done, self.resume_index, self.last_pts, self.range_offset,
                          self.segments, t_run, self.stages.report(),
-                         self.outs.processes, self.notes)
+                         self.outs.processes, self.notes, warnings)
 
     def _raise(self, cancelled: bool) -> None:
         path = self.plan.info.path
@@ -314,8 +326,9 @@ class Pipeline:
             self.done, self.last_pts = idx[-1] + 1, pts[-1]
             if self.done % seg == 0:
                 state = self.matter.state_arrays(self.state)
+                post = {name: p.state_arrays() for name, p in self.post.items()}
                 t = self.stages.add("model_s", t)
-                if not _put(self.q_out, ("checkpoint", self.done, pts[-1], state), job):
+                if not _put(self.q_out, ("checkpoint", self.done, pts[-1], state, post), job):
                     return False
                 self.stages.add("model_blocked_s", t)
             if reporter is not None:
@@ -344,6 +357,8 @@ class Pipeline:
             else:
                 src = m.to_tensor(frames)
             fgr, pha, self.state = m.step(src, self.state, plan.ratio)
+            for proc in self.post.values():
+                fgr, pha = proc.tensors(src, fgr, pha)
             return tensor_outputs(plan, src, fgr, pha, idx[0])
         except Exception as e:
             if not _is_cuda_oom(e):
@@ -430,9 +445,9 @@ class Pipeline:
             for kind, record in closed.items():
                 self.segments[kind].append(record)
             if payload is not None:
-                done, last, state = payload
+                done, last, state, post = payload
                 self.checkpoints.save(Checkpoint(done, last, self.range_offset, self.segments,
-                                                 state))
+                                                 state, post))
                 self.done_written = done
 
 

@@ -64,6 +64,8 @@ class ConvertRequest:
     segment_frames / seq_chunk: ``None`` for the planned default.
     strict: fewer frames decoded than the container declares is an error, not a warning.
     spec: the model's identity and placement (its ``downsample`` is the conversion's ratio).
+    selection / plate: guidance (:mod:`rvmatte.post.people` ``Selection``; a background
+        plate's path), None when not used.
     """
 
     input: Path
@@ -85,6 +87,8 @@ class ConvertRequest:
     resume: bool = False
     overwrite: bool = False
     strict: bool = False
+    selection: Any = None
+    plate: Optional[Path] = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise the frozen fields once, in the old check order
@@ -119,7 +123,24 @@ class ConvertRequest:
                 "codec": self.codec, "quality": self.quality, "preset": self.preset,
                 "encoder": self.encoder, "device_yuv": self.device_yuv,
                 "alpha_bits": self.alpha_bits, "seq_chunk": self.seq_chunk,
-                "segment_frames": self.segment_frames, "spec": self.spec.fingerprint()}
+                "segment_frames": self.segment_frames, "spec": self.spec.fingerprint(),
+                **self._guidance_identity()}
+
+    def _guidance_identity(self) -> dict:
+        """The guidance's part of :meth:`identity` (nothing when there is none, so other
+        jobs' fingerprints are unchanged): the selection and the plate file's identity."""
+        if self.selection is None and self.plate is None:
+            return {}
+        plate = None
+        if self.plate is not None:
+            p = Path(self.plate)
+            st = p.stat() if p.is_file() else None
+            plate = [str(p.resolve()), st.st_size if st else None,
+                     st.st_mtime_ns if st else None]
+        sel = None if self.selection is None else self.selection.identity()
+        return {"guidance": {"selection": sel, "plate": plate}}
+
+
 
 
 # ---- step 1: the input and the targets ------------------------------------------------------
@@ -267,17 +288,18 @@ class OutputPlan:
 
 
 def plan_outputs(request: ConvertRequest, targets: Targets, *, device_type: str,
-                 uint8_path: Callable[[float], bool]) -> OutputPlan:
+                 uint8_path: Callable[[float], bool], post: bool = False) -> OutputPlan:
     """The plan for a model on ``device_type`` (``"cpu"``/``"cuda"``/``"mps"``);
     ``uint8_path(ratio)``: whether its backend takes uint8 frames (``Matter.uint8_path``),
-    asked only when the outputs allow that path."""
+    asked only when the outputs allow that path. ``post``: a post stage runs on the
+    network's float outputs (then the tensor path is used)."""
     info, ratio = targets.info, targets.ratio
     gpu = device_type == "cuda"
     specs, notes = _choose_encoders(targets.specs, request.encoder, gpu=gpu)
     use_yuv = gpu if request.device_yuv is None else bool(request.device_yuv)
     yuv_in = use_yuv and info.yuv420_ok
     uint8 = (_uint8_able(specs, targets.background, request.alpha_bits) and not yuv_in
-             and uint8_path(ratio))
+             and not post and uint8_path(ratio))
     yuv_out = _yuv_outputs(specs, info, uint8=uint8, use_yuv=use_yuv,
                            device_yuv=request.device_yuv)
     keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}
