@@ -73,8 +73,44 @@ def register(subparsers) -> None:
                         "truncated file); without it that is a warning")
     add_quiet(r)
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    _add_guidance_options(p)
     add_model_options(p, seq_chunk=True)
     p.set_defaults(func=run)
+
+
+def _add_guidance_options(p) -> None:
+    g = p.add_argument_group(
+        "guidance: who is matted, and a clean background plate (README: Choosing who is "
+        "matted)")
+    g.add_argument("--select", action="append", default=None, metavar="X,Y",
+                   help="keep only the person at this pixel (of the first frame, or of "
+                        "--select-frame); repeat for several people; the others get alpha 0")
+    g.add_argument("--select-box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="keep the people mostly inside this box")
+    g.add_argument("--select-mask", default=None, metavar="PATH",
+                   help="keep the people a mask image covers (white = keep)")
+    g.add_argument("--people", type=int, default=None, metavar="N",
+                   help="keep the N largest people (picked on the selection frame)")
+    g.add_argument("--select-frame", type=int, default=None, metavar="N",
+                   help="the frame (of the converted range) the selection refers to "
+                        "(default 0; a later frame costs a first pass over frames 0..N)")
+    g.add_argument("--background-plate", default=None, metavar="PATH",
+                   help="an image (or short video, averaged) of the empty scene from the same "
+                        "camera: cleaner foreground colours, posters/screens removed")
+
+
+def _guidance(args) -> dict:
+    """convert_video's guidance arguments from the flags (none when not used)."""
+    from ..post.people import Selection
+
+    out = {}
+    sel = Selection.parse(args.select, args.select_box, args.select_mask, args.people,
+                          args.select_frame)
+    if sel is not None:
+        out["select"] = sel
+    if args.background_plate is not None:
+        out["background_plate"] = args.background_plate
+    return out
 
 
 def _is_batch(path: Path) -> bool:
@@ -116,7 +152,7 @@ def run(args) -> int:
                   alpha_bits=args.alpha_bits, preset=args.preset, encoder=args.encoder,
                   encode_workers=args.encode_workers, encoder_threads=args.encoder_threads,
                   encode_processes=args.encode_processes,
-                  progress=not (args.quiet or args.json))
+                  progress=not (args.quiet or args.json), **_guidance(args))
     say = _say(args)
     inp = Path(args.input)
     if _is_batch(inp):
