@@ -16,7 +16,7 @@ import pytest
 from rvmatte.errors import OutputError
 from rvmatte.live import run_live, status_line
 from rvmatte.live.pipeline import Slot
-from rvmatte.live.sinks import Sink
+from rvmatte.live.sinks import FileSink, Sink
 from rvmatte.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,6 +173,35 @@ def test_sink_stop_and_failure_end_every_thread(long_clip, model):
                  downsample_ratio=0.5, model=model)
     time.sleep(0.2)
     assert threading.active_count() <= before + 1  # no stage left running
+
+
+class InterruptedFileSink(FileSink):
+    """A file output during which the user presses Ctrl-C (it arrives in the output stage,
+    the caller's thread), or whose disk fails (``error``), at frame ``at``."""
+
+    def __init__(self, path, at: int, error: BaseException) -> None:
+        super().__init__(path)
+        self.at, self.error, self.n = at, error, 0
+
+    def write(self, image, overlay="", pts=0) -> bool:
+        self.n += 1
+        if self.n == self.at:
+            raise self.error
+        return super().write(image, overlay, pts)
+
+
+def test_ctrl_c_keeps_the_file_and_a_failure_leaves_nothing(model, tmp_path):
+    out = tmp_path / "stopped.mp4"
+    stats = run_live(str(SAMPLE), InterruptedFileSink(out, 16, KeyboardInterrupt()),
+                     downsample_ratio=0.25, model=model)
+    assert stats.stopped_by_user and stats.frames == 15
+    p = probe(out)
+    assert p["frames"] == 15 and p["audio_seconds"] == pytest.approx(0.5, abs=0.05)
+    failed = tmp_path / "failed.mp4"
+    with pytest.raises(OutputError, match="disk"):
+        run_live(str(SAMPLE), InterruptedFileSink(failed, 5, OutputError("disk full")),
+                 downsample_ratio=0.25, model=model)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["stopped.mp4"]
 
 
 def test_slot():

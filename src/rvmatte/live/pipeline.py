@@ -303,8 +303,7 @@ class LivePipeline:
         raise the first error."""
         stats = self.stats
         if self.error is not None:
-            if self.opened:
-                self.sink.abort()
+            self.sink.abort()  # also when open() failed half-way
             if not capture_stuck:
                 self.source.close()
             raise self.error

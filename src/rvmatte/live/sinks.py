@@ -146,13 +146,13 @@ class FileSink(Sink):
             self.tmp_final.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        if self._writer is not None:
-            try:
+        try:
+            if self._writer is not None:
                 self._writer.abort()
-            finally:
-                self._writer = None
-                self.tmp.unlink(missing_ok=True)
-                self.tmp_final.unlink(missing_ok=True)
+        finally:
+            self._writer = None
+            self.tmp.unlink(missing_ok=True)
+            self.tmp_final.unlink(missing_ok=True)
 
 
 def rgb_to_planes(image: np.ndarray) -> np.ndarray:

@@ -55,9 +55,9 @@ class RatioController:
 
 @dataclass
 class LiveStats:
-    """A live run: ``frames`` written (shown) in ``seconds`` of wall time (from the first
-    frame read to the output closed; the model's start-up, ``startup_s``, is before that), so
-    ``fps`` is what the viewer or the file got. Per stage: busy seconds (``capture_s``: reading
+    """A live run: ``frames`` written (shown) in ``seconds`` of wall time (from the start of
+    the capture, model and output threads to the output closed; the model's start-up,
+    ``startup_s``, comes before), so ``fps`` is what the viewer or the file got. Per stage: busy seconds (``capture_s``: reading
     and decoding, waiting for a camera included; ``model_s``: matting and compositing;
     ``output_s``: encoding or showing) and frames through it. ``dropped``: frames read but not
     written (real-time sources or outputs only; file to file writes every frame)."""
