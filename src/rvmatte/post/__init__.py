@@ -1,0 +1,125 @@
+"""The post stage: streaming processors between the network and the outputs.
+
+Each processor works on one stream of frames, looks at no future frame and carries its own
+state (saved in conversion checkpoints, so a resumed job writes the same bytes). The protocol:
+
+- ``proc(frames, pha, fgr)``: numpy; ``frames`` uint8 (T,H,W,3) RGB, ``pha`` float32 (T,H,W)
+  and ``fgr`` float32 (T,H,W,3) (or None) in [0, 1], changed in place (the CPU paths);
+- ``proc.tensors(src, fgr, pha) -> (fgr, pha)``: tensors, ``src``/``fgr`` (T,3,H,W), ``pha``
+  (T,1,H,W), on the model's device (the GPU path);
+- ``proc.state_arrays()`` / ``proc.load_state(arrays, like=None)``; ``proc.reset()`` for a
+  new clip.
+
+Processors: :class:`~rvmatte.post.stabilize.Stabilizer` (temporal stabilisation of alpha
+and foreground), :class:`ForegroundEstimator` (foreground colours from frame and alpha,
+:mod:`rvmatte.post.foreground`), :mod:`rvmatte.post.people` (person selection).
+:class:`PostOptions` names the quality options of a conversion and :func:`quality_processors`
+builds them in their order (foreground first, from the network's alpha; then the
+stabiliser, which holds alpha and foreground with the same weights).
+
+Live mode and other callers of :class:`~rvmatte.inference.session.Matter`::
+
+    post = PostChain(quality_processors(PostOptions(stabilize=True, refine_foreground=True)))
+    out = matter.process(frame)            # fgr (T,H,W,3), pha (T,H,W) float32
+    post(frames_uint8, out.pha, out.fgr)   # in place
+    post.reset()                           # on a new source / size
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .foreground import ForegroundParams, estimate_foregrounds
+from .stabilize import StabilizeParams, Stabilizer
+
+__all__ = ["PostOptions", "PostChain", "ForegroundEstimator", "Stabilizer",
+           "quality_processors"]
+
+
+@dataclass(frozen=True)
+class PostOptions:
+    """The post stage's quality options: ``stabilize`` (temporal stabilisation of alpha and
+    foreground), ``refine_foreground`` (the foreground estimated from frame and alpha instead
+    of the network's). Both off by default (docs/BENCHMARKS.md has the measurements)."""
+
+    stabilize: bool = False
+    refine_foreground: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.stabilize or self.refine_foreground
+
+    def identity(self) -> dict:
+        """For a checkpoint fingerprint (empty when off, so other jobs' stay unchanged)."""
+        if not self.enabled:
+            return {}
+        return {"post": {"stabilize": self.stabilize and StabilizeParams().__dict__,
+                         "refine_foreground": self.refine_foreground
+                         and ForegroundParams().__dict__}}
+
+
+class ForegroundEstimator:
+    """The processor of :mod:`rvmatte.post.foreground` (stateless: per frame)."""
+
+    def __init__(self, params: ForegroundParams = ForegroundParams()) -> None:
+        self.p = params
+
+    def __call__(self, frames: np.ndarray, pha: np.ndarray,
+                 fgr: Optional[np.ndarray] = None) -> None:
+        if fgr is not None:
+            estimate_foregrounds(frames, pha, fgr, self.p)
+
+    def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
+        """On the CPU through the numba kernel (a copy to and from the device)."""
+        import torch
+
+        img = (src.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
+               .permute(0, 2, 3, 1).contiguous().cpu().numpy())
+        a = pha[:, 0].detach().float().cpu().numpy()
+        f = np.empty(img.shape, np.float32)
+        estimate_foregrounds(img, np.ascontiguousarray(a), f, self.p)
+        return torch.from_numpy(f).permute(0, 3, 1, 2).to(fgr.device, fgr.dtype), pha
+
+    def state_arrays(self) -> list:
+        return []
+
+    def load_state(self, arrays: list, like: Any = None) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+def quality_processors(options: PostOptions, *, threads: int = 1) -> dict:
+    """``{name: processor}`` for ``options``, in the order they run."""
+    procs: dict = {}
+    if options.refine_foreground:
+        procs["foreground"] = ForegroundEstimator()
+    if options.stabilize:
+        procs["stabilize"] = Stabilizer(threads=threads)
+    return procs
+
+
+class PostChain:
+    """Processors run in order, as one processor (the numpy call is what the fused CPU path
+    takes as its ``post`` callable)."""
+
+    def __init__(self, processors: dict) -> None:
+        self.processors = dict(processors)
+
+    def __call__(self, frames: np.ndarray, pha: np.ndarray,
+                 fgr: Optional[np.ndarray] = None) -> None:
+        for p in self.processors.values():
+            p(frames, pha, fgr)
+
+    def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
+        for p in self.processors.values():
+            fgr, pha = p.tensors(src, fgr, pha)
+        return fgr, pha
+
+    def reset(self) -> None:
+        for p in self.processors.values():
+            p.reset()
