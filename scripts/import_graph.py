@@ -28,7 +28,7 @@ LAYERS = [
     ("models", ["models"]),
     ("spec", ["spec", "weights"]),
     ("io, export", ["io", "export"]),
-    ("runtime", ["runtime"]),
+    ("runtime", ["runtime", "post"]),
     ("inference", ["inference"]),
     ("users", ["evaluation", "training", "live", "server", "cluster"]),
     ("cli", ["cli", "__main__"]),

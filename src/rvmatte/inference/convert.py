@@ -51,7 +51,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   device_yuv: Optional[bool] = None, encode_workers="auto",
                   encoder_threads=None, encode_processes: bool = False,
                   strict: bool = False, select: Any = None,
-                  background_plate: Any = None) -> ConversionResult:
+                  background_plate: Any = None, stabilize: bool = False,
+                  refine_foreground: bool = False) -> ConversionResult:
     """Matte ``input`` into ``output`` (composite), ``alpha`` and/or ``foreground``.
 
     input: a video file, an image folder, a ``%06d.png`` pattern or a single image.
@@ -91,6 +92,10 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         camera: foreground colours from ``I = aF + (1-a)B``, regions matching the plate
         (people in posters, screens) removed, small camera motion followed
         (:mod:`rvmatte.post.plate`).
+    stabilize: temporal stabilisation of alpha and foreground where the image is still
+        (:mod:`rvmatte.post.stabilize`; streaming, exact on resume).
+    refine_foreground: the foreground colours estimated from the frame and the alpha
+        (:mod:`rvmatte.post.foreground`) instead of the network's, for every output.
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -103,7 +108,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         device_yuv=device_yuv, encode_workers=encode_workers, encoder_threads=encoder_threads,
         encode_processes=encode_processes, seq_chunk=seq_chunk, segment_frames=segment_frames,
         alpha_bits=alpha_bits, resume=resume, overwrite=overwrite, strict=strict,
-        selection=_selection(select), plate=background_plate)
+        selection=_selection(select), plate=background_plate, stabilize=stabilize,
+        refine_foreground=refine_foreground)
     targets = plan_targets(request)
     matter = None
     try:
@@ -152,7 +158,17 @@ def _post_processors(request: ConvertRequest, plan: OutputPlan, matter: Matter,
             resolved = () if resumed is not None else _resolve_later_selection(
                 request, plan, matter, post.get("plate"))
         post["people"] = PeopleFilter(sel, w, h, resolved=resolved)
-    return post
+    return {**post, **_quality_processors(request, plan)}
+
+
+def _quality_processors(request: ConvertRequest, plan: OutputPlan) -> dict:
+    """Foreground estimation and stabilisation (after the guidance), on either path."""
+    if not request.post_options.enabled:
+        return {}
+    from ..hardware import default_threads
+    from ..post import quality_processors
+
+    return quality_processors(request.post_options, threads=default_threads())
 
 
 def _resolve_later_selection(request: ConvertRequest, plan: OutputPlan, matter: Matter,

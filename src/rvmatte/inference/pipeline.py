@@ -159,7 +159,8 @@ class Pipeline:
     stage, :mod:`rvmatte.post`): ``processor.tensors(src, fgr, pha) -> (fgr, pha)`` with
     ``src``/``fgr`` (T,3,H,W), ``pha`` (T,1,H,W); ``state_arrays()`` / ``load_state(arrays)``
     carry its state through checkpoints; an optional ``warnings`` list reaches the result.
-    The plan must not use the uint8 path when there are processors.
+    On the uint8 (fused) path the processors' numpy call runs on each frame's float outputs
+    before the uint8 outputs are made (``Matter.matte_uint8(post=...)``).
     """
 
     def __init__(self, plan: OutputPlan, matter: Any, checkpoints: CheckpointDir,
@@ -175,8 +176,6 @@ class Pipeline:
         self.segments = {k: list(v) for k, v in start.segments.items()}
         self.state = self._restore_state(start.state)
         self.post = dict(post or {})
-        if self.post and plan.uint8:
-            raise ValueError("post-processing needs the tensor path (plan_outputs(post=True))")
         for name, proc in self.post.items():
             proc.load_state(list(start.post.get(name, [])))
         self.job, self.stages = _Job(), _Stages()
@@ -347,9 +346,10 @@ class Pipeline:
         h, w = plan.info.height, plan.info.width
         try:
             if plan.uint8:
+                kw = {"post": self._post_numpy} if self.post else {}
                 made, self.state = m.matte_uint8(frames, self.state, plan.ratio,
                                                  outputs=plan.uint8_outputs,
-                                                 background=plan.uint8_background)
+                                                 background=plan.uint8_background, **kw)
                 return {key: made[UINT8_NAMES[key]] for key in plan.keys.values()}
             if plan.yuv_in:
                 matrix, full = plan.yuv_matrix
@@ -366,6 +366,11 @@ class Pipeline:
             raise RvmatteError(
                 f"out of GPU memory at {len(idx)} frame(s) of {w}x{h} per call; "
                 "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
+
+    def _post_numpy(self, frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray) -> None:
+        """The post stage on one frame's float outputs (the uint8 path), in place."""
+        for proc in self.post.values():
+            proc(frames, pha, fgr)
 
     # ---- encode stage -------------------------------------------------------------------
     def _writer_args(self, kind: str, index: int, start_pts: int) -> dict:

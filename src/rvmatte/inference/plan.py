@@ -66,6 +66,8 @@ class ConvertRequest:
     spec: the model's identity and placement (its ``downsample`` is the conversion's ratio).
     selection / plate: guidance (:mod:`rvmatte.post.people` ``Selection``; a background
         plate's path), None when not used.
+    stabilize / refine_foreground: the post stage's quality options
+        (:class:`rvmatte.post.PostOptions`).
     """
 
     input: Path
@@ -89,6 +91,8 @@ class ConvertRequest:
     strict: bool = False
     selection: Any = None
     plate: Optional[Path] = None
+    stabilize: bool = False
+    refine_foreground: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise the frozen fields once, in the old check order
@@ -124,7 +128,15 @@ class ConvertRequest:
                 "encoder": self.encoder, "device_yuv": self.device_yuv,
                 "alpha_bits": self.alpha_bits, "seq_chunk": self.seq_chunk,
                 "segment_frames": self.segment_frames, "spec": self.spec.fingerprint(),
-                **self._guidance_identity()}
+                **self._guidance_identity(), **self.post_options.identity()}
+
+    @property
+    def post_options(self):
+        """The quality options as a :class:`rvmatte.post.PostOptions`."""
+        from ..post import PostOptions
+
+        return PostOptions(stabilize=bool(self.stabilize),
+                           refine_foreground=bool(self.refine_foreground))
 
     def _guidance_identity(self) -> dict:
         """The guidance's part of :meth:`identity` (nothing when there is none, so other
@@ -139,8 +151,6 @@ class ConvertRequest:
                      st.st_mtime_ns if st else None]
         sel = None if self.selection is None else self.selection.identity()
         return {"guidance": {"selection": sel, "plate": plate}}
-
-
 
 
 # ---- step 1: the input and the targets ------------------------------------------------------

@@ -142,15 +142,17 @@ class Matter:
         return ratio < 1 and self.backend_for(ratio) == "fused"
 
     def matte_uint8(self, frames: np.ndarray, state, ratio: float, *, outputs: Sequence[str],
-                    background: Sequence[float] = (0.0, 0.0, 0.0)):
+                    background: Sequence[float] = (0.0, 0.0, 0.0), post=None):
         """uint8 (T,H,W,3) RGB -> ``({name: uint8 array}, state)`` for each name in
         ``outputs`` (see :meth:`rvmatte.runtime.fused.FusedRunner.finish`); where
-        :meth:`uint8_path` is true."""
+        :meth:`uint8_path` is true. ``post``: a callable run on each frame's float outputs
+        before the uint8 ones are made (the post stage, :mod:`rvmatte.post`)."""
         if not self.uint8_path(ratio):
             raise ValueError(f"no uint8 path for backend {self.backend_for(ratio)!r} at "
                              f"ratio {ratio}")
+        kw = {} if post is None else {"post": post}  # an older runner takes no post
         return self._runner_for(ratio).matte_uint8(frames, state, ratio, outputs=outputs,
-                                                   background=background)
+                                                   background=background, **kw)
 
     def close(self) -> None:
         """Stop the runners' worker threads (the session can still be used; they restart)."""

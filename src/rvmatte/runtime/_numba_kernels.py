@@ -155,3 +155,82 @@ def refine_float_rows(src, a, b, fgr, pha, xi0, xi1, xl, yi0, yi1, yl, r0, r1):
         for x in range(W):
             r, g, bl = src[0, y, x], src[1, y, x], src[2, y, x]
             pha[y, x], fgr[0, y, x], fgr[1, y, x], fgr[2, y, x] = apply_pixel(ua, x, r, g, bl)
+
+
+@jit
+def refine_float_u8_rows(src, a, b, fgr, pha, xi0, xi1, xl, yi0, yi1, yl, r0, r1):
+    # src (H,W,3) uint8 -> fgr (H,W,3), pha (H,W) float32 (the network's outputs, clamped),
+    # rows r0..r1; for a post stage between the network and the uint8 outputs
+    W = src.shape[1]
+    va = np.empty((8, a.shape[2]), np.float32)
+    ua = np.empty((8, W), np.float32)
+    inv = np.float32(1.0 / 255.0)
+    for y in range(r0, r1):
+        coef_row(a, b, va, ua, yi0[y], yi1[y], yl[y], xi0, xi1, xl)
+        for x in range(W):
+            r, g, bl = src[y, x, 0] * inv, src[y, x, 1] * inv, src[y, x, 2] * inv
+            pha[y, x], fgr[y, x, 0], fgr[y, x, 1], fgr[y, x, 2] = apply_pixel(ua, x, r, g, bl)
+
+
+@jit
+def compose_rows(pha, fg, bg, comp, rgba, fgr, alpha, comp_yuv, alpha_yuv, r0, r1):
+    # The outputs of refine_rows (same arithmetic) from float32 pha (H,W) and fg (H,W,3) in
+    # [0, 1] (a post stage's results) instead of the coefficients.
+    H, W = pha.shape[0], pha.shape[1]
+    even = np.empty((3, W), np.float32)
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    s255 = np.float32(255.0)
+    kr, kg, kb = np.float32(KR), np.float32(KG), np.float32(KB)
+    s219, o16 = np.float32(219.0), np.float32(16.5)
+    cbs, crs = np.float32(224.0 / (2.0 * (1.0 - KB))), np.float32(224.0 / (2.0 * (1.0 - KR)))
+    o128, quarter = np.float32(128.5), np.float32(0.25)
+    uoff = H * W
+    voff = uoff + (H // 2) * (W // 2)
+    want_comp, want_rgba = comp.shape[0] > 0, rgba.shape[0] > 0
+    want_fgr, want_alpha = fgr.shape[0] > 0, alpha.shape[0] > 0
+    want_cy, want_ay = comp_yuv.shape[0] > 0, alpha_yuv.shape[0] > 0
+    for y in range(r0, r1):
+        odd = y % 2 == 1
+        q0 = q1 = q2 = zero
+        for x in range(W):
+            p, fr, fg_, fb = pha[y, x], fg[y, x, 0], fg[y, x, 1], fg[y, x, 2]
+            c0 = bg[0] + p * (fr - bg[0])
+            c1 = bg[1] + p * (fg_ - bg[1])
+            c2 = bg[2] + p * (fb - bg[2])
+            if want_comp:
+                comp[y, x, 0] = np.uint8(c0 * s255 + half)
+                comp[y, x, 1] = np.uint8(c1 * s255 + half)
+                comp[y, x, 2] = np.uint8(c2 * s255 + half)
+            if want_rgba:
+                rgba[y, x, 0] = np.uint8(fr * s255 + half)
+                rgba[y, x, 1] = np.uint8(fg_ * s255 + half)
+                rgba[y, x, 2] = np.uint8(fb * s255 + half)
+                rgba[y, x, 3] = np.uint8(p * s255 + half)
+            if want_fgr:
+                fgr[y, x, 0] = np.uint8(fr * s255 + half)
+                fgr[y, x, 1] = np.uint8(fg_ * s255 + half)
+                fgr[y, x, 2] = np.uint8(fb * s255 + half)
+            if want_alpha:
+                alpha[y, x] = np.uint8(p * s255 + half)
+            if want_ay:
+                alpha_yuv[y * W + x] = np.uint8(p * s219 + o16)
+            if want_cy:
+                comp_yuv[y * W + x] = np.uint8(min((kr * c0 + kg * c1 + kb * c2) * s219 + o16,
+                                                   s255))
+                if not odd:
+                    even[0, x], even[1, x], even[2, x] = c0, c1, c2
+                elif x % 2 == 1:
+                    m0 = (even[0, x - 1] + even[0, x] + q0 + c0) * quarter
+                    m1 = (even[1, x - 1] + even[1, x] + q1 + c1) * quarter
+                    m2 = (even[2, x - 1] + even[2, x] + q2 + c2) * quarter
+                    ml = kr * m0 + kg * m1 + kb * m2
+                    ci = (y // 2) * (W // 2) + x // 2
+                    comp_yuv[uoff + ci] = np.uint8(min(max((m2 - ml) * cbs + o128, zero), s255))
+                    comp_yuv[voff + ci] = np.uint8(min(max((m0 - ml) * crs + o128, zero), s255))
+                q0, q1, q2 = c0, c1, c2
+        if want_ay and odd:
+            ci = (y // 2) * (W // 2)
+            for x in range(W // 2):
+                alpha_yuv[uoff + ci + x] = 128
+                alpha_yuv[voff + ci + x] = 128

@@ -143,28 +143,41 @@ class FusedRunner:
         return coefs, tuple(rec)
 
     def finish(self, frames: np.ndarray, coefs, *, outputs: Sequence[str],
-               background: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:
+               background: Sequence[float] = (0.0, 0.0, 0.0), post=None) -> dict:
         """The full-resolution half: ``{name: uint8 array}`` for each name in ``outputs``:
         ``"composite"`` (T,H,W,3) over ``background`` (RGB in [0, 1]), ``"rgba"`` (T,H,W,4)
         foreground and alpha, ``"foreground"`` (T,H,W,3), ``"alpha"`` (T,H,W);
         ``"composite_yuv"`` / ``"alpha_yuv"``: (T,H*3/2,W) 4:2:0 planes for the encoder (even
-        sizes; see :class:`rvmatte.runtime.kernels.Refiner`)."""
+        sizes; see :class:`rvmatte.runtime.kernels.Refiner`). ``post``: None, or a callable
+        ``post(frames (1,H,W,3) uint8, pha (1,H,W), fgr (1,H,W,3))`` changing the network's
+        float32 outputs in place before the uint8 outputs are made (:mod:`rvmatte.post`)."""
         unknown = set(outputs) - set(self._OUTPUTS)
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}")
         T, H, W = frames.shape[:3]
         out = {k: np.empty(self._shape(k, T, H, W), np.uint8) for k in outputs}
+        if post is not None:
+            pha, fgr = np.empty((1, H, W), np.float32), np.empty((1, H, W, 3), np.float32)
         for t, (a, b) in enumerate(coefs):
-            self.refine(np.ascontiguousarray(frames[t]), a, b, background=background,
-                        **{k: v[t] for k, v in out.items()})
+            frame = np.ascontiguousarray(frames[t])
+            if post is None:
+                self.refine(frame, a, b, background=background,
+                            **{k: v[t] for k, v in out.items()})
+                continue
+            self.refine.floats_u8(frame, a, b, fgr[0], pha[0])
+            post(frame[None], pha, fgr)
+            self.refine.compose(pha[0], fgr[0], background=background,
+                                **{k: v[t] for k, v in out.items()})
         return out
 
     def matte_uint8(self, frames: np.ndarray, state, downsample_ratio: float, *,
-                    outputs: Sequence[str], background: Sequence[float] = (0.0, 0.0, 0.0)):
+                    outputs: Sequence[str], background: Sequence[float] = (0.0, 0.0, 0.0),
+                    post=None):
         """``frames`` uint8 (T,H,W,3) RGB -> ``({name: uint8 array}, state)``: :meth:`network`
         then :meth:`finish`. ``state``: ``None`` or the previous call's."""
         coefs, state = self.network(frames, state, downsample_ratio)
-        return self.finish(frames, coefs, outputs=outputs, background=background), state
+        return self.finish(frames, coefs, outputs=outputs, background=background,
+                           post=post), state
 
     def close(self) -> None:
         self.refine.close()

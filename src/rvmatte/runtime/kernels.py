@@ -142,6 +142,41 @@ class Refiner:
         self._run(self._k.refine_float_rows, np.ascontiguousarray(src, np.float32), H, W, a, b,
                   (fgr, pha))
 
+    def floats_u8(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray, fgr: np.ndarray,
+                  pha: np.ndarray) -> None:
+        """``frame`` uint8 (H,W,3); fills ``fgr`` (H,W,3) and ``pha`` (H,W) float32 (the
+        network's outputs, clamped): the float half of :meth:`__call__`, for a post stage
+        (:mod:`rvmatte.post`) before :meth:`compose`."""
+        H, W = frame.shape[:2]
+        self._run(self._k.refine_float_u8_rows, frame, H, W, a, b, (fgr, pha))
+
+    def compose(self, pha: np.ndarray, fgr: np.ndarray, *, background=None,
+                **outputs: Optional[np.ndarray]) -> None:
+        """The uint8 outputs of :meth:`__call__` (same names, same arithmetic) from float32
+        ``pha`` (H,W) and ``fgr`` (H,W,3) in [0, 1]."""
+        H, W = pha.shape
+        empty = {"composite": _EMPTY3, "rgba": _EMPTY4, "foreground": _EMPTY3, "alpha": _EMPTY2}
+        outs = []
+        for name in ("composite", "rgba", "foreground", "alpha"):
+            v = outputs.get(name)
+            outs.append(empty[name] if v is None else v)
+        for name in ("composite_yuv", "alpha_yuv"):
+            pl = outputs.get(name)
+            if pl is not None and (H % 2 or W % 2 or pl.shape != (H * 3 // 2, W)):
+                raise ValueError(f"4:2:0 planes need an even size, got {pl.shape}")
+            outs.append(_EMPTY1 if pl is None else pl.reshape(-1))
+        bg = np.asarray(background if background is not None else (0, 0, 0), np.float32)
+        bands = np.linspace(0, H, self.threads + 1).astype(int) // 2 * 2
+        bands[-1] = H
+        args = (np.ascontiguousarray(pha, np.float32), np.ascontiguousarray(fgr, np.float32),
+                bg, *outs)
+        jobs = [(int(bands[i]), int(bands[i + 1])) for i in range(self.threads)]
+        futures = ([self._pool.submit(self._k.compose_rows, *args, r0, r1)
+                    for r0, r1 in jobs[1:]] if self._pool is not None else [])
+        self._k.compose_rows(*args, *jobs[0])
+        for f in futures:
+            f.result()
+
     def _run(self, kernel, src: np.ndarray, H: int, W: int, a: np.ndarray, b: np.ndarray,
              rest: tuple) -> None:
         """``kernel(src, a, b, *rest, *maps, r0, r1)`` over ``self.threads`` bands of rows of
