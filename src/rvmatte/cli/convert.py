@@ -63,6 +63,7 @@ def register(subparsers) -> None:
                         "instead of a thread (faster with x264 ultrafast on many-core GPU "
                         "machines; see docs/SPEED.md)")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_post_options(p)
     r = p.add_argument_group("range and job")
     r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
     r.add_argument("--end", default=None, help="seconds, [hh:]mm:ss, or frame number (300f)")
@@ -113,6 +114,24 @@ def _guidance(args) -> dict:
     return out
 
 
+def _add_post_options(p) -> None:
+    import argparse
+
+    q = p.add_argument_group("quality (post stage after the network; docs/BENCHMARKS.md)")
+    q.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=False,
+                   help="temporal stabilisation: hold alpha and foreground where the image is "
+                        "still (less flicker), the network's values where it moves")
+    q.add_argument("--foreground-estimation", dest="refine_foreground",
+                   action=argparse.BooleanOptionalAction, default=False,
+                   help="estimate the foreground colours from the frame and the alpha "
+                        "(multi-level, Germer et al. 2020) instead of the network's")
+
+
+def _post_kwargs(args) -> dict:
+    """The quality options for convert_video (only those switched on)."""
+    return {k: True for k in ("stabilize", "refine_foreground") if getattr(args, k, False)}
+
+
 def _is_batch(path: Path) -> bool:
     from ..io.readers import list_videos
 
@@ -152,7 +171,8 @@ def run(args) -> int:
                   alpha_bits=args.alpha_bits, preset=args.preset, encoder=args.encoder,
                   encode_workers=args.encode_workers, encoder_threads=args.encoder_threads,
                   encode_processes=args.encode_processes,
-                  progress=not (args.quiet or args.json), **_guidance(args))
+                  progress=not (args.quiet or args.json), **_guidance(args),
+                  **_post_kwargs(args))
     say = _say(args)
     inp = Path(args.input)
     if _is_batch(inp):
