@@ -1,4 +1,5 @@
-"""``rvmatte convert``: matte a video, image folder/pattern, image, or a folder of videos."""
+"""``rvmatte convert``: matte a video, image folder/pattern, image, or a folder of videos; several
+videos, or one long video in parts, on a Ray cluster (``--cluster``, :mod:`rvmatte.cluster`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ EPILOG = """examples:
   rvmatte convert in.mp4 --alpha frames/%06d.png --alpha-bits 16
   rvmatte convert clips/ -o matted/                             # batch: one output per video
   rvmatte convert long.mp4 -o out.mp4 --resume                  # continue a killed job
+  rvmatte convert a.mp4 b.mp4 clips/ -o matted/ --alpha matted/ --cluster auto --gpus-per-task 1
+  rvmatte convert long.mp4 -o out.mp4 --cluster auto --split-seconds 60   # one video, in parts
 """
 
 
@@ -30,8 +33,9 @@ def register(subparsers) -> None:
         description="Matte people in a video: composite, alpha and/or foreground outputs in one "
                     "pass, audio and timing preserved.",
         epilog=EPILOG)
-    p.add_argument("input", help="video file, image folder, %%06d.png pattern, image, or a "
-                                 "folder of videos (batch)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video file, image folder, %%06d.png pattern, image, or a folder of "
+                        "videos (batch); several videos (or folders of them) make a batch too")
     o = p.add_argument_group("outputs (any combination; the extension picks the format)")
     add_output(o, help="composite: .mp4/.mkv (H.264), .mov (ProRes 4444 + alpha), .webm (VP9 + "
                        "alpha), folder or %%06d.png (PNG)")
@@ -75,6 +79,7 @@ def register(subparsers) -> None:
     add_quiet(r)
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     _add_guidance_options(p)
+    _add_cluster_options(p)
     add_model_options(p, seq_chunk=True)
     p.set_defaults(func=run)
 
@@ -112,6 +117,43 @@ def _guidance(args) -> dict:
     if args.background_plate is not None:
         out["background_plate"] = args.background_plate
     return out
+
+
+def _add_cluster_options(p) -> None:
+    from ..cluster.split import DEFAULT_WARMUP
+
+    c = p.add_argument_group(
+        "several videos, a cluster (pip install 'rvmatte[cluster]'; docs/CLUSTER.md)",
+        "With several inputs (or any of these options) -o/--alpha/--foreground are folders or "
+        "{stem} templates (one input: also a file), a manifest is written, finished outputs "
+        "are skipped and unfinished ones resumed.")
+    c.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run each video as a Ray task: auto (the cluster this machine is part "
+                        "of, or $RAY_ADDRESS), ray://HOST:PORT (Ray Client), HOST:PORT (a "
+                        "head), or local (a Ray instance on this machine); without it, videos "
+                        "are converted here one after another")
+    c.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
+                   help="CPUs each conversion task declares (and model threads on the CPU)")
+    c.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
+                   help="GPUs each conversion task declares (1: one task per GPU; 0.5: two)")
+    c.add_argument("--split", type=int, default=None, metavar="N",
+                   help="convert each video in N parts on several workers, joined exactly")
+    c.add_argument("--split-seconds", type=float, default=None, metavar="S",
+                   help="convert each video in parts of S seconds on several workers")
+    c.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, metavar="W",
+                   help="frames each part mattes before its own from a zero state and drops "
+                        "(the seam error falls as W grows: docs/CLUSTER.md)")
+    c.add_argument("--manifest", default=None, metavar="PATH",
+                   help="JSON Lines record of each video (default: rvmatte-manifest.jsonl in "
+                        "the first output folder)")
+    c.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="times a task runs again after its worker died (resuming)")
+
+
+def _is_many(args) -> bool:
+    """Several inputs, or any cluster option: the batch of :func:`rvmatte.cluster.convert_many`."""
+    return (len(args.inputs) > 1 or args.cluster is not None or args.split is not None
+            or args.split_seconds is not None or args.manifest is not None)
 
 
 def _add_post_options(p) -> None:
@@ -174,7 +216,9 @@ def run(args) -> int:
                   progress=not (args.quiet or args.json), **_guidance(args),
                   **_post_kwargs(args))
     say = _say(args)
-    inp = Path(args.input)
+    if _is_many(args):
+        return _run_many(args, spec, common, say)
+    inp = Path(args.inputs[0])
     if _is_batch(inp):
         return _run_batch(args, inp, common, say)
     res = convert_video(inp, args.output, alpha=args.alpha, foreground=args.foreground, **common)
@@ -213,3 +257,46 @@ def _run_batch(args, inp: Path, common: dict, say) -> int:
                           "failed": batch.failed}, indent=2))
     say(f"{len(batch.results)} converted, {len(batch.failed)} failed")
     return 0 if batch.ok else 1
+
+
+def _manifest_path(args) -> Path:
+    if args.manifest:
+        return Path(args.manifest)
+    first = next(t for t in (args.output, args.alpha, args.foreground) if t)
+    folder = Path(first) if "{stem}" not in first else Path(first).parent
+    if Path(first).suffix and not folder.is_dir() and "{stem}" not in first:
+        folder = folder.parent  # one input written to a file: the manifest goes next to it
+    return folder / "rvmatte-manifest.jsonl"
+
+
+def _run_many(args, spec, common: dict, say) -> int:
+    from ..cluster import convert_many, seam_note
+
+    options = {k: v for k, v in common.items()
+               if k not in ("spec", "overwrite", "resume", "progress")}
+    if args.split is not None or args.split_seconds is not None:
+        say(f"split: {seam_note(args.warmup)}")
+    res = convert_many(args.inputs, args.output, alpha=args.alpha, foreground=args.foreground,
+                       spec=spec, cluster=args.cluster, cpus_per_task=args.cpus_per_task,
+                       gpus_per_task=args.gpus_per_task, split=args.split,
+                       split_seconds=args.split_seconds, warmup=args.warmup,
+                       manifest=_manifest_path(args), progress=common["progress"],
+                       max_retries=args.max_retries, overwrite=args.overwrite, **options)
+    for r in res.records:
+        name = Path(r["input"]).name
+        if r["status"] == "failed":
+            print(f"rvmatte: error: {name}: {r['error']}", file=sys.stderr)
+            continue
+        for w in r.get("warnings") or ():
+            print(f"rvmatte: warning: {name}: {w}", file=sys.stderr)
+        say(f"{name}: {r['status']}, {r['frames']} frames in {r['seconds']:.1f} s -> "
+            f"{', '.join(r['outputs'].values())}")
+    if args.json:
+        print(json.dumps({"records": res.records, "manifest": res.manifest,
+                          "seconds": round(res.seconds, 3)}, indent=2, default=str))
+    counts = {s: sum(1 for r in res.records if r["status"] == s)
+              for s in ("done", "skipped", "failed")}
+    say(f"{counts['done']} converted, {counts['skipped']} skipped (already there), "
+        f"{counts['failed']} failed; {res.frames} frames in {res.seconds:.1f} s "
+        f"({res.fps:.1f} fps); manifest: {res.manifest}")
+    return 0 if res.ok else 1
