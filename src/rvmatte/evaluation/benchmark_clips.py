@@ -68,6 +68,9 @@ class Resolution:
     clips: int
     frames: int
     downsample_ratio: Any = "auto"
+    # the motion of each clip, cycled: "smooth" (sway and pan), "still" (nothing moves; the
+    # camera's noise only: flicker shows), "fast" (fast sway: lag shows)
+    motions: tuple = ("smooth",)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Motion:
     frequency_hz: tuple[float, float] = (0.2, 0.5)      # of each sinusoid
     pan: tuple[float, float] = (0.03, 0.08)             # background pan speed, of frame width / s
     background_zoom: float = 1.25                       # room for the pan
+    noise: float = 2.0                                  # camera noise of "still" clips, levels
+    fast: float = 4.0                                   # "fast" clips: sway amplitude x this
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class Recipe:
     backgrounds: tuple[dict, ...]
     motion: Motion = field(default_factory=Motion)
     root: Path = Path(".")  # folder the source paths are relative to
+    guidance: dict = field(default_factory=dict)  # the guidance scenes (issue 19), see below
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -140,6 +146,8 @@ def load_recipe(path: str | os.PathLike, *, seed: int | None = None,
         res = []
         for r in data["resolutions"]:
             r = dict(r)
+            if "motions" in r:
+                r["motions"] = tuple(r["motions"])
             if frames is not None:
                 r["frames"] = frames
             if clips is not None:
@@ -149,7 +157,8 @@ def load_recipe(path: str | os.PathLike, *, seed: int | None = None,
                            for k, v in data.get("motion", {}).items()})
         recipe = Recipe(name=data.get("name", path.stem), seed=int(data["seed"] if seed is None else seed),
                         resolutions=tuple(res), foregrounds=tuple(data["foregrounds"]),
-                        backgrounds=tuple(data["backgrounds"]), motion=motion, root=path.parent)
+                        backgrounds=tuple(data["backgrounds"]), motion=motion, root=path.parent,
+                        guidance=dict(data.get("guidance", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"recipe {path} is malformed: {e!r}") from None
     if not recipe.foregrounds or not recipe.backgrounds:
@@ -321,7 +330,23 @@ def clip_plan(recipe: Recipe, res: Resolution) -> list[dict]:
             "rotate_phase": _uniform(rng, (0, 2 * math.pi)),
             "pan": sign() * _uniform(rng, m.pan),
         })
+        _apply_motion_kind(plan[-1], res.motions[i % len(res.motions)], m)
     return plan
+
+
+def _apply_motion_kind(p: dict, kind: str, m: Motion) -> None:
+    """A "still" clip: nothing moves, camera noise is added; a "fast" one: the sway is
+    ``m.fast`` times larger and twice as frequent, a third more rotation. "smooth": as drawn."""
+    if kind == "smooth":
+        return
+    p["motion"] = kind
+    if kind == "still":
+        p.update(translate=0.0, scale=0.0, rotate_deg=0.0, pan=0.0, noise=m.noise)
+    elif kind == "fast":
+        p.update(translate=p["translate"] * m.fast, translate_hz=p["translate_hz"] * 2,
+                 rotate_deg=p["rotate_deg"] * 1.3)
+    else:
+        raise InputError(f"unknown clip motion {kind!r} (smooth, still, fast)")
 
 
 def _resize(a: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -396,7 +421,11 @@ def _render_clip(fg: _Foreground, bg: _Background, p: dict, res: Resolution, mot
         bgr8 = _sample(b, xx + ox, yy + (bh - H) / 2, "border").clamp_(0, 1).mul_(255).round_()
 
         a = pha8 / 255
-        com = (fgr8 * a + bgr8 * (1 - a)).round_().clamp_(0, 255)
+        com = fgr8 * a + bgr8 * (1 - a)
+        if p.get("noise"):  # camera noise (the ground truth stays clean)
+            g = torch.Generator().manual_seed(zlib.crc32(f"{p['clip']}/{t}".encode()))
+            com += torch.randn(com.shape, generator=g) * p["noise"]
+        com = com.round_().clamp_(0, 255)
         yield (com.permute(1, 2, 0).to(torch.uint8).numpy(), pha8.to(torch.uint8).numpy(),
                fgr8.permute(1, 2, 0).to(torch.uint8).numpy())
 
@@ -414,6 +443,8 @@ def make_benchmark(recipe: Recipe, out: str | os.PathLike, *, resolutions: Seque
             raise OutputError(f"{out} exists (pass --overwrite to replace it)")
         if not (out / "benchmark.json").is_file():
             raise OutputError(f"{out} exists and is not a benchmark folder; refusing to replace it")
+    guidance = bool(recipe.guidance) and (resolutions is None or GUIDANCE in resolutions)
+    resolutions = None if resolutions is None else [r for r in resolutions if r != GUIDANCE]
     wanted = [r for r in recipe.resolutions if resolutions is None or r.name in resolutions]
     if resolutions is not None and len(wanted) != len(set(resolutions)):
         known = ", ".join(r.name for r in recipe.resolutions)
@@ -446,6 +477,8 @@ def make_benchmark(recipe: Recipe, out: str | os.PathLike, *, resolutions: Seque
                     Image.fromarray(com, mode="RGB").save(dirs["com"] / name, compress_level=1)
                     Image.fromarray(pha, mode="L").save(dirs["pha"] / name, compress_level=1)
                     Image.fromarray(fgr, mode="RGB").save(dirs["fgr"] / name, compress_level=1)
+        if guidance:
+            manifest[GUIDANCE] = make_guidance_scenes(recipe, tmp / GUIDANCE, fg, bgs, progress)
         (tmp / "benchmark.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -454,3 +487,152 @@ def make_benchmark(recipe: Recipe, out: str | os.PathLike, *, resolutions: Seque
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+# -- guidance scenes (issue 19: person selection, background plate) ----------------------------
+#
+# Recipe key "guidance" (optional): {"width", "height", "people": {...}, "plate": {...}}.
+# OUT/guidance/people/: com/ (several people crossing), pha/ (everyone), person<k>/ (what is
+# visible of person k: the alpha the network should keep when k is selected); the manifest
+# gives for each person a pixel on them on frame 0 ("select").
+# OUT/guidance/plate/: com/ (one person in front of a wall holding a photo of a person, camera
+# noise and shake), pha/, fgr/ (ground truth of the live person), poster/ (the photo's person
+# in each frame: its alpha should be 0), plate.png (the empty scene as a camera would take it:
+# the unshifted wall, noise averaged over 16 frames).
+
+GUIDANCE = "guidance"
+
+
+def _layer(fg: "_Foreground", height: float, H: int, W: int, flip: bool) -> torch.Tensor:
+    """(4,h,w) RGBA of a foreground scaled to ``height`` x H."""
+    f_np, a_np = fg.frame(0)
+    src = torch.from_numpy(np.concatenate([f_np, a_np[..., None]], -1)).float().permute(2, 0, 1)
+    if flip:
+        src = src.flip(-1)
+    k = height * H / src.shape[1]
+    return _resize(src, max(2, round(src.shape[1] * k)), max(2, round(src.shape[2] * k)))
+
+
+def _place(layer: torch.Tensor, cx: float, bottom: float, yy, xx) -> torch.Tensor:
+    """The layer with its bottom centre at (cx, bottom) of the frame, (4,H,W), sub-pixel."""
+    h, w = layer.shape[1:]
+    out = _sample(layer, xx - cx + (w - 1) / 2, yy - bottom + (h - 1), "zeros")
+    return out.clamp_(0, 1)
+
+
+def _background(bg: "_Background", H: int, W: int) -> torch.Tensor:
+    b = torch.from_numpy(np.array(bg.frames(1)[0])).permute(2, 0, 1).float() / 255
+    k = max(W / b.shape[2], H / b.shape[1])
+    b = _resize(b, max(H, round(b.shape[1] * k)), max(W, round(b.shape[2] * k)))
+    y0, x0 = (b.shape[1] - H) // 2, (b.shape[2] - W) // 2
+    return b[:, y0:y0 + H, x0:x0 + W].contiguous()
+
+
+def _noise(shape, sigma: float, key: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    return torch.randn(shape, generator=g) * sigma
+
+
+def _save(dirs: dict, t: int, **arrays) -> None:
+    for k, a in arrays.items():
+        a = a.clamp(0, 1).mul(255).round().to(torch.uint8)
+        img = a.permute(1, 2, 0).numpy() if a.ndim == 3 else a.numpy()
+        dirs[k].mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(dirs[k] / f"{t:04d}.png", compress_level=1)
+
+
+def _named(items, name: str, what: str) -> int:
+    for i, spec in enumerate(items):
+        if spec.get("name") == name:
+            return i
+    raise InputError(f"recipe guidance: unknown {what} {name!r}")
+
+
+def render_people_scene(recipe: Recipe, out: Path, fg, bgs, spec: dict, W: int, H: int) -> dict:
+    """Two or three people walking across one another (person k crosses the frame from
+    ``start_x[k]`` to ``end_x[k]`` of the width; later people are in front)."""
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32),
+                            torch.arange(W, dtype=torch.float32), indexing="ij")
+    n = int(spec.get("frames", 48))
+    people = spec["foregrounds"]
+    heights = spec.get("heights", [0.7, 0.62, 0.55][:len(people)])
+    starts, ends = spec.get("start_x", [0.2, 0.8, 0.5]), spec.get("end_x", [0.75, 0.25, 0.5])
+    bottoms = spec.get("bottom", [1.02, 1.0, 0.98])
+    layers = [_layer(fg(_named(recipe.foregrounds, name, "foreground")), heights[k], H, W,
+                     flip=k % 2 == 1) for k, name in enumerate(people)]
+    back = _background(bgs[_named(recipe.backgrounds, spec["background"], "background")], H, W)
+    noise = float(spec.get("noise", 1.5))
+    dirs = {k: out / k for k in ["com", "pha"] + [f"person{i}" for i in range(len(people))]}
+    select = []
+    for t in range(n):
+        s = t / max(n - 1, 1)
+        img, cover, vis = back.clone(), torch.zeros(H, W), []
+        placed = [_place(L, W * (starts[k] + (ends[k] - starts[k]) * s), H * bottoms[k], yy, xx)
+                  for k, L in enumerate(layers)]
+        for p in placed:  # back to front
+            a = p[3]
+            img = p[:3] * a + img * (1 - a)
+        for p in placed[::-1]:  # what is visible of each: those in front cover it
+            vis.append(p[3] * (1 - cover))
+            cover = cover + p[3] * (1 - cover)
+        vis = vis[::-1]
+        img = img + _noise(img.shape, noise / 255, f"people/{t}")
+        _save(dirs, t, com=img, pha=cover, **{f"person{i}": v for i, v in enumerate(vis)})
+        if t == 0:
+            for v in vis:  # a pixel well inside each person
+                ys, xs = np.nonzero(ndimage.binary_erosion(v.numpy() > 0.99, iterations=3))
+                k = len(ys) // 2
+                select.append([int(xs[k]), int(ys[k])] if len(ys) else None)
+    return {"frames": n, "people": list(people), "select": select, "width": W, "height": H}
+
+
+def render_plate_scene(recipe: Recipe, out: Path, fg, bgs, spec: dict, W: int, H: int) -> dict:
+    """One person swaying in front of a wall with a photo of a person on it; camera noise
+    and a small shake (a random sub-pixel translation of the whole frame per frame)."""
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32),
+                            torch.arange(W, dtype=torch.float32), indexing="ij")
+    n = int(spec.get("frames", 24))
+    rng = np.random.default_rng([recipe.seed, zlib.crc32(b"plate")])
+    live = _layer(fg(_named(recipe.foregrounds, spec["foreground"], "foreground")),
+                  spec.get("height", 0.8), H, W, flip=False)
+    photo = _layer(fg(_named(recipe.foregrounds, spec["poster"], "foreground")),
+                   spec.get("poster_height", 0.3), H, W, flip=True)
+    back = _background(bgs[_named(recipe.backgrounds, spec["background"], "background")], H, W)
+    px, py = spec.get("poster_at", [0.82, 0.45])
+    poster = _place(photo, W * px, H * py, yy, xx)
+    wall = poster[:3] * poster[3] + back * (1 - poster[3])
+    noise, shake = float(spec.get("noise", 2.0)), float(spec.get("shake", 1.0))
+    dirs = {k: out / k for k in ("com", "pha", "fgr", "poster")}
+    for t in range(n):
+        dx, dy = (rng.uniform(-shake, shake, 2) if t else (0.0, 0.0))
+        scene = torch.cat([wall, poster[3:]], 0)
+        moved = _sample(scene, xx - dx, yy - dy, "border")
+        cx = W * (0.35 + 0.08 * math.sin(2 * math.pi * t / max(n, 1)))
+        person = _place(live, cx, H * 1.02, yy, xx)
+        a = person[3]
+        img = person[:3] * a + moved[:3] * (1 - a)
+        img = img + _noise(img.shape, noise / 255, f"plate/{t}")
+        _save(dirs, t, com=img, pha=a, fgr=person[:3], poster=moved[3] * (1 - a))
+    plate = wall + _noise(wall.shape, noise / 255 / 4, "plate/plate")  # 16 frames averaged
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(plate.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                    ).save(out / "plate.png")
+    return {"frames": n, "width": W, "height": H, "plate": "plate.png"}
+
+
+def make_guidance_scenes(recipe: Recipe, out: Path, fg, bgs, progress=None) -> dict:
+    """Render the recipe's guidance scenes into ``out``; returns their manifest entry."""
+    g = recipe.guidance
+    W, H = int(g.get("width", 960)), int(g.get("height", 540))
+    made = {"width": W, "height": H,
+            "downsample_ratio": g.get("downsample_ratio", "auto")}
+    if "people" in g:
+        if progress:
+            progress(f"{GUIDANCE} people: {', '.join(g['people']['foregrounds'])}")
+        made["people"] = render_people_scene(recipe, out / "people", fg, bgs, g["people"], W, H)
+    if "plate" in g:
+        if progress:
+            progress(f"{GUIDANCE} plate: {g['plate']['foreground']} before a photo of "
+                     f"{g['plate']['poster']}")
+        made["plate"] = render_plate_scene(recipe, out / "plate", fg, bgs, g["plate"], W, H)
+    return made

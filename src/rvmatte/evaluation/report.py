@@ -31,7 +31,13 @@ from .peers import PEERS, Peer, available_peers
 
 __all__ = ["run_benchmark", "machine_description", "Method", "build_methods", "missing_peers"]
 
-REPORT_METRICS = (*ALPHA_METRICS, "fgr_mse")
+REPORT_METRICS = (*ALPHA_METRICS, "fgr_mse", "fgr_mse05", "comp_mse")
+# fgr MSE over ground-truth alpha > 0.05 (where a foreground's colour shows), and the MSE of a
+# composite over a new background against the ground truth's over it (x1e3 both)
+EXTRA_LABELS = {"fgr_mse05": "fgr MSE α>.05", "comp_mse": "comp MSE"}
+# The post stage's methods (rvmatte.post), run on the first backend: name -> (title, options)
+POST_METHODS = {"stabilize": ("stab", "+ stabilise", {"stabilize": True}),
+                "foreground": ("fgest", "+ fg estimation", {"refine_foreground": True})}
 
 
 def machine_description() -> dict:
@@ -66,21 +72,34 @@ class Method:
     run: Callable[[list[np.ndarray], Any], tuple[np.ndarray, np.ndarray | None]]
 
 
-def _ours(name: str, title: str, spec: ModelSpec, benchmark_ratio: bool, chunk: int) -> Method:
+def _ours(name: str, title: str, spec: ModelSpec, benchmark_ratio: bool, chunk: int,
+          post: dict | None = None) -> Method:
     """Our model as a method: one session (built now, so a missing backend fails early); each
     clip starts afresh at its ratio -- the benchmark's, or ``spec.downsample`` when
-    ``benchmark_ratio`` is false."""
+    ``benchmark_ratio`` is false. ``post``: :class:`rvmatte.post.PostOptions` fields; the
+    post stage then runs on the network's outputs (fresh state per clip)."""
     from ..inference.session import Matter
 
     matter = Matter(spec)
+    chain = None
+    if post:
+        from ..post import PostChain, PostOptions, quality_processors
+
+        chain = PostChain(quality_processors(PostOptions(**post)))
 
     def run(frames: list[np.ndarray], ratio: Any) -> tuple[np.ndarray, np.ndarray]:
         matter.set_downsample_ratio(ratio if benchmark_ratio else spec.downsample)  # new state
+        if chain is not None:
+            chain.reset()
         phas, fgrs = [], []
         for i in range(0, len(frames), chunk):
-            out = matter.process(np.stack(frames[i:i + chunk]))
-            phas.append(out.pha)
-            fgrs.append(out.fgr)
+            batch = np.stack(frames[i:i + chunk])
+            out = matter.process(batch)
+            pha, fgr = np.ascontiguousarray(out.pha), np.ascontiguousarray(out.fgr)
+            if chain is not None:
+                chain(batch, pha, fgr)
+            phas.append(pha)
+            fgrs.append(fgr)
         return np.concatenate(phas), np.concatenate(fgrs)
 
     return Method(name, title, run)
@@ -93,6 +112,20 @@ def _peer(name: str, model_dir: Path, threads: int | None = None) -> Method:
         return np.stack([peer(f) for f in frames]), None
 
     return Method(name, PEERS[name].title, run)
+
+
+def _post_methods(spec: ModelSpec, backend: str, post: Sequence[str], benchmark_ratio: bool,
+                  chunk: int) -> list[Method]:
+    """Our model on ``backend`` with each post-stage option of ``post`` (POST_METHODS)."""
+    out = []
+    for key in post:
+        if key not in POST_METHODS:
+            raise InputError(f"unknown post method {key!r} (known: {', '.join(POST_METHODS)})")
+        suffix, label, options = POST_METHODS[key]
+        base = "rvmatte" if backend == "torch" else f"rvmatte_{backend}"
+        out.append(_ours(f"{base}_{suffix}", f"rvmatte {spec.variant} ({backend}) {label}",
+                         spec.replace(backend=backend), benchmark_ratio, chunk, post=options))
+    return out
 
 
 def _our_methods(spec: ModelSpec, backends: Sequence[str], benchmark_ratio: bool,
@@ -134,17 +167,23 @@ def missing_peers(peers_dir: Path | None, peers: Sequence[str] | None = None) ->
 def build_methods(spec: ModelSpec | None = None, *,
                   backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
                   peers: Sequence[str] | None = None, benchmark_ratio: bool = True,
-                  chunk: int = 4) -> tuple[list[Method], list[str]]:
+                  chunk: int = 4, post: Sequence[str] = tuple(POST_METHODS)
+                  ) -> tuple[list[Method], list[str]]:
     """The methods to compare and notes on those skipped (missing backend, peer file...).
 
     ``spec``: our model (default: :class:`~rvmatte.spec.ModelSpec`'s); it runs once per
     backend in ``backends``. ``benchmark_ratio``: our model runs at each resolution's ratio
     from the benchmark (its recipe's, so runs compare); false: at ``spec.downsample``.
     ``spec.threads``: CPU threads for our model and the peers' ONNX Runtime sessions.
+    ``post``: post-stage methods (``"stabilize"``, ``"foreground"``) of our model on the
+    first backend that runs, beside it.
     """
     spec = spec if spec is not None else ModelSpec()
     missing = missing_peers(peers_dir, peers)
     methods, notes = _our_methods(spec, backends, benchmark_ratio, chunk)
+    if post and methods:
+        first = "torch" if methods[0].name == "rvmatte" else methods[0].name[len("rvmatte_"):]
+        methods += _post_methods(spec, first, post, benchmark_ratio, chunk)
     for n in (list(PEERS) if peers is None else list(peers)):
         if n in missing:
             notes.append(f"{n}: skipped, {PEERS[n].file} not found in {peers_dir}")
@@ -213,12 +252,20 @@ def run_benchmark(bench: str | os.PathLike, out: str | os.PathLike, *, methods: 
                 t0 = time.perf_counter()
                 pha, fgr = m.run(frames, ratio)
                 dt = time.perf_counter() - t0
-                scorer = ClipScorer(metrics=REPORT_METRICS if fgr is not None and gt_fgr else ALPHA_METRICS)
+                with_fgr = fgr is not None and gt_fgr is not None
+                scorer = ClipScorer(metrics=(*ALPHA_METRICS, "fgr_mse") if with_fgr
+                                    else ALPHA_METRICS)
+                extra: dict[str, list[float]] = {"fgr_mse05": [], "comp_mse": []}
                 for t, g in enumerate(gts):
                     scorer.add(pha[t], g, None if fgr is None else fgr[t],
                                None if gt_fgr is None else gt_fgr[t])
+                    if with_fgr:
+                        for k, v in foreground_errors(pha[t], fgr[t], g, gt_fgr[t]).items():
+                            extra[k].append(v)
                 pm = per_method[m.name]
-                pm["clips"][clip] = scorer.means()
+                pm["clips"][clip] = {**scorer.means(), **{k: float(np.nanmean(v))
+                                                         for k, v in extra.items() if v}}
+                pm.setdefault("motion", {})[clip] = _clip_motion(info, clip)
                 pm["per_frame_mad"][clip] = scorer.frames["mad"]
                 pm["seconds"] += dt
                 pm["frames"] += len(frames)
@@ -233,6 +280,10 @@ def run_benchmark(bench: str | os.PathLike, out: str | os.PathLike, *, methods: 
                 montage.append(shots)
         for pm in per_method.values():
             pm["mean"] = mean_of_clips(pm["clips"].values())
+            kinds = sorted(set(pm.get("motion", {}).values()))
+            if len(kinds) > 1:
+                pm["by_motion"] = {k: mean_of_clips(c for n, c in pm["clips"].items()
+                                                    if pm["motion"][n] == k) for k in kinds}
             pm["fps"] = pm["frames"] / pm["seconds"] if pm["seconds"] > 0 else None
         h, w = gts[0].shape
         results["resolutions"][res] = {"width": w, "height": h, "clips": len(clips),
@@ -250,6 +301,38 @@ def run_benchmark(bench: str | os.PathLike, out: str | os.PathLike, *, methods: 
     return results
 
 
+def _clip_motion(info: dict, clip: str) -> str:
+    """A clip's motion kind from the manifest ("smooth" unless its plan says otherwise)."""
+    for p in info.get("plan", ()):
+        if p.get("clip") == clip:
+            return p.get("motion", "smooth")
+    return "smooth"
+
+
+def new_background(h: int, w: int) -> np.ndarray:
+    """The composite metric's new background: a fixed colour ramp with a fine checker, unlike
+    any clip's (so the old background's colour in a foreground shows)."""
+    y = np.linspace(0, 1, h, dtype=np.float64)[:, None]
+    x = np.linspace(0, 1, w, dtype=np.float64)[None, :]
+    checker = (((np.arange(h)[:, None] // 8) + (np.arange(w)[None, :] // 8)) % 2) * 0.15
+    zero = np.zeros((h, w))
+    return np.stack([zero + 0.8 * x + checker, zero + 0.3 + 0.4 * y,
+                     zero + 0.9 - 0.6 * x + checker], -1).clip(0, 1)
+
+
+def foreground_errors(pha: np.ndarray, fgr: np.ndarray, gt_pha: np.ndarray,
+                      gt_fgr: np.ndarray) -> dict:
+    """``fgr_mse05``: foreground MSE over ground-truth alpha > 0.05; ``comp_mse``: MSE of the
+    composite over :func:`new_background` against the ground truth's (both x1e3)."""
+    mask = gt_pha > 0.05
+    f05 = float(((fgr[mask] - gt_fgr[mask]) ** 2).mean() * 1e3) if mask.any() else float("nan")
+    bg = new_background(*gt_pha.shape)
+    a, g = pha[..., None].astype(np.float64), gt_pha[..., None]
+    comp = fgr * a + bg * (1 - a)
+    gt = gt_fgr * g + bg * (1 - g)
+    return {"fgr_mse05": f05, "comp_mse": float(((comp - gt) ** 2).mean() * 1e3)}
+
+
 def format_report(results: dict) -> str:
     """The markdown report of a :func:`run_benchmark` result."""
     m = results["machine"]
@@ -263,14 +346,32 @@ def format_report(results: dict) -> str:
     for res, r in results["resolutions"].items():
         lines += [f"## {res}: {r['width']}x{r['height']}, {r['clips']} clips x {r['frames_per_clip']} "
                   f"frames, our downsample ratio {r['downsample_ratio']}", "",
-                  "| method | " + " | ".join(LABELS[k] for k in REPORT_METRICS) + " | FPS |",
+                  "| method | " + " | ".join({**LABELS, **EXTRA_LABELS}[k]
+                                               for k in REPORT_METRICS) + " | FPS |",
                   "|---|" + "---:|" * (len(REPORT_METRICS) + 1)]
         for name, pm in r["methods"].items():
             cells = [f"{pm['mean'][k]:.2f}" if k in pm["mean"] else "–" for k in REPORT_METRICS]
             fps = f"{pm['fps']:.1f}" if pm.get("fps") else "–"
             lines.append(f"| {results['methods'][name]} | " + " | ".join(cells) + f" | {fps} |")
         lines.append("")
+        lines += _motion_table(results, r)
     if results["notes"]:
         lines += ["Notes:", *[f"- {n}" for n in results["notes"]], ""]
     lines += ["Files: `results.json` (per clip and per frame), `mad_curves_<res>.png`, `montage.png`.", ""]
     return "\n".join(lines)
+
+
+def _motion_table(results: dict, r: dict) -> list[str]:
+    """Per motion kind (still / smooth / fast clips): MAD, MSE, Grad, dtSSD of each method."""
+    keys = ("mad", "mse", "grad", "dtssd")
+    rows = [(n, pm["by_motion"]) for n, pm in r["methods"].items() if "by_motion" in pm]
+    if not rows:
+        return []
+    kinds = list(rows[0][1])
+    lines = ["By clip motion (" + ", ".join(kinds) + "): " + ", ".join(LABELS[k] for k in keys),
+             "", "| method | " + " | ".join(f"{kd} {LABELS[k]}" for kd in kinds for k in keys)
+             + " |", "|---|" + "---:|" * (len(kinds) * len(keys))]
+    for name, by in rows:
+        cells = [f"{by[kd][k]:.2f}" if k in by.get(kd, {}) else "–" for kd in kinds for k in keys]
+        lines.append(f"| {results['methods'][name]} | " + " | ".join(cells) + " |")
+    return lines + [""]
