@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import InitVar, dataclass, field, replace
 from functools import partial
@@ -112,12 +113,15 @@ def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> Fas
     store = st.JobStore(data_dir / "jobs.sqlite3")
     manager = _manager(config, store, data_dir)
 
+    closing = threading.Event()  # set when the server stops: event streams end
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.start(warmup=partial(_preload, config.spec) if config.preload_model else None)
         try:
             yield
         finally:
+            closing.set()
             manager.stop()
             store.close()
 
@@ -127,6 +131,7 @@ def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> Fas
                   description="Robust human video matting: upload a video, get the matte, "
                               "the foreground and composites over new backgrounds.")
     app.state.config, app.state.manager, app.state.store = config, manager, store
+    app.state.closing = closing
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes)
     install_error_handlers(app)
     for router in (routes_web.router, routes_uploads.router, routes_jobs.router):

@@ -10,15 +10,17 @@ few times a second):
   that appears or changes and a ``deleted`` event (``{"id": ...}``) for every job that goes.
 
 A comment line is sent every :data:`HEARTBEAT_S` seconds of quiet so that proxies keep the
-connection open.
+connection open. Both end when ``closing`` is set (the server is stopping: open pages must
+not hold its shutdown up); clients reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 from . import store as st
 from .responses import job_json
@@ -50,13 +52,14 @@ class _Beat:
         return True
 
 
-async def job_events(store: st.JobStore, job_id: str,
-                     interval: float = INTERVAL_S) -> AsyncIterator[str]:
+async def job_events(store: st.JobStore, job_id: str, interval: float = INTERVAL_S,
+                     closing: Optional[threading.Event] = None) -> AsyncIterator[str]:
     """The events of one job until it has finished or gone."""
+    closing = closing or threading.Event()
     yield f"retry: {RETRY_MS}\n\n"
     last = None
     beat = _Beat()
-    while True:
+    while not closing.is_set():
         job = store.get_job(job_id)
         if job is None:
             yield sse("deleted", {"id": job_id})
@@ -74,15 +77,19 @@ async def job_events(store: st.JobStore, job_id: str,
 
 
 async def list_events(store: st.JobStore, owner: Any, limit: int = 100,
-                      interval: float = INTERVAL_S) -> AsyncIterator[str]:
+                      interval: float = INTERVAL_S,
+                      closing: Optional[threading.Event] = None) -> AsyncIterator[str]:
     """A snapshot of the jobs of ``owner`` (as in :meth:`JobStore.list_jobs`), then their
     changes, until the client goes away."""
+    closing = closing or threading.Event()
     yield f"retry: {RETRY_MS}\n\n"
     seen = {j["id"]: job_json(j) for j in store.list_jobs(limit, owner=owner)}
     yield sse("snapshot", {"jobs": list(seen.values())})
     beat = _Beat()
-    while True:
+    while not closing.is_set():
         await asyncio.sleep(interval)
+        if closing.is_set():
+            return
         now = {j["id"]: job_json(j) for j in store.list_jobs(limit, owner=owner)}
         changes = [sse("deleted", {"id": i}) for i in seen if i not in now]
         # oldest first, so a client that prepends new jobs keeps the newest on top

@@ -88,7 +88,8 @@ def follow_jobs(request: Request, scope: Scope = Depends(job_scope),
     """Server-sent events of the jobs ``GET /api/jobs`` lists: a ``snapshot``
     (``{"jobs": [...]}``), then ``job`` (a job that appeared or changed) and ``deleted``
     (``{"id": ...}``)."""
-    stream = events.list_events(request.app.state.store, scope.listing, limit)
+    state = request.app.state
+    stream = events.list_events(state.store, scope.listing, limit, closing=state.closing)
     return StreamingResponse(stream, media_type="text/event-stream", headers=events.HEADERS)
 
 
@@ -104,7 +105,8 @@ def follow_job(request: Request, job_id: str) -> StreamingResponse:
     """Server-sent events: ``job`` (the job, as ``GET /api/jobs/{id}``) each time it
     changes; the stream ends once the job has finished (``deleted`` if it is deleted)."""
     get_job_or_404(request, job_id)
-    stream = events.job_events(request.app.state.store, job_id)
+    state = request.app.state
+    stream = events.job_events(state.store, job_id, closing=state.closing)
     return StreamingResponse(stream, media_type="text/event-stream", headers=events.HEADERS)
 
 

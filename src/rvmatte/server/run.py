@@ -24,6 +24,18 @@ def _check_port(host: str, port: int) -> None:
                                f"{e.strerror or e}") from None
 
 
+def _uvicorn_server(uvicorn, app, **options):
+    """uvicorn's server for ``app``, which on Ctrl-C (or SIGTERM) first tells the app's event
+    streams to end (``app.state.closing``): pages following their jobs do not hold it up."""
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.closing.set()
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, **options))
+
+
 def serve(config: ServerConfig, *, spec: Optional[ModelSpec] = None, port: int = 8000,
           log_level: str = "info") -> None:
     """Serve until interrupted. ``spec`` (when given) replaces ``config.spec``: the model
@@ -44,8 +56,9 @@ def serve(config: ServerConfig, *, spec: Optional[ModelSpec] = None, port: int =
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}/" + (f"?token={config.token}" if config.token else "")
     print(f"rvmatte: web UI at {url}  (API docs at /docs)", file=sys.stderr, flush=True)
+    server = _uvicorn_server(uvicorn, app, host=config.host, port=port, log_level=log_level,
+                             timeout_graceful_shutdown=5)
     try:
-        uvicorn.run(app, host=config.host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=5)
+        server.run()
     except OSError as e:  # e.g. the port is taken
         raise RvmatteError(f"cannot listen on {config.host}:{port}: {e.strerror or e}") from None
