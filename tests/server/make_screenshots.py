@@ -1,17 +1,18 @@
 """Screenshots of the web UI and of live mode for docs/ (not a test).
 
-    .venv/bin/python tests/server/make_screenshots.py [OUT_DIR=docs/images]
+    .venv/bin/python tests/server/make_screenshots.py [OUT_DIR=docs/images] [--web-only]
 
 Runs the real server on 127.0.0.1 with the bundled weights, drives headless Chromium through
-the sample clip, and writes server-upload.png, server-progress.png, server-done.png and
-live-output.png.
+the sample clip and writes, at desktop size (1280x800): server-upload.png (the clip uploaded,
+its preview), server-progress.png (the job running, shown under the button and in the list),
+server-done.png (the finished job in the before/after player); at phone size (390x844):
+server-phone-upload.png and server-phone-done.png; and live-output.png (unless --web-only).
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -19,10 +20,59 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_helpers import ServerThread  # noqa: E402
-from test_server_browser import CHROMIUM, CHROMIUM_ARGS, SAMPLE  # noqa: E402
+from server_helpers import CHROMIUM, CHROMIUM_ARGS, SAMPLE, ServerThread  # noqa: E402
 
 from rvmatte.server.app import ServerConfig  # noqa: E402
+
+READY = "document.querySelector('#preview-status').textContent.startsWith('Preview of')"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def _choose(page, background: str) -> None:
+    page.set_input_files("#file", str(SAMPLE))
+    page.wait_for_function(READY, timeout=120_000)
+    page.select_option("#background", background)
+    page.select_option("#ratio", "0.25")
+    page.check("input[name=outputs][value=alpha]")
+    page.wait_for_timeout(500)
+    page.wait_for_function(READY, timeout=120_000)
+
+
+def _wait_done(page) -> None:
+    page.locator("#player").wait_for(state="visible", timeout=600_000)
+    page.wait_for_function("document.querySelector('#after').readyState >= 2", timeout=30_000)
+    page.evaluate("""() => { for (const v of document.querySelectorAll('#compare video'))
+                               v.currentTime = 1.5; }""")
+    page.wait_for_timeout(1000)
+
+
+def desktop(browser, url: str, out: Path) -> None:
+    page = browser.new_context(viewport=DESKTOP, device_scale_factor=1).new_page()
+    page.goto(url)
+    _choose(page, "blur")
+    page.screenshot(path=str(out / "server-upload.png"))
+    page.click("#start")
+    page.wait_for_function("/fps/.test(document.querySelector('#current .info').textContent)",
+                           timeout=120_000)
+    page.screenshot(path=str(out / "server-progress.png"))
+    _wait_done(page)
+    page.screenshot(path=str(out / "server-done.png"))
+    page.context.close()
+
+
+def phone(browser, url: str, out: Path) -> None:
+    ctx = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True,
+                              has_touch=True)
+    page = ctx.new_page()
+    page.goto(url)
+    _choose(page, "transparent")
+    page.screenshot(path=str(out / "server-phone-upload.png"))
+    page.click("#start")
+    _wait_done(page)
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+    page.screenshot(path=str(out / "server-phone-done.png"))
+    ctx.close()
 
 
 def web_ui(out: Path, tmp: Path) -> None:
@@ -32,27 +82,8 @@ def web_ui(out: Path, tmp: Path) -> None:
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = b.new_page(viewport={"width": 1120, "height": 1000}, device_scale_factor=1)
-            page.goto(srv.url)
-            page.set_input_files("#file", str(SAMPLE))
-            ready = ("document.querySelector('#preview-status').textContent"
-                     ".startsWith('Preview of')")
-            page.wait_for_function(ready, timeout=120_000)
-            page.select_option("#background", "blur")
-            page.select_option("#ratio", "0.25")
-            page.check("input[name=outputs][value=alpha]")
-            time.sleep(0.5)
-            page.wait_for_function(ready, timeout=120_000)
-            page.screenshot(path=str(out / "server-upload.png"), full_page=True)
-            page.click("#start")
-            page.locator("#jobs tbody tr[data-state=running]").wait_for(timeout=60_000)
-            page.wait_for_function(
-                "document.querySelector('#jobs tbody tr .small-text:last-child')"
-                " && /fps/.test(document.querySelector('#jobs tbody').innerText)",
-                timeout=60_000)
-            page.locator("section.card").nth(1).screenshot(path=str(out / "server-progress.png"))
-            page.locator("#jobs tbody tr[data-state=done]").wait_for(timeout=600_000)
-            page.locator("section.card").nth(1).screenshot(path=str(out / "server-done.png"))
+            desktop(b, srv.url, out)
+            phone(b, srv.url, out)
             b.close()
     finally:
         srv.stop()
@@ -89,5 +120,6 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         if "--live-only" not in sys.argv:
             web_ui(out, Path(tmp))
-        live(out, Path(tmp))
+        if "--web-only" not in sys.argv:
+            live(out, Path(tmp))
     print("wrote", *sorted(p.name for p in out.glob("*.png")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -11,6 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from rvmatte.errors import Cancelled
+
+CHROMIUM = os.environ.get("RVMATTE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
 
 
 def make_clip(path: Path, frames: int = 12, w: int = 96, h: int = 64, fps: int = 12) -> Path:
@@ -59,15 +66,39 @@ def make_textured_clip(path: Path, frames: int = 6, w: int = 192, h: int = 128,
     return path
 
 
+def short_sample(path: Path, frames: int = 12) -> Path:
+    """The first ``frames`` frames of the bundled sample clip (keeps a test short)."""
+    import av
+
+    with av.open(str(SAMPLE)) as src, av.open(str(path), "w") as out:
+        vs = src.streams.video[0]
+        s = out.add_stream("libx264", rate=vs.average_rate)
+        s.width, s.height, s.pix_fmt = vs.width, vs.height, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        s.time_base = 1 / vs.average_rate
+        for i, frame in enumerate(src.decode(vs)):
+            if i >= frames:
+                break
+            fresh = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            fresh.pts = i
+            for pkt in s.encode(fresh):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
 class CopyRunner:
     """A small real runner for queue mechanics: decodes the input frame by frame with PyAV,
     reports progress, honours ``cancel`` and copies the input to each output path.
 
-    ``gate`` (an Event), when given, holds the job after its first frame until set.
+    ``gate`` (an Event), when given, holds the job after its first frame until set;
+    ``delay``: seconds spent on each frame (progress a page can watch).
     """
 
-    def __init__(self, gate: threading.Event | None = None, fail: str | None = None):
-        self.gate, self.fail = gate, fail
+    def __init__(self, gate: threading.Event | None = None, fail: str | None = None,
+                 delay: float = 0.0):
+        self.gate, self.fail, self.delay = gate, fail, delay
         self.calls: list[dict] = []
 
     def __call__(self, spec, *, progress, cancel, resume):
@@ -85,6 +116,8 @@ class CopyRunner:
                     raise Cancelled("cancelled")
                 progress(SimpleNamespace(done=i + 1, total=total, fps=100.0,
                                          eta_seconds=(total - i - 1) / 100.0))
+                if self.delay and cancel.wait(self.delay):
+                    raise Cancelled("cancelled")
                 if self.gate is not None:
                     while not self.gate.wait(0.02):
                         if cancel.is_set():
@@ -126,8 +159,10 @@ class ServerThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(config)
+        # open event streams (a page still following its jobs) end 2 s into a stop
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+                                                    log_level="warning", lifespan="on",
+                                                    timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> "ServerThread":
@@ -140,6 +175,7 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        self.app.state.closing.set()  # as `rvmatte serve` does on Ctrl-C: event streams end
         self.server.should_exit = True
         self.thread.join(15)
 

@@ -1,4 +1,4 @@
-"""Launcher for the restart test: ``python slow_server.py DATA_DIR PORT``.
+"""Launcher for the restart test: ``python slow_server.py DATA_DIR PORT [--no-preload]``.
 
 Runs the real server (real :func:`convert_video`, checkpoints every 4 frames) on 127.0.0.1,
 with a progress hook that sleeps a little per chunk so a test can kill it mid-job.
@@ -27,5 +27,6 @@ if __name__ == "__main__":
     data_dir, port = Path(sys.argv[1]), int(sys.argv[2])
     spec = ModelSpec(weights=None)
     config = ServerConfig(data_dir=data_dir, spec=spec, checkpoint_frames=4,
-                          runner=SlowRunner(spec, checkpoint_frames=4), preload_model=True)
+                          runner=SlowRunner(spec, checkpoint_frames=4),
+                          preload_model="--no-preload" not in sys.argv)
     serve(config, port=port, log_level="warning")

@@ -1,85 +1,35 @@
-"""The web UI in headless Chromium: upload the sample clip, preview, convert, download."""
+"""The web UI in headless Chromium with the real pipeline: upload the sample clip, preview,
+convert, download, play the result (a transparent WebM plays with its alpha), delete."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import av
 import pytest
 from PIL import Image
 
-from server_helpers import ServerThread
-
-CHROMIUM = os.environ.get("RVMATTE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
+from server_helpers import SAMPLE, short_sample
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def short_sample(path: Path, frames: int = 12) -> Path:
-    """The first ``frames`` frames of the bundled sample clip (keeps the test short)."""
-    with av.open(str(SAMPLE)) as src, av.open(str(path), "w") as out:
-        vs = src.streams.video[0]
-        s = out.add_stream("libx264", rate=vs.average_rate)
-        s.width, s.height, s.pix_fmt = vs.width, vs.height, "yuv420p"
-        s.options = {"preset": "ultrafast"}
-        s.time_base = 1 / vs.average_rate
-        for i, frame in enumerate(src.decode(vs)):
-            if i >= frames:
-                break
-            fresh = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            fresh.pts = i
-            for pkt in s.encode(fresh):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
+PREVIEW_READY = ("document.querySelector('#preview-status').textContent"
+                 ".startsWith('Preview of')")
 
 
 @pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"headless Chromium not installed ({CHROMIUM}); apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def server(tmp_path):
+def real_server(make_server):
     pytest.importorskip("rvmatte.inference.convert")
-    from rvmatte.server.app import ServerConfig
-
-    srv = ServerThread(ServerConfig(data_dir=tmp_path / "data")).start()  # real pipeline
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def test_ui_end_to_end(browser, server, tmp_path):
     if not SAMPLE.exists():
         pytest.skip(f"sample clip missing: {SAMPLE}")
+    return make_server()  # the real pipeline, bundled weights
+
+
+def test_ui_end_to_end(open_page, real_server, tmp_path):
     clip = short_sample(tmp_path / "talking head.mp4")
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server.url)
+    page = open_page(real_server, 1100, 900)
     assert page.locator("#no-jobs").is_visible()
     assert page.locator("#start").is_disabled()
 
     page.set_input_files("#file", str(clip))
-    page.wait_for_function(
-        "document.querySelector('#preview-status').textContent.startsWith('Preview of')",
-        timeout=60_000)
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
     assert "640×360, 12 frames" in page.inner_text("#upload-info")
     # the preview image really is a decoded PNG of the frame's size
     size = page.evaluate("[document.querySelector('#preview-composite').naturalWidth,"
@@ -93,22 +43,20 @@ def test_ui_end_to_end(browser, server, tmp_path):
     Image.new("RGB", (64, 48), (30, 90, 200)).save(backdrop)
     page.set_input_files("#bg-image", str(backdrop))
     page.wait_for_function("!document.querySelector('#start').disabled", timeout=30_000)
-    page.wait_for_function(
-        "document.querySelector('#preview-status').textContent.startsWith('Preview of')",
-        timeout=60_000)
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
 
     page.select_option("#ratio", "0.25")
     page.select_option("#background", "blur")
     page.check("input[name=outputs][value=alpha]")
-    page.wait_for_function(
-        "document.querySelector('#preview-status').textContent.startsWith('Preview of')",
-        timeout=60_000)
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
     page.click("#start")
-    row = page.locator("#jobs tbody tr").first
+    row = page.locator("#jobs li.job").first
     row.locator("[data-testid=download-composite]").wait_for(timeout=120_000)
     assert row.get_attribute("data-state") == "done"
     assert "12/12 frames" in row.inner_text()
     assert "blur" in row.inner_text()
+    # the thumbnail is the video's first frame
+    assert row.locator("img.thumb").evaluate("i => i.complete && i.naturalWidth") == 160
 
     with page.expect_download() as dl:
         row.locator("[data-testid=download-composite]").click()
@@ -125,21 +73,61 @@ def test_ui_end_to_end(browser, server, tmp_path):
     with av.open(str(tmp_path / "alpha.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 12
 
-    # past jobs survive a reload; delete removes the job
+    # past jobs survive a reload (same browser); delete asks first
     page.reload()
-    page.locator("#jobs tbody tr[data-state=done]").wait_for(timeout=10_000)
-    page.click("#jobs tbody tr button")
+    page.locator("#jobs li.job[data-state=done]").wait_for(timeout=10_000)
+    page.click("#jobs li.job button.delete")
+    assert page.locator("#confirm").is_visible()
+    page.click("#confirm-cancel")                       # "Keep it": nothing happens
+    assert page.locator("#jobs li.job").count() == 1
+    page.click("#jobs li.job button.delete")
+    page.click("#confirm-ok")
     page.locator("#no-jobs").wait_for(state="visible", timeout=10_000)
-    assert errors == []
+    assert page.errors == []
 
 
-def test_ui_rejects_non_video(browser, server, tmp_path):
-    bogus = tmp_path / "holiday.mp4"
-    bogus.write_text("this is not a video")
-    page = browser.new_page()
-    page.goto(server.url)
-    page.set_input_files("#file", str(bogus))
-    page.wait_for_function("document.querySelector('#message').textContent.length > 0",
-                           timeout=30_000)
-    assert "not a video" in page.inner_text("#message")
-    assert page.locator("#start").is_disabled()
+# the frame drawn on a canvas: alpha at a corner (background) and at the person's chest
+_ALPHA_AT = """async (v) => {
+  if (v.readyState < 2) await new Promise(r => v.addEventListener('loadeddata', r, {once: true}));
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0);
+  const a = (x, y) => g.getImageData(x, y, 1, 1).data[3];
+  return {w: v.videoWidth, h: v.videoHeight, corner: a(8, 8), person: a(320, 330)};
+}"""
+
+
+def test_result_player_plays_transparent_webm(open_page, real_server, tmp_path):
+    clip = short_sample(tmp_path / "talking head.mp4")
+    page = open_page(real_server)
+    page.set_input_files("#file", str(clip))
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    page.select_option("#background", "transparent")
+    assert page.input_value("#format") == "webm"
+    page.select_option("#ratio", "0.25")
+    page.click("#start")
+    player = page.locator("#player")
+    player.wait_for(state="visible", timeout=120_000)
+    assert "checkerboard" in page.inner_text("#player-note")
+    after, before = page.locator("#after"), page.locator("#before")
+    assert after.get_attribute("src").endswith("/result/composite")
+    assert before.get_attribute("src").endswith("/source")
+    # the transparent WebM keeps its alpha in the browser: clear around, opaque person
+    seen = after.evaluate(_ALPHA_AT)
+    assert (seen["w"], seen["h"]) == (640, 360)
+    assert seen["corner"] < 40 and seen["person"] > 200, seen
+    assert before.evaluate(_ALPHA_AT)["corner"] == 255  # the original: opaque
+    # before/after: the slider moves the split (keyboard: End = all "before")
+    page.focus("#split")
+    page.keyboard.press("End")
+    assert page.evaluate("getComputedStyle(document.querySelector('#compare'))"
+                         ".getPropertyValue('--split').trim()") == "100%"
+    page.keyboard.press("Home")
+    # play: both videos run, in step
+    page.click("#play")
+    page.wait_for_function("document.querySelector('#after').currentTime > 0.1",
+                           timeout=10_000)
+    assert page.inner_text("#play") == "Pause"
+    assert not page.evaluate("document.querySelector('#before').paused")
+    assert page.errors == []

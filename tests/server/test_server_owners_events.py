@@ -231,3 +231,18 @@ def test_openapi_downgrade_rules(schema, expected):
     assert props["const"] == expected
     assert props["type"] == {"type": "string"}  # a property named like a keyword stays
     assert doc["openapi"] == "3.1.0"             # the input is not changed
+
+
+def test_event_streams_end_when_the_server_stops(make_client, clip):
+    """A stopping server ends its event streams (open pages must not hold the stop up)."""
+    gate = threading.Event()
+    c = make_client(CopyRunner(gate=gate))
+    job = submit(c, clip).json()
+    for url in ("/api/events", f"/api/jobs/{job['id']}/events"):
+        with c.stream("GET", url) as r:
+            lines = r.iter_lines()
+            read_events(lines, lambda e, d: True)
+            c.app.state.closing.set()
+            read_events(lines, lambda e, d: False)  # returns: the stream has ended
+        c.app.state.closing.clear()
+    gate.set()

@@ -19,9 +19,9 @@ pytest.importorskip("rvmatte.inference.convert")
 LAUNCHER = Path(__file__).with_name("slow_server.py")
 
 
-def start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start(data_dir: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest._one_torch_thread
-    proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port)],
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port), *options],
                             stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)
     deadline = time.monotonic() + 60
@@ -91,5 +91,37 @@ def test_restart_resumes_unfinished_job(tmp_path):
             out.write_bytes(resp.content)
             with av.open(str(out)) as c:
                 assert sum(1 for _ in c.decode(video=0)) == 16
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_stop_with_a_page_following_its_jobs(tmp_path):
+    """SIGTERM (or Ctrl-C) while a page holds an event stream open: the stream ends and the
+    server exits at once, not after uvicorn's graceful-shutdown timeout (5 s)."""
+    import threading
+
+    data, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
+    proc = start(data, port, log, "--no-preload")  # a model build would be waited for
+    lines: list[str] = []
+    try:
+        def follow():
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/events", timeout=30) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while "event: snapshot" not in lines:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        assert time.monotonic() - t0 < 4, log.read_text()[-2000:]
+        reader.join(5)
+        assert not reader.is_alive()  # the stream ended with the server
+        assert "graceful shutdown exceeded" not in log.read_text()
     finally:
         stop(proc)
