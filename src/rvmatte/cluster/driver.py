@@ -343,9 +343,11 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
     if isinstance(warmup, bool) or int(warmup) < 0:
         raise InputError(f"invalid warm-up {warmup!r}: must be 0 or more frames")
     spec = ModelSpec.of(spec)
-    paths = expand_inputs(inputs)
-    outputs = plan_outputs(paths, {"composite": output_dir, "alpha": alpha,
-                                   "foreground": foreground})
+    # Absolute paths: a worker's working folder is not the driver's.
+    paths = [p.absolute() for p in expand_inputs(inputs)]
+    outputs = plan_outputs(paths, {k: None if t is None else os.path.abspath(str(t))
+                                   for k, t in (("composite", output_dir), ("alpha", alpha),
+                                                ("foreground", foreground))})
     tally = Tally(len(paths))
     t0 = time.perf_counter()
     executor, started = _executor(cluster, tally, cancel, cpus=cpus_per_task,

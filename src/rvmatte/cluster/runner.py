@@ -10,8 +10,11 @@ every node sees. This module does not import the server (the CLI hands the runne
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -64,8 +67,10 @@ class ClusterRunner:
         options: dict = {"background": job.background}
         if self.checkpoint_frames is not None:
             options["segment_frames"] = self.checkpoint_frames
-        outputs = [(k, str(job.outputs[k])) for k in KINDS if job.outputs.get(k) is not None]
-        return work.ClipJob(str(job.input), outputs, spec, options=options, overwrite=True)
+        outputs = [(k, os.path.abspath(job.outputs[k])) for k in KINDS
+                   if job.outputs.get(k) is not None]  # a worker's working folder is not ours
+        return work.ClipJob(os.path.abspath(job.input), outputs, spec, options=options,
+                            overwrite=True)
 
     def __call__(self, job: Any, *, progress=None, cancel: Optional[threading.Event] = None,
                  resume: bool = False) -> Any:
@@ -73,8 +78,8 @@ class ClusterRunner:
 
         ex = self.connect()
         clip = self.job(job)
-        folders = {str(work.Path(p).parent) for _, p in clip.outputs}
-        clip.markers = work.write_markers(folders, f"job-{job.id}")
+        clip.markers = work.write_markers({str(Path(p).parent) for _, p in clip.outputs},
+                                          uuid.uuid4().hex)
         key = f"server:{job.id}:{time.time()}"
         try:
             ref = ex.fns["clip"].remote(clip, ex.hub, key)
