@@ -30,6 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="delete results and uploads this long after a job ends (0: keep)")
     p.add_argument("--checkpoint-frames", type=int, default=None,
                    help="frames between resume checkpoints (default: about 10 s of video)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="convert each job as a task of a Ray cluster instead of in this "
+                        "process: auto, ray://HOST:PORT, HOST:PORT or local (pip install "
+                        "'rvmatte[cluster]'; DATA_DIR must be on storage every node sees; "
+                        "--workers jobs are sent at a time; docs/CLUSTER.md)")
+    p.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
+                   help="with --cluster: CPUs each job's task declares")
+    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
+                   help="with --cluster: GPUs each job's task declares")
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="server log level")
@@ -55,11 +64,32 @@ def run(args: argparse.Namespace) -> int:
         raise RvmatteError(f"the server needs its extra ({e.name} is missing): "
                            "pip install 'rvmatte[server]'") from None
     token = args.token or os.environ.get("RVMATTE_TOKEN") or None
+    runner = _cluster_runner(args, spec)
     config = ServerConfig(data_dir=args.data_dir, host=args.host, token=token,
                           workers=args.workers,
                           max_upload_bytes=int(args.max_upload_mb * 1e6),
                           max_queued=args.max_queued,
                           retention_s=args.retention_hours * 3600,
-                          checkpoint_frames=args.checkpoint_frames, preload_model=True)
-    serve(config, spec=spec, port=args.port, log_level=args.log_level)
+                          checkpoint_frames=args.checkpoint_frames, preload_model=True,
+                          runner=runner)
+    try:
+        serve(config, spec=spec, port=args.port, log_level=args.log_level)
+    finally:
+        if runner is not None:
+            runner.close()
     return 0
+
+
+def _cluster_runner(args: argparse.Namespace, spec):
+    """``--cluster``: the jobs' runner sends each job to the cluster (the server keeps its
+    queue, job records and API; previews still run here). Connected before the server starts,
+    so a wrong address is one line, not a failed first job."""
+    if args.cluster is None:
+        return None
+    from ..cluster import ClusterRunner
+
+    runner = ClusterRunner(spec, cluster=args.cluster, cpus_per_task=args.cpus_per_task,
+                           gpus_per_task=args.gpus_per_task,
+                           checkpoint_frames=args.checkpoint_frames)
+    runner.connect()
+    return runner
