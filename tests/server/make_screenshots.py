@@ -53,7 +53,7 @@ def desktop(browser, url: str, out: Path) -> None:
     _choose(page, "blur")
     page.screenshot(path=str(out / "server-upload.png"))
     page.click("#start")
-    page.wait_for_function("/fps/.test(document.querySelector('#current .info').textContent)",
+    page.wait_for_function("/fps/.test(document.querySelector('#current .info')?.textContent)",
                            timeout=120_000)
     page.screenshot(path=str(out / "server-progress.png"))
     _wait_done(page)

@@ -17,7 +17,7 @@ from rvmatte.spec import ModelSpec
 # the preview runs this model: eager PyTorch on the random network (no export to wait for)
 FAST = ModelSpec(weights=None, backend="torch")
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PREVIEW_READY = ("document.querySelector('#preview-status').textContent"
                  ".startsWith('Preview of')")
 
