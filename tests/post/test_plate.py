@@ -54,12 +54,18 @@ def frame(t, dx=0, seed=0):
     return img, a, shifted(POSTER, dx)
 
 
+SPILL = np.array([0.3, 0.7, 0.4], np.float32)  # the background the network imagines
+
+
 def network(img, a, poster):
     """What a network gets wrong: the poster person matted (0.9), a haze of 0.04 around the
-    person, the frame's colour as foreground (spill of the old background at the edges)."""
+    person, and at soft edges a foreground coloured by a background it imagines (spill):
+    F_net = F + (1 - a)(S - F), a frame colour where the person is not."""
     haze = 0.04 * ((a == 0) & (blob(90, 110, 40, 85) > 0))
     pha = np.clip(np.maximum(a, 0.9 * poster) + haze, 0, 1).astype(np.float32)
-    return pha, img.astype(np.float32) / 255
+    spill = FG + (1 - a[..., None]) * (SPILL - FG)
+    fgr = np.where(a[..., None] > 0, spill, img.astype(np.float32) / 255)
+    return pha, np.ascontiguousarray(fgr, np.float32)
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ full-resolution part is one numba pass)::
     regions   regions of the alpha (as in rvmatte.post.people) whose pixels mostly match B
               within noise are background (a person on a poster, a screen): alpha 0
     pixels    alpha below ``soft_alpha`` where I matches B within k sigma: 0 (haze, spill)
-    colour    F = (a (I - (1 - a) B) + lam F_net) / (a^2 + lam): the compositing equation
-              where alpha is confident, the network's colour where it is not (no spill)
+    colour    I = aF + (1 - a)B puts F on the ray from B through I: F is the point of that
+              ray nearest the network's colour (the old background's share, spill and halo,
+              is taken out; the alpha's own errors do not enter), weighted by how far I is
+              from B against the noise; the network's colour where alpha >= 0.98
 
 The state is a few counters (:meth:`PlateFilter.state_arrays`), so a resumed conversion
 gives the same bytes.
@@ -44,7 +46,7 @@ class PlateParams:
     region_differs: float = 0.2  # a region with fewer differing pixels than this is background
     region_diff: float = 0.06   # low-res difference that counts as "differs"
     soft_alpha: float = 0.3     # pixel clean-up only below this alpha
-    lam: float = 0.02           # weight of the network's foreground colour
+    kappa: float = 0.1          # |I - B|^2 at which the colour is half corrected (x 27 sigma^2)
     mismatch: float = 0.5       # a frame whose background matches less than this: no plate
     max_shift: float = 0.05     # camera motion beyond this share of the width: no plate
     long_side: int = 480        # the alignment / region analysis image
@@ -113,30 +115,40 @@ def _kernels():
                     out[y, x, c] = a + fy * (b - a)
 
     @jit
-    def solve(img, plate, gain, pha, fgr, want_f, thr, soft, lam):
+    def solve(img, plate, gain, pha, fgr, want_f, thr, soft, kappa):
         """The per-pixel clean-up and foreground colour (see the module's docstring)."""
         H, W = pha.shape
         s = np.float32(1.0 / 255.0)
+        one = np.float32(1.0)
+        d = np.empty(3, np.float32)
+        b = np.empty(3, np.float32)
         for y in range(H):
             for x in range(W):
                 a = pha[y, x]
-                if a <= np.float32(0.0):
-                    continue
-                d = np.float32(0.0)
+                n2 = np.float32(0.0)
+                dmax = np.float32(0.0)
                 for c in range(3):
-                    v = abs(np.float32(img[y, x, c]) * s - plate[y, x, c] * gain[c])
-                    if v > d:
-                        d = v
-                if a < soft and d < thr:
-                    pha[y, x] = np.float32(0.0)
+                    b[c] = plate[y, x, c] * gain[c]
+                    d[c] = np.float32(img[y, x, c]) * s - b[c]
+                    n2 += d[c] * d[c]
+                    dmax = max(dmax, abs(d[c]))
+                if a > np.float32(0.0) and a < soft and dmax < thr:
+                    a = np.float32(0.0)  # the plate within noise: background
+                    pha[y, x] = a
+                if not want_f or a >= np.float32(0.98):
                     continue
-                if want_f:
-                    den = a * a + lam
-                    for c in range(3):
-                        i = np.float32(img[y, x, c]) * s
-                        f = (a * (i - (np.float32(1.0) - a) * plate[y, x, c] * gain[c])
-                             + lam * fgr[y, x, c]) / den
-                        fgr[y, x, c] = min(max(f, np.float32(0.0)), np.float32(1.0))
+                # F on the ray from B through I (I = aF + (1-a)B), at the point nearest the
+                # network's colour: the old background's share (spill) is taken out
+                dot = np.float32(0.0)
+                for c in range(3):
+                    dot += (fgr[y, x, c] - b[c]) * d[c]
+                t = min(max(dot / (n2 + np.float32(1e-6)), one), np.float32(20.0))
+                w = n2 / (n2 + kappa)             # I too close to B: the ray is noise
+                keep = min(max((a - np.float32(0.9)) / np.float32(0.08), np.float32(0.0)), one)
+                wr = w * (one - keep)             # confident interior: the network's colour
+                for c in range(3):
+                    v = wr * (b[c] + t * d[c]) + (one - wr) * fgr[y, x, c]
+                    fgr[y, x, c] = min(max(v, np.float32(0.0)), one)
 
     @jit
     def small_rgb(img, f, scale, out):
@@ -308,8 +320,9 @@ class PlateFilter:
         self._regions(i_small, plate, gain, pha, a_small)
         solve = _kernels()[1]
         thr = np.float32(p.k * sigma)
+        kappa = np.float32(p.kappa * 27 * sigma * sigma)
         solve(img, plate, gain, pha, fgr if fgr is not None else np.zeros((1, 1, 3), np.float32),
-              fgr is not None, thr, np.float32(p.soft_alpha), np.float32(p.lam))
+              fgr is not None, thr, np.float32(p.soft_alpha), kappa)
         return True
 
     def _align(self, g_small: np.ndarray, a_small: np.ndarray) -> tuple[np.ndarray, bool]:
