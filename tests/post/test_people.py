@@ -326,9 +326,9 @@ def test_select_frame_later(tmp_path):
 
 
 def test_options_off_leave_the_default_path_alone(tmp_path):
-    """No guidance: the plan keeps the uint8 (fused) path, the fingerprint has no guidance
-    key and the pipeline has no post stage (byte-identical outputs: tests/inference/
-    test_output_hashes.py pins them)."""
+    """No guidance: the fingerprint has no guidance key and the pipeline has no post stage
+    (byte-identical outputs: tests/inference/test_output_hashes.py pins them; with guidance
+    the fused path stays too, the processors running on its float outputs)."""
     from rvmatte.inference.plan import ConvertRequest, plan_outputs, plan_targets
 
     frames, _ = scene(TWO_APART, 2)
@@ -337,8 +337,6 @@ def test_options_off_leave_the_default_path_alone(tmp_path):
     assert "guidance" not in req.identity()
     t = plan_targets(req)
     assert plan_outputs(req, t, device_type="cpu", uint8_path=lambda r: True).uint8
-    assert not plan_outputs(req, t, device_type="cpu", uint8_path=lambda r: True,
-                            post=True).uint8
     req2 = ConvertRequest.make(clip, tmp_path / "o.mp4", selection=Selection(people=1))
     assert req2.identity()["guidance"]["selection"]["people"] == 1
 
@@ -368,3 +366,36 @@ def test_cli_bad_guidance_is_one_line(tmp_path, flags, msg):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and msg in lines[0] and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("*.rvmatte-resume"))
+
+
+def test_fused_path_selection_resume_exact(tmp_path):
+    """The bundled network on the fused CPU path (uint8 in and out, the processors on its
+    float outputs): the sample clip's one person kept, cancel + resume writes the same bytes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("numba")
+    from rvmatte.inference.convert import convert_video
+
+    sample = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
+    if not sample.exists():
+        pytest.skip("sample clip missing")
+    kw = dict(backend="fused", device="cpu", downsample_ratio=0.5, seq_chunk=2,
+              segment_frames=4, encode_workers=1, start="0f", end="12f",
+              select=Selection(people=1))
+    whole = convert_video(sample, tmp_path / "w.mp4", alpha=tmp_path / "wa", **kw)
+    plain = convert_video(sample, alpha=tmp_path / "pa", **{**kw, "select": None})
+    assert whole.frames == plain.frames == 12
+    # one person in the clip: selection keeps the network's matte as it was
+    for i in range(12):
+        a = np.asarray(Image.open(tmp_path / "wa" / f"{i:06d}.png"), np.float32)
+        b = np.asarray(Image.open(tmp_path / "pa" / f"{i:06d}.png"), np.float32)
+        assert iou(a, b) > 0.98
+    ev = threading.Event()
+    with pytest.raises(Cancelled):
+        convert_video(sample, tmp_path / "c.mp4", alpha=tmp_path / "ca", cancel=ev,
+                      progress=lambda p: p.done >= 6 and ev.set(), **kw)
+    r = convert_video(sample, tmp_path / "c.mp4", alpha=tmp_path / "ca", resume=True, **kw)
+    assert r.resumed_from in (4, 8)
+    for i in range(12):
+        assert ((tmp_path / "wa" / f"{i:06d}.png").read_bytes()
+                == (tmp_path / "ca" / f"{i:06d}.png").read_bytes())
+    assert (tmp_path / "w.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()

@@ -261,3 +261,30 @@ def test_convert_video_refuses_a_plate_of_another_aspect(tmp_path):
         convert_video(clip, alpha=tmp_path / "a", model=_fake(alphas),
                       background_plate=tmp_path / "sq.png", progress=False)
     assert not (tmp_path / "a").exists() and not list(tmp_path.glob("*.rvmatte-resume"))
+
+
+def test_fused_path_plate_resume_exact(tmp_path, plate_png):
+    """The bundled network on the fused CPU path with the plate: the poster person stays out
+    of the matte, and cancel + resume writes the same bytes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("numba")
+    from rvmatte.inference.convert import convert_video
+
+    n = 8
+    clip, _, truth = _clip(tmp_path, n)
+    kw = dict(backend="fused", device="cpu", downsample_ratio=0.5, seq_chunk=2,
+              segment_frames=4, encode_workers=1, background_plate=plate_png)
+    convert_video(clip, tmp_path / "w.mp4", alpha=tmp_path / "wa", **kw)
+    for t, (a, poster) in enumerate(truth):
+        out = np.asarray(Image.open(tmp_path / "wa" / f"{t:06d}.png"), np.float32) / 255
+        assert out[poster > 0.05].mean() <= 0.02
+    ev = threading.Event()
+    with pytest.raises(Cancelled):
+        convert_video(clip, tmp_path / "c.mp4", alpha=tmp_path / "ca", cancel=ev,
+                      progress=lambda p: p.done >= 5 and ev.set(), **kw)
+    r = convert_video(clip, tmp_path / "c.mp4", alpha=tmp_path / "ca", resume=True, **kw)
+    assert r.resumed_from == 4
+    for t in range(n):
+        assert ((tmp_path / "wa" / f"{t:06d}.png").read_bytes()
+                == (tmp_path / "ca" / f"{t:06d}.png").read_bytes())
+    assert (tmp_path / "w.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()

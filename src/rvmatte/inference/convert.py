@@ -115,7 +115,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     try:
         matter = model if isinstance(model, Matter) else Matter(spec, model=model)
         plan = plan_outputs(request, targets, device_type=matter.device_type,
-                            uint8_path=matter.uint8_path, post=_has_post(request))
+                            uint8_path=matter.uint8_path)
         return _convert(request, plan, matter, model_label=_model_label(model),
                         progress=progress, cancel=cancel, t_start=t_start)
     finally:
@@ -132,11 +132,6 @@ def _selection(select: Any):
     from ..post.people import Selection
 
     return select if isinstance(select, Selection) else Selection(points=(tuple(select),))
-
-
-def _has_post(request: ConvertRequest) -> bool:
-    """Whether a post stage runs (then the network's float outputs are used)."""
-    return request.selection is not None or request.plate is not None
 
 
 def _post_processors(request: ConvertRequest, plan: OutputPlan, matter: Matter,

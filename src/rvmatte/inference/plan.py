@@ -298,18 +298,17 @@ class OutputPlan:
 
 
 def plan_outputs(request: ConvertRequest, targets: Targets, *, device_type: str,
-                 uint8_path: Callable[[float], bool], post: bool = False) -> OutputPlan:
+                 uint8_path: Callable[[float], bool]) -> OutputPlan:
     """The plan for a model on ``device_type`` (``"cpu"``/``"cuda"``/``"mps"``);
     ``uint8_path(ratio)``: whether its backend takes uint8 frames (``Matter.uint8_path``),
-    asked only when the outputs allow that path. ``post``: a post stage runs on the
-    network's float outputs (then the tensor path is used)."""
+    asked only when the outputs allow that path."""
     info, ratio = targets.info, targets.ratio
     gpu = device_type == "cuda"
     specs, notes = _choose_encoders(targets.specs, request.encoder, gpu=gpu)
     use_yuv = gpu if request.device_yuv is None else bool(request.device_yuv)
     yuv_in = use_yuv and info.yuv420_ok
     uint8 = (_uint8_able(specs, targets.background, request.alpha_bits) and not yuv_in
-             and not post and uint8_path(ratio))
+             and uint8_path(ratio))
     yuv_out = _yuv_outputs(specs, info, uint8=uint8, use_yuv=use_yuv,
                            device_yuv=request.device_yuv)
     keys = {s.kind: ("yuv" if s.kind in yuv_out else s.channels) + ":" + s.kind for s in specs}

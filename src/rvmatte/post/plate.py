@@ -367,13 +367,18 @@ class PlateFilter:
 
     def _regions(self, i_s: np.ndarray, plate: np.ndarray, gain: np.ndarray, pha: np.ndarray,
                  a_small: np.ndarray) -> None:
-        """Regions of the alpha that mostly match the plate: alpha 0 (posters, screens)."""
+        """Regions of the alpha that mostly match the plate: alpha 0 (posters, screens).
+
+        The regions are those of the confident alpha (> 0.5), so a false positive joined to
+        the person only by a haze of low alpha is judged on its own, while a person's shirt
+        that happens to match the wall is part of the person's region (kept). A dropped region
+        also takes the matching low alpha around it."""
         from scipy import ndimage
 
         from .people import _kernels as people_kernels
 
         p, f = self.p, self.f
-        lab, n = components(a_small, 0.1, 0.5)
+        lab, n = components(a_small, 0.5, 0.5)
         if n == 0:
             return
         b_s = (self.small_rgb if plate is self.plate else rgb_small(plate, f)) * gain
@@ -383,6 +388,8 @@ class PlateFilter:
         bad = [c for c in range(1, n + 1) if diff[c] < p.region_differs * counts[c]]
         if not bad:
             return
-        drop = ndimage.binary_dilation(np.isin(lab, bad), np.ones((3, 3), bool), 2)
-        drop &= ~np.isin(lab, [c for c in range(1, n + 1) if c not in bad])
+        keep = np.isin(lab, [c for c in range(1, n + 1) if c not in bad])
+        free = (a_small > 0.01) & ~ndimage.binary_dilation(differs | keep, iterations=1)
+        drop = ndimage.binary_propagation(np.isin(lab, bad), mask=free | np.isin(lab, bad))
+        drop = ndimage.binary_dilation(drop, np.ones((3, 3), bool), 1) & ~keep
         people_kernels()[1](pha, (~drop).astype(np.float32), f)
