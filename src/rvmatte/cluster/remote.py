@@ -124,7 +124,11 @@ class RayExecutor:
     again after its worker died."""
 
     def __init__(self, *, cpus: float = 1, gpus: float = 0, retries: int = 3) -> None:
-        self.hub = ProgressHub.remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # The hub on the driver's node: a worker node leaving does not take the progress along.
+        here = NodeAffinitySchedulingStrategy(_node(), soft=True)
+        self.hub = ProgressHub.options(scheduling_strategy=here).remote()
         heavy = dict(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
         light = dict(num_cpus=min(1.0, cpus), num_gpus=0, max_retries=retries,
                      retry_exceptions=False)

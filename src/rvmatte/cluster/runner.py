@@ -88,6 +88,9 @@ class ClusterRunner:
             work.remove_markers(clip.markers)
         if rec["status"] == "failed":
             raise RvmatteError(rec["error"])
+        if progress is not None:  # the last report may not have reached the hub in time
+            progress(ProgressInfo(rec["frames"], rec["frames"], float(rec.get("fps") or 0.0),
+                                  0.0))
         return SimpleNamespace(outputs=rec["outputs"], resumed_from=rec.get("resumed_from"),
                                frames=rec["frames"], record=rec)
 
