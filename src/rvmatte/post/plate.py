@@ -115,16 +115,21 @@ def _kernels():
                     out[y, x, c] = a + fy * (b - a)
 
     @jit
-    def solve(img, plate, gain, pha, fgr, want_f, thr, soft, kappa):
-        """The per-pixel clean-up and foreground colour (see the module's docstring)."""
+    def solve(img, plate, gain, pha, fgr, want_f, thr, soft, kappa, near, f):
+        """The per-pixel clean-up and foreground colour (see the module's docstring);
+        pixels without alpha outside ``near`` (analysis size: around the alpha) are skipped."""
         H, W = pha.shape
+        hn, wn = near.shape
         s = np.float32(1.0 / 255.0)
         one = np.float32(1.0)
         d = np.empty(3, np.float32)
         b = np.empty(3, np.float32)
         for y in range(H):
+            yn = min(y // f, hn - 1)
             for x in range(W):
                 a = pha[y, x]
+                if a <= np.float32(0.0) and not near[yn, min(x // f, wn - 1)]:
+                    continue
                 n2 = np.float32(0.0)
                 dmax = np.float32(0.0)
                 for c in range(3):
@@ -237,6 +242,13 @@ def _lk_refine(a: np.ndarray, b: np.ndarray, bg: np.ndarray, dy: float, dx: floa
     return dy, dx
 
 
+def _near(a_small: np.ndarray) -> np.ndarray:
+    """Analysis pixels within two of any alpha: where the foreground colour is solved."""
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(a_small > 0.002, np.ones((3, 3), bool), 2)
+
+
 def _half(g: np.ndarray) -> np.ndarray:
     h, w = g.shape[0] // 2 * 2, g.shape[1] // 2 * 2
     return g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
@@ -260,11 +272,16 @@ class PlateFilter:
 
     # -- state -------------------------------------------------------------------------------
     def state_arrays(self) -> list:
-        return [np.array([self.frame, self.mismatched, self.first_mismatch], np.int64)]
+        """Counters, and the shift of the warped plate in use (empty: none)."""
+        at = np.array([] if self._warped_at is None else self._warped_at, np.float64)
+        return [np.array([self.frame, self.mismatched, self.first_mismatch], np.int64), at]
 
     def load_state(self, arrays: list, like: Any = None) -> None:
         self.frame, self.mismatched, self.first_mismatch = (
             (int(v) for v in arrays[0]) if arrays else (0, 0, -1))
+        at = arrays[1] if len(arrays) > 1 else ()
+        self._warped_at = (float(at[0]), float(at[1])) if len(at) == 2 else None
+        self._warped_ok = False
 
     @property
     def warnings(self) -> list:
@@ -321,8 +338,9 @@ class PlateFilter:
         solve = _kernels()[1]
         thr = np.float32(p.k * sigma)
         kappa = np.float32(p.kappa * 27 * sigma * sigma)
+        near = _near(a_small) if fgr is not None else np.zeros((1, 1), np.bool_)
         solve(img, plate, gain, pha, fgr if fgr is not None else np.zeros((1, 1, 3), np.float32),
-              fgr is not None, thr, np.float32(p.soft_alpha), kappa)
+              fgr is not None, thr, np.float32(p.soft_alpha), kappa, near, f)
         return True
 
     def _align(self, g_small: np.ndarray, a_small: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -340,11 +358,19 @@ class PlateFilter:
         self.last.update(shift=(dy, dx))
         if math.hypot(dy, dx) > self.p.max_shift * w * f:
             return self.plate, False
-        if abs(dy) < 0.15 and abs(dx) < 0.15:
+        if abs(dy) < 0.25 and abs(dx) < 0.25:
             return self.plate, True
+        at = self._warped_at
+        if at is not None and math.hypot(dy - at[0], dx - at[1]) < 0.1:
+            dy, dx = at  # (about) the motion of the last warp: reused (part of the state)
+        else:
+            self._warped_at = (dy, dx)
+            self._warped_ok = False
         if self._warped is None:
             self._warped = np.empty_like(self.plate)
-        _kernels()[0](self.plate, float(dy), float(dx), self._warped)
+        if not self._warped_ok:
+            _kernels()[0](self.plate, float(dy), float(dx), self._warped)
+            self._warped_ok = True
         return self._warped, True
 
     def _fit(self, img: np.ndarray, plate: np.ndarray, pha: np.ndarray
