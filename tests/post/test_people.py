@@ -399,3 +399,45 @@ def test_fused_path_selection_resume_exact(tmp_path):
         assert ((tmp_path / "wa" / f"{i:06d}.png").read_bytes()
                 == (tmp_path / "ca" / f"{i:06d}.png").read_bytes())
     assert (tmp_path / "w.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()
+
+
+def test_benchmark_guidance_scenes(tmp_path):
+    """`rvmatte benchmark make` renders the guidance scenes of a recipe: per-person ground
+    truth that adds up to the union, a pixel on each person, the plate and the poster."""
+    import json
+
+    from rvmatte.evaluation.benchmark_clips import load_recipe, make_benchmark
+
+    for k in range(3):
+        rgba = np.zeros((60, 30, 4), np.uint8)
+        rgba[..., :3] = COLOURS[k]
+        rgba[..., 3] = (blob(15, 30, 12, 28, 60, 30) * 255).astype(np.uint8)
+        Image.fromarray(rgba).save(tmp_path / f"p{k}.png")
+    wall = np.random.default_rng(0).integers(0, 255, (90, 160, 3)).astype(np.uint8)
+    Image.fromarray(wall).save(tmp_path / "wall.png")
+    recipe = {"seed": 1, "resolutions": [{"name": "low", "width": 64, "height": 48, "clips": 1,
+                                           "frames": 1}],
+              "foregrounds": [{"name": f"p{k}", "rgba": f"p{k}.png"} for k in range(3)],
+              "backgrounds": [{"name": "wall", "image": "wall.png"}],
+              "guidance": {"width": 160, "height": 90,
+                           "people": {"foregrounds": ["p0", "p1", "p2"], "background": "wall",
+                                      "frames": 5},
+                           "plate": {"foreground": "p0", "poster": "p1", "background": "wall",
+                                     "frames": 3}}}
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    m = make_benchmark(load_recipe(tmp_path / "r.json"), tmp_path / "b",
+                       resolutions=["guidance"])
+    g = m["guidance"]
+    assert g["people"]["frames"] == 5 and len(g["people"]["select"]) == 3
+    root = tmp_path / "b" / "guidance"
+    for t in range(5):
+        vis = [np.asarray(Image.open(root / "people" / f"person{k}" / f"{t:04d}.png"), float)
+               for k in range(3)]
+        union = np.asarray(Image.open(root / "people" / "pha" / f"{t:04d}.png"), float)
+        assert np.abs(sum(vis) - union).max() <= 3  # rounding of the three parts
+    for k, (x, y) in enumerate(g["people"]["select"]):
+        assert np.asarray(Image.open(root / "people" / f"person{k}" / "0000.png"))[y, x] > 250
+    assert (root / "plate" / "plate.png").is_file()
+    assert np.asarray(Image.open(root / "plate" / "poster" / "0000.png")).max() > 200
+    assert "guidance" in json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert not (tmp_path / "b" / "low").exists()  # only what was asked
