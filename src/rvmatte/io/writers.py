@@ -63,6 +63,19 @@ DEFAULT_QUALITY = {"h264": 18, "h265": 22, "vp9": 28}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")
 DEFAULT_PRESET = "veryfast"
+# The alpha stream of an H.264/H.265 output: "yuv420" (Y = alpha in limited range, flat grey
+# chroma: plays everywhere H.264 does) or "gray" (one plane, 4:0:0: H.264 High profile
+# monochrome, H.265 Range Extensions; Y = alpha in full range, every level kept). 4:0:0 costs
+# about 20 % less CPU but few hardware decoders take it (docs/PIPELINE.md, Output formats).
+ALPHA_FORMATS = ("yuv420", "gray")
+DEFAULT_ALPHA_FORMAT = "yuv420"
+# x264 encodes an H.264 alpha stream this many presets faster than --preset (veryfast ->
+# ultrafast). A matte is flat: at 1080p ultrafast halves its CPU time (5.4 against 11 ms a
+# frame) and is the more exact (max |dalpha| 8-11 against 35-53 at CRF 18), as it spends no
+# AQ / mb-tree bits away from the moving edges; it writes 3-5x the bytes of a very small stream
+# (17-19 KiB a frame against 3-6) and Constrained Baseline, which every H.264 decoder plays.
+# benchmarks/alpha_encode.py measures it.
+ALPHA_PRESET_STEPS = 2
 # NVIDIA hardware encoders, tried for H.264/H.265 when the model runs on a CUDA GPU.
 HARDWARE_ENCODERS = {"h264": "h264_nvenc", "h265": "hevc_nvenc"}
 # x264 preset -> NVENC preset (p1 fastest .. p7 best)
@@ -84,6 +97,7 @@ class OutputSpec:
     quality: Optional[int] = None
     preset: str = DEFAULT_PRESET  # x264/x265 speed preset (NVENC: the nearest p1..p7)
     encoder: Optional[str] = None  # libavcodec encoder; None = the software one for the codec
+    alpha_format: str = DEFAULT_ALPHA_FORMAT  # an H.264/H.265 alpha stream: yuv420 | gray
 
     @property
     def encoder_name(self) -> str:
@@ -100,19 +114,49 @@ class OutputSpec:
             return "gray"
         return "rgba" if self.rgba else "rgb"
 
+    @property
+    def gray(self) -> bool:
+        """An alpha stream encoded as one plane (4:0:0): asked for, and the encoder takes it
+        (x264 / x265; NVENC and the other codecs keep their usual form)."""
+        return (self.kind == "alpha" and self.mode == "video" and self.alpha_format == "gray"
+                and self.encoder_name in ("libx264", "libx265"))
+
+    @property
+    def encode_preset(self) -> str:
+        """The x264/x265 preset this output is encoded with: :attr:`preset`, or for an H.264
+        alpha stream :data:`ALPHA_PRESET_STEPS` faster."""
+        if self.kind == "alpha" and self.encoder_name == "libx264" and self.preset in PRESETS:
+            return PRESETS[max(0, PRESETS.index(self.preset) - ALPHA_PRESET_STEPS)]
+        return self.preset
+
     def describe(self) -> str:
         if self.mode == "video":
-            return f"{self.codec}{' +alpha' if self.rgba else ''}"
+            return self.codec + (" +alpha" if self.rgba else "") + (" gray" if self.gray else "")
         return "png" + (" rgba" if self.rgba else (f" gray{self.alpha_bits}" if self.kind == "alpha" else ""))
 
 
+def check_alpha_format(value: Optional[str]) -> str:
+    """``None`` -> :data:`DEFAULT_ALPHA_FORMAT`; an unknown name -> :class:`OutputError`."""
+    if value is None:
+        return DEFAULT_ALPHA_FORMAT
+    name = str(value).strip().lower()
+    if name not in ALPHA_FORMATS:
+        raise OutputError(f"unknown alpha format {value!r}; choose from "
+                          f"{', '.join(ALPHA_FORMATS)}")
+    return name
+
+
 def plan_output(kind: str, path, *, codec: Optional[str], transparent: Optional[bool],
-                quality: Optional[int] = None, alpha_bits: int = 8, still: bool = False) -> OutputSpec:
+                quality: Optional[int] = None, alpha_bits: int = 8, still: bool = False,
+                alpha_format: Optional[str] = None) -> OutputSpec:
     """Decide how to write ``path``. ``transparent``: True (must store alpha), False (opaque),
-    None (store alpha if the format can). Raises :class:`OutputError` for impossible requests."""
+    None (store alpha if the format can). ``alpha_format``: an H.264/H.265 alpha output's
+    stream, ``"yuv420"`` (default) or ``"gray"`` (4:0:0; other codecs keep their form).
+    Raises :class:`OutputError` for impossible requests."""
     p = Path(path)
     if alpha_bits not in (8, 16):
         raise OutputError(f"alpha bit depth must be 8 or 16, got {alpha_bits}")
+    alpha_format = check_alpha_format(alpha_format)
     codec_name = codec.lower() if codec else None
     if codec_name is not None and codec_name not in CODECS:
         raise OutputError(f"unknown codec {codec!r}; choose from {', '.join(sorted(set(CODECS) - {'hevc'}))}")
@@ -163,13 +207,15 @@ def plan_output(kind: str, path, *, codec: Optional[str], transparent: Optional[
     if quality is not None and not (0 <= int(quality) <= 63):
         raise OutputError(f"invalid quality {quality}: use a CRF-like value, 0 (best) .. 51")
     return OutputSpec(kind=kind, path=p, mode=mode, codec=codec_name, rgba=rgba,
-                      alpha_bits=alpha_bits, quality=quality)
+                      alpha_bits=alpha_bits, quality=quality, alpha_format=alpha_format)
 
 
 def pix_fmt_for(spec: OutputSpec, width: int, height: int) -> str:
     """The pixel format ``spec``'s encoder is given at ``width`` x ``height``."""
     odd = width % 2 or height % 2
     c = spec.codec
+    if spec.gray:
+        return "gray"                            # 4:0:0 has no chroma to subsample: any size
     if c in ("h264", "h265"):
         return "yuv444p" if odd else "yuv420p"   # 4:2:0 needs even sizes; keep the exact size
     if c == "vp9":
@@ -253,6 +299,33 @@ def pick_encoder(codec: str, choice: str = "auto", *, gpu: bool = False) -> tupl
     return None, f"{err}: using {CODECS[codec]}"
 
 
+def encoder_options(spec: OutputSpec) -> dict:
+    """The libavcodec options ``spec``'s encoder is opened with."""
+    q = spec.quality if spec.quality is not None else DEFAULT_QUALITY.get(spec.codec)
+    # No B-frames for H.264/H.265: every segment then has decode time == presentation
+    # time, so segments concatenate into one stream with exact timestamps (a segment with
+    # a different reordering delay would break the muxer's durations).
+    if spec.encoder_name.endswith("_nvenc"):
+        return {"preset": _NVENC_PRESET[spec.preset], "rc": "vbr", "cq": str(q), "b": "0",
+                "bf": "0"}
+    if spec.codec == "h264":
+        return {"crf": str(q), "preset": spec.encode_preset, "bf": "0"}
+    if spec.codec == "h265":
+        return {"crf": str(q), "preset": spec.encode_preset,
+                "x265-params": "log-level=error:bframes=0"}
+    if spec.codec == "vp9":
+        opts = {"crf": str(q), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+        if spec.rgba:
+            opts["auto-alt-ref"] = "0"  # required by libvpx for alpha
+        return opts
+    if spec.codec == "prores":
+        opts = {"profile": "4", "vendor": "apl0"}  # 4444 (alpha when rgba)
+        if spec.quality is not None:
+            opts["qscale"] = str(max(1, min(32, int(spec.quality))))
+        return opts
+    return {}
+
+
 def _ndarray_format(channels: str) -> str:
     return {"rgb": "rgb24", "rgba": "rgba", "gray": "gray"}[channels]
 
@@ -284,30 +357,11 @@ class SegmentWriter:
             # and most guess BT.709 for HD, which shifts the colours slightly.
             s.codec_context.colorspace = 6      # AVCOL_SPC_SMPTE170M (BT.601)
             s.codec_context.color_range = 1     # AVCOL_RANGE_MPEG (limited)
+        elif s.pix_fmt == "gray" and spec.codec in ("h264", "h265"):
+            s.codec_context.color_range = 2     # AVCOL_RANGE_JPEG: Y is the alpha, 0..255
         s.time_base = time_base
         s.codec_context.time_base = time_base
-        q = spec.quality if spec.quality is not None else DEFAULT_QUALITY.get(spec.codec)
-        opts = {}
-        # No B-frames for H.264/H.265: every segment then has decode time == presentation
-        # time, so segments concatenate into one stream with exact timestamps (a segment with
-        # a different reordering delay would break the muxer's durations).
-        if spec.encoder_name.endswith("_nvenc"):
-            opts = {"preset": _NVENC_PRESET[spec.preset], "rc": "vbr", "cq": str(q), "b": "0",
-                    "bf": "0"}
-        elif spec.codec == "h264":
-            opts = {"crf": str(q), "preset": spec.preset, "bf": "0"}
-        elif spec.codec == "h265":
-            opts = {"crf": str(q), "preset": spec.preset,
-                    "x265-params": "log-level=error:bframes=0"}
-        elif spec.codec == "vp9":
-            opts = {"crf": str(q), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
-            if spec.rgba:
-                opts["auto-alt-ref"] = "0"  # required by libvpx for alpha
-        elif spec.codec == "prores":
-            opts = {"profile": "4", "vendor": "apl0"}  # 4444 (alpha when rgba)
-            if spec.quality is not None:
-                opts["qscale"] = str(max(1, min(32, int(spec.quality))))
-        s.options = opts
+        s.options = encoder_options(spec)
         if threads is not None:
             s.codec_context.thread_count = int(threads)
         self.stream = s
