@@ -1,7 +1,8 @@
 """Every backend's decoded output is the same as before the runtime-core redesign.
 
 ``tests/fixtures/output_hashes.json`` was made by ``scripts/output_hashes.py`` on the commit
-before the redesign (b004695). Float kernels (oneDNN, MLAS) take different code paths on other
+before the redesign (b004695); its ``notes`` say which hashes were remade since, and why (an
+intended change of an encoding). Float kernels (oneDNN, MLAS) take different code paths on other
 instruction sets, so the hashes are compared only on the CPU model they were made on.
 """
 
