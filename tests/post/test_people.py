@@ -441,3 +441,12 @@ def test_benchmark_guidance_scenes(tmp_path):
     assert np.asarray(Image.open(root / "plate" / "poster" / "0000.png")).max() > 200
     assert "guidance" in json.loads((tmp_path / "b" / "benchmark.json").read_text())
     assert not (tmp_path / "b" / "low").exists()  # only what was asked
+
+
+def test_without_a_first_pass_everyone_stays_until_the_selection_frame():
+    """A live stream cannot look ahead: a selection on frame 3 keeps everyone before it."""
+    frames, people = scene(TWO_APART, 8)
+    out = run(PeopleFilter(Selection(points=((63, 75),), frame=3), W, H), frames, people)
+    for t in range(3):
+        assert np.array_equal(out[t], np.clip(sum(people[t]), 0, 1))
+    check_kept(out, people, 0, frames=range(3, 8))

@@ -312,7 +312,8 @@ class PeopleFilter:
 
     ``resolved``: track ids to keep from the first frame on (found by a first pass over the
     frames up to ``selection.frame``, :func:`resolve_selection`); without it the selection
-    is applied on ``selection.frame`` (which must then be 0)."""
+    is applied on ``selection.frame``, and everyone is kept before it (a live stream, which
+    cannot look ahead; file conversion resolves a later frame first)."""
 
     def __init__(self, selection: Selection, width: int, height: int,
                  params: PeopleParams = PeopleParams(), *,
@@ -487,6 +488,9 @@ class PeopleFilter:
         pixels nobody owns; 0 elsewhere."""
         from scipy import ndimage
 
+        if self.resolved is None and self.frame < self.selection.frame:
+            # before the selection frame, with no first pass (a live stream): everyone stays
+            return np.ones(self.owner.shape, np.float32)
         sel = [t.id for t in self.tracks if t.selected and t.missing == 0]
         keep = np.isin(self.owner, sel) if sel else np.zeros(self.owner.shape, bool)
         if keep.any() and self.p.grow > 0:
