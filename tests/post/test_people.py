@@ -357,6 +357,7 @@ def _cli(*args, cwd=None):
     (["--people", "2", "--select", "3,3"], "use it without"),
     (["--select-frame", "3"], "--select-frame needs"),
     (["--background-plate", "missing.png"], "background plate not found"),
+    (["--people", "1", "--split", "2"], "cannot be combined with --split"),
 ])
 def test_cli_bad_guidance_is_one_line(tmp_path, flags, msg):
     frames, _ = scene(TWO_APART, 2)

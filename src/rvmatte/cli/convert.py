@@ -113,6 +113,9 @@ def _guidance(args) -> dict:
     sel = Selection.parse(args.select, args.select_box, args.select_mask, args.people,
                           args.select_frame)
     if sel is not None:
+        if getattr(args, "split", None) is not None or getattr(args, "split_seconds", None):
+            raise InputError("person selection cannot be combined with --split/--split-seconds "
+                             "(each part would pick its people anew on its own first frame)")
         out["select"] = sel
     if args.background_plate is not None:
         out["background_plate"] = args.background_plate
