@@ -80,12 +80,13 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
     from ..inference.session import Matter
 
     t0 = time.perf_counter()
-    # One session for the whole stream, on the spec's path (backend "auto": CUDA graphs on
-    # NVIDIA GPUs, ONNX Runtime + the fused kernel on CPUs); a ratio change only restarts
-    # its state.
-    matter = Matter(spec, model=model)
-    src = LiveSource(where).open()
+    src = LiveSource(where).open()  # an unreadable source fails before the model loads
+    matter = pipe = None
     try:
+        # One session for the whole stream, on the spec's path (backend "auto": CUDA graphs
+        # on NVIDIA GPUs, ONNX Runtime + the fused kernel on CPUs); a ratio change only
+        # restarts its state.
+        matter = Matter(spec, model=model)
         audio = _audio(src) if isinstance(sink, FileSink) else None
         pipe = LivePipeline(matter, src, sink, bg, ratio=spec.downsample, adapt=adapt,
                             target_fps=target_fps, min_ratio=min_ratio, max_frames=max_frames,
@@ -93,14 +94,15 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
                             realtime_out=where.live or sink.realtime, audio=audio)
         if src.size is not None:
             pipe.prepare(*src.size)
+        startup = time.perf_counter() - t0
+        stats = pipe.run()  # closes the source
     except BaseException:
-        src.close()
+        if pipe is None or not pipe.started:  # else the pipeline closed it (if it could)
+            src.close()
         raise
-    startup = time.perf_counter() - t0
-    try:
-        stats = pipe.run()
     finally:
-        matter.close()
+        if matter is not None:
+            matter.close()
     if stats.frames == 0 and not stats.stopped_by_user:
         raise InputError(f"no frames could be read from {source}")
     stats.startup_s = startup

@@ -116,6 +116,7 @@ class LivePipeline:
         self.pts_base: Optional[int] = None  # subtracted from a real-time source's timestamps
         self.exhausted = False       # the source was read to its end
         self.opened = False          # the sink is open
+        self.started = False         # run() was called: it closes the source
         self.overlay = ""
 
     # ---- set-up -------------------------------------------------------------------------
@@ -276,6 +277,7 @@ class LivePipeline:
     def run(self) -> LiveStats:
         """Run to the source's end, ``max_frames``, the window closed or Ctrl-C; raises the
         first error of any stage."""
+        self.started = True
         workers = [threading.Thread(target=self._capture, name="rvmatte-live-capture",
                                     daemon=True),
                    threading.Thread(target=self._model, name="rvmatte-live-model", daemon=True)]
