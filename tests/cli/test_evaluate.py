@@ -64,13 +64,23 @@ def test_benchmark_make_run_and_evaluate(tmp_path, capsys):
                  "--peers-dir", str(REPO / "benchmarks" / "peers"), "--save-predictions",
                  "--json", "-q"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["resolutions"]["low"]["methods"]) == {"rvmatte", "mediapipe_meet"}
+    # the post-network stages run as methods of their own beside the network (--post)
+    assert set(res["resolutions"]["low"]["methods"]) == {"rvmatte", "rvmatte_stab",
+                                                         "rvmatte_fgest", "mediapipe_meet"}
     assert (report / "montage.png").is_file()
     assert main(["evaluate", "--pred", str(report / "predictions" / "low" / "mediapipe_meet"),
                  "--gt", str(bench / "low" / "pha"), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert abs(ev["mad"] - res["resolutions"]["low"]["methods"]["mediapipe_meet"]["mean"]["mad"]) < 2.5
     assert main(["benchmark", "run", str(tmp_path), "-o", str(tmp_path / "r2"), "-q"]) == 2
+    assert main(["benchmark", "run", str(bench), "-o", str(tmp_path / "r3"), "--weights", "none",
+                 "--backends", "torch", "--peers", "none", "--post", "none", "--json",
+                 "-q"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["resolutions"]["low"]["methods"]) == {"rvmatte"}
+    assert main(["benchmark", "run", str(bench), "-o", str(tmp_path / "r4"), "--post", "blur",
+                 "-q"]) == 2
+    assert "unknown --post stage blur" in capsys.readouterr().err
 
 
 def test_diagnose_cli(tmp_path, capsys):

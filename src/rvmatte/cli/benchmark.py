@@ -61,6 +61,10 @@ def register(subparsers) -> None:
     r.add_argument("--peers", default=None,
                    help="comma-separated peers (default: all, mediapipe_selfie,mediapipe_meet,"
                         "sinet); 'none' for ours only")
+    r.add_argument("--post", default="stabilize,foreground", metavar="LIST",
+                   help="post-network stages also run as methods of their own beside our "
+                        "model: comma-separated stabilize, foreground; 'none' for the network "
+                        "alone")
     r.add_argument("--save-predictions", action="store_true",
                    help="also write every method's alpha PNGs under OUTPUT/predictions/")
     r.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
@@ -95,7 +99,7 @@ def run_make(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from ..evaluation.benchmark_clips import DEFAULT_PEERS, find_repo_path
-    from ..evaluation.report import build_methods, missing_peers, run_benchmark
+    from ..evaluation.report import POST_METHODS, build_methods, missing_peers, run_benchmark
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
@@ -109,8 +113,15 @@ def run_run(args: argparse.Namespace) -> int:
         print(f"rvmatte: note: peer models skipped, no ONNX file in {peers_dir}: "
               f"{', '.join(missing)} (--peers-dir DIR to point at them, --peers none for ours "
               "only)", file=sys.stderr)
+    post = [] if args.post.strip().lower() == "none" else [
+        p.strip() for p in args.post.split(",") if p.strip()]
+    unknown = sorted(set(post) - set(POST_METHODS))
+    if unknown:
+        raise InputError(f"unknown --post stage {', '.join(unknown)}; choose from "
+                         f"{', '.join(POST_METHODS)} or none")
     methods, notes = build_methods(spec, backends=backends, peers_dir=peers_dir,
-                                   peers=peers, benchmark_ratio=args.downsample is None)
+                                   peers=peers, benchmark_ratio=args.downsample is None,
+                                   post=post)
     if spec.weights is None:
         notes.append("our model ran with random weights (--weights none): numbers are meaningless")
     results = run_benchmark(args.benchmark, args.output, methods=methods, notes=notes,
