@@ -116,6 +116,17 @@ _CONVERT = {(name, gpu): ray.remote(max_calls=1 if gpu else 0)(fn)
             for name, fn in (("clip", _clip), ("part", _part)) for gpu in (False, True)}
 
 
+def _here():
+    """The driver's node, softly (a worker node leaving then does not take the batch's
+    progress along); Ray's default where the driver is not a node (Ray Client)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return NodeAffinitySchedulingStrategy(_node(), soft=True)
+    except Exception:  # noqa: BLE001 - no node id here (a Ray Client driver)
+        return "DEFAULT"
+
+
 class RayExecutor:
     """Submits the batch's tasks to Ray and hands back their results as they finish.
 
@@ -124,11 +135,7 @@ class RayExecutor:
     again after its worker died."""
 
     def __init__(self, *, cpus: float = 1, gpus: float = 0, retries: int = 3) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        # The hub on the driver's node: a worker node leaving does not take the progress along.
-        here = NodeAffinitySchedulingStrategy(_node(), soft=True)
-        self.hub = ProgressHub.options(scheduling_strategy=here).remote()
+        self.hub = ProgressHub.options(scheduling_strategy=_here()).remote()
         heavy = dict(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
         light = dict(num_cpus=min(1.0, cpus), num_gpus=0, max_retries=retries,
                      retry_exceptions=False)

@@ -280,17 +280,27 @@ def plan_clip_split(job: ClipJob, *, count: Optional[int], seconds: Optional[flo
         if not job.overwrite and finished(job.outputs):
             return {"record": _skipped(job, t0)}
         _check_splittable(job)
-        request = _request(job, overwrite=True)
-        targets = plan_targets(request)  # the outputs can be written; the ratio fits
-        plan = sp.plan_split(targets.info, job.outputs, start=job.options.get("start"),
+        # Existing outputs are replaced only when asked, or when a split job of ours left
+        # its parts (it may have placed some outputs before it died).
+        ours = sp.parts_dir_for(job.first_output).exists()
+        info = _check_targets(job, overwrite=job.overwrite or ours)
+        plan = sp.plan_split(info, job.outputs, start=job.options.get("start"),
                              end=job.options.get("end"), count=count, seconds=seconds,
                              warmup=warmup)
         options = {k: v for k, v in job.options.items() if k not in ("start", "end")}
-        sp.open_parts_dir(plan, sp.plan_identity(targets.info, plan, options,
-                                                 job.spec.fingerprint()))
+        sp.open_parts_dir(plan, sp.plan_identity(info, plan, options, job.spec.fingerprint()))
     except RvmatteError as e:
         return {"record": failed(job, e, t0)}
     return {"plan": plan.as_dict()}
+
+
+def _check_targets(job: ClipJob, *, overwrite: bool):
+    """Probe the input and check the outputs can be written and the ratio fits (as
+    ``convert_video`` does first); returns the input's ``SourceInfo``."""
+    targets = plan_targets(_request(job, overwrite=overwrite))
+    if isinstance(targets.parsed_background, Background):
+        targets.parsed_background.close()
+    return targets.info
 
 
 def _request(job: ClipJob, *, overwrite: bool) -> ConvertRequest:
@@ -368,11 +378,11 @@ def join_parts(job: ClipJob, plan: dict) -> dict:
     foreground), into a temporary file renamed into place; then the parts are removed."""
     t0 = time.perf_counter()
     sp_plan = sp.SplitPlan.from_dict(plan)
-    targets = None
     try:
         check_storage(job)
-        request = _request(job, overwrite=True)
-        targets = plan_targets(request)
+        targets = plan_targets(_request(job, overwrite=True))  # (checked by the plan)
+        if isinstance(targets.parsed_background, Background):
+            targets.parsed_background.close()
         info, rng = targets.info, parse_range(job.options.get("start"), job.options.get("end"))
         segments = {kind: [(Path(dict(p.outputs)[kind]), p.offset - sp_plan.range_offset)
                            for p in sp_plan.parts] for kind, _ in job.outputs}
@@ -386,9 +396,6 @@ def join_parts(job: ClipJob, plan: dict) -> dict:
                                                info=info, audio=audio)
     except RvmatteError as e:
         return failed(job, e, t0, parts=len(sp_plan.parts), warmup=sp_plan.warmup)
-    finally:
-        if targets is not None and isinstance(targets.parsed_background, Background):
-            targets.parsed_background.close()
     shutil.rmtree(sp_plan.parts_dir, ignore_errors=True)
     return record(job, "done", frames=sp_plan.frames, seconds=time.perf_counter() - t0,
                   node=where(), audio=audio_mode, parts=len(sp_plan.parts),
