@@ -22,6 +22,9 @@ load and file close included), CPU milliseconds per frame (user + system of the 
 two cores can at best divide by two), and for the new version its per-stage times (capture,
 model, output per frame). Then the median over the rounds and the ratio new / old. Each output
 is opened with PyAV: a run whose output is not H.264 or is short of frames counts as failed.
+A third run per ratio times the model stage alone (``Matter.matte_uint8`` to the encoder's
+planes, on ``--model-frames`` frames decoded into memory beforehand, this checkout): the
+ceiling of any live pipeline on this machine, since the network's recurrence is sequential.
 
 The clip: ``--clip PATH``, or generated from the bundled ``examples/sample_talking_head_640x360.mp4``
 upscaled to 1280x720 (bicubic), played forwards and backwards to ``--frames`` frames (default
@@ -122,7 +125,59 @@ def run_once(name: str, env: dict, clip: Path, ratio: float, work: Path, frames:
     return res
 
 
+MODEL_ONLY = r"""
+import json, resource, sys, time
+import numpy as np
+from rvmatte.inference.session import Matter
+from rvmatte.io.readers import Source, probe
+from rvmatte.spec import ModelSpec
+clip, ratio, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+frames = []
+for fr in Source(probe(clip)).frames():
+    frames.append(fr.image)
+    if len(frames) == n:
+        break
+m = Matter(ModelSpec(downsample=ratio))
+uint8 = m.uint8_path(ratio)
+def step(f, state):
+    if uint8:
+        return m.matte_uint8(f[None], state, ratio, outputs=["composite_yuv"],
+                             background=(0.0, 1.0, 0.0))[1]
+    m.process(f)
+step(frames[0], None)
+m.reset()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+t, c, state = time.perf_counter(), cpu(), None
+for f in frames:
+    state = step(f, state)
+wall, used = time.perf_counter() - t, cpu() - c
+print(json.dumps({"fps": len(frames) / wall, "cpu_ms": 1000 * used / len(frames),
+                  "path": "fused" if uint8 else "process"}))
+"""
+
+
+def model_only(clip: Path, ratio: float, frames: int, idle_wait: float) -> dict:
+    """The session alone (this checkout) on ``frames`` decoded frames held in memory: what
+    the model stage can do with the whole machine, the pipeline's ceiling."""
+    idle = wait_idle(idle_wait) if idle_wait > 0 else "not checked"
+    before = load()
+    r = subprocess.run([sys.executable, "-c", MODEL_ONLY, str(clip), str(ratio), str(frames)],
+                       env=version_env(None), capture_output=True, text=True)
+    res = {"name": "model", "ratio": ratio, "ok": r.returncode == 0, "idle": idle,
+           "load_before": before, "load_after": load()}
+    if r.returncode == 0:
+        res.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    else:
+        res["log_tail"] = r.stderr[-600:]
+    return res
+
+
 def line(res: dict) -> str:
+    if res["name"] == "model":
+        return (f"  model only @ {res['ratio']:<4g} {res.get('fps', 0):5.1f} FPS, CPU "
+                f"{res.get('cpu_ms', 0):4.0f} ms/frame ({res.get('path')}, frames in memory)"
+                f"  load {res['load_before']} -> {res['load_after']} [{res['idle']}]"
+                + ("" if res["ok"] else "  FAILED"))
     stages = (f"  capture {res['capture_ms']} / model {res['model_ms']} / output "
               f"{res['output_ms']} ms" if "model_ms" in res else "")
     return (f"  {res['name']:>3} @ {res['ratio']:<4g} tool {res.get('tool_fps', 0):5.1f} FPS, "
@@ -139,16 +194,17 @@ def median(rows: list, key: str) -> float:
 def report(results: list, ratios: list) -> None:
     print("\nmedians (FPS = frames written per second of wall time)")
     print("| ratio | old tool FPS | new tool FPS | new / old | old process FPS | "
-          "new process FPS | CPU ms/frame old -> new | new: capture / model / output ms "
-          "| target |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "new process FPS | model only FPS | CPU ms/frame old -> new (model only) | "
+          "new: capture / model / output ms | target |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in ratios:
-        old = [x for x in results if x["ratio"] == r and x["name"] == "old"]
-        new = [x for x in results if x["ratio"] == r and x["name"] == "new"]
+        old, new, mod = ([x for x in results if x["ratio"] == r and x["name"] == name]
+                         for name in ("old", "new", "model"))
         of, nf = median(old, "tool_fps"), median(new, "tool_fps")
         print(f"| {r:g} | {of:.1f} | {nf:.1f} | {nf / of:.2f}x | "
               f"{median(old, 'process_fps'):.1f} | {median(new, 'process_fps'):.1f} | "
-              f"{median(old, 'cpu_ms_per_frame'):.0f} -> {median(new, 'cpu_ms_per_frame'):.0f} | "
+              f"{median(mod, 'fps'):.1f} | {median(old, 'cpu_ms_per_frame'):.0f} -> "
+              f"{median(new, 'cpu_ms_per_frame'):.0f} ({median(mod, 'cpu_ms'):.0f}) | "
               f"{median(new, 'capture_ms'):.0f} / {median(new, 'model_ms'):.0f} / "
               f"{median(new, 'output_ms'):.0f} | >= {TARGETS.get(r, float('nan')):g} |")
 
@@ -166,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/rvmatte-live-speed"))
     ap.add_argument("--idle-wait", type=float, default=60,
                     help="seconds to wait at most for 85 %% idle CPUs before each run")
+    ap.add_argument("--model-frames", type=int, default=100,
+                    help="frames of the model-only runs (0: none)")
     ap.add_argument("--json", type=Path, help="write every run's numbers here")
     args = ap.parse_args(argv)
     ratios = [float(x) for x in args.ratios.split(",")]
@@ -195,6 +253,10 @@ def main(argv=None) -> int:
         for r in ratios:
             for name, env in order:
                 res = run_once(name, env, clip, r, args.work, frames, args.idle_wait)
+                results.append(res)
+                print(line(res), flush=True)
+            if args.model_frames:
+                res = model_only(clip, r, min(args.model_frames, frames), args.idle_wait)
                 results.append(res)
                 print(line(res), flush=True)
     if len(versions) == 2:
