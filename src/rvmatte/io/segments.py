@@ -316,7 +316,14 @@ def plan_encoding(n_video: int, *, frame_bytes: int, rate: float, workers="auto"
     encoder (NVENC: fast enough alone, and consumer GPUs allow only a few sessions at a
     time). ``threads`` (default: the encoder's own choice with one encoder per output, else
     the cores divided among the encoders). ``processes``: several workers encode in child
-    processes (:mod:`rvmatte.io.encoder_process`) instead of threads."""
+    processes (:mod:`rvmatte.io.encoder_process`) instead of threads.
+
+    PyAV opens encoders with slice threading, so x264's own choice is one sliced thread per
+    CPU (and as many lookahead threads), and ``threads`` N > 1 means N slices a frame. On the
+    2-core EPYC the encoders' CPU time for a 1080p composite + alpha was the same, 26-27 ms a
+    frame, with 1 thread, 2 sliced, 2 or 3 frame threads (``thread_type=frame``) or the two
+    outputs on their own threads; whole conversions differed by less than the noise of the
+    shared machine (two runs of one setting: up to 30 %) (benchmarks/alpha_encode.py)."""
     w = check_count(workers, "number of encode workers")
     t = check_count(threads, "number of encoder threads")
     cores = cores or os.cpu_count() or 1
