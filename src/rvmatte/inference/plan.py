@@ -293,7 +293,10 @@ class OutputPlan:
                 "segment_frames": self.segment_frames, "yuv_in": self.yuv_in,
                 "uint8": self.uint8,
                 "background": self.background.name if self.background is not None else None,
+                # the preset each stream is encoded with (an H.264 alpha stream is encoded
+                # faster than --preset): segments of two settings must never be joined
                 "outputs": [(s.kind, s.mode, s.codec, s.rgba, s.alpha_bits, s.encoder,
+                             s.encode_preset, s.alpha_format,
                              self.keys[s.kind]) for s in self.specs]}
 
 
