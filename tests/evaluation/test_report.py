@@ -28,7 +28,8 @@ def test_run_benchmark_writes_report(tiny_bench, tmp_path):
         assert (out / f).is_file(), f
     r = res["resolutions"]["tiny"]["methods"]
     assert set(r) == {"rvmatte", "mediapipe_meet", "zeros"}
-    assert set(r["rvmatte"]["mean"]) == {"mad", "mse", "grad", "conn", "dtssd", "fgr_mse"}
+    assert set(r["rvmatte"]["mean"]) == {"mad", "mse", "grad", "conn", "dtssd", "fgr_mse",
+                                         "fgr_mse05", "comp_mse"}
     assert "fgr_mse" not in r["mediapipe_meet"]["mean"]
     # An all-zero matte has MAD = mean ground-truth alpha x 1e3.
     gt = [read_alpha(p) for p in sorted((tiny_bench / "tiny" / "pha" / "0000").glob("*.png"))]

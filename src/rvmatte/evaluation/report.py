@@ -167,7 +167,7 @@ def missing_peers(peers_dir: Path | None, peers: Sequence[str] | None = None) ->
 def build_methods(spec: ModelSpec | None = None, *,
                   backends: Sequence[str] = ("torch", "onnxruntime"), peers_dir: Path | None,
                   peers: Sequence[str] | None = None, benchmark_ratio: bool = True,
-                  chunk: int = 4, post: Sequence[str] = tuple(POST_METHODS)
+                  chunk: int = 4, post: Sequence[str] = ()
                   ) -> tuple[list[Method], list[str]]:
     """The methods to compare and notes on those skipped (missing backend, peer file...).
 
@@ -176,7 +176,8 @@ def build_methods(spec: ModelSpec | None = None, *,
     from the benchmark (its recipe's, so runs compare); false: at ``spec.downsample``.
     ``spec.threads``: CPU threads for our model and the peers' ONNX Runtime sessions.
     ``post``: post-stage methods (``"stabilize"``, ``"foreground"``) of our model on the
-    first backend that runs, beside it.
+    first backend that runs, beside it (none by default; ``rvmatte benchmark run`` adds both
+    unless ``--post none``).
     """
     spec = spec if spec is not None else ModelSpec()
     missing = missing_peers(peers_dir, peers)
