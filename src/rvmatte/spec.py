@@ -28,8 +28,9 @@ VARIANTS = ("mobilenetv3", "resnet50")
 REFINERS = ("fast_guided_filter", "deep_guided_filter")
 # Every way of running the network (rvmatte.runtime builds each; "auto" picks one there, in
 # rvmatte.runtime.auto_backend). The one list: the CLI's choices and the API's checks use it.
+# "int8": the fused CPU path over the network quantised to 8 bits (rvmatte.runtime.int8).
 BACKENDS = ("auto", "torch", "torch-fast", "compile", "cudagraph", "onnxruntime",
-            "onnxruntime-pipe", "fused")
+            "onnxruntime-pipe", "fused", "int8")
 DTYPES = ("float32", "float16", "bfloat16")
 
 

@@ -18,6 +18,8 @@ else the previous call's (four arrays or tensors: each runner takes either). The
 ``fused``             the network in ONNX Runtime and the full-resolution step in rvmatte's
                       compiled kernel; also takes uint8 frames and returns uint8 outputs
                       (:meth:`~rvmatte.runtime.fused.FusedRunner.matte_uint8`)
+``int8``              ``fused`` over the network statically quantised to 8 bits
+                      (:mod:`rvmatte.runtime.int8`; made once per model and cached)
 
 ``auto`` is decided in one place, :func:`auto_backend`. :class:`rvmatte.inference.session.Matter`
 is the only caller of runners. This package imports torch only in the modules that need it
@@ -73,12 +75,12 @@ def auto_backend(device_type: str, dtype: str, ratio: float) -> str:
 
 def needs_torch(spec: ModelSpec) -> bool:
     """Whether running ``spec`` needs PyTorch: not for the bundled weights on the CPU in
-    float32 with the ``auto``, ``fused`` or ``onnxruntime`` backends and onnxruntime
-    installed (their cached ONNX export runs as is; the kernel needs numba, checked when
-    ``fused`` is built)."""
+    float32 with the ``auto``, ``fused``, ``int8`` or ``onnxruntime`` backends and onnxruntime
+    installed (their cached ONNX export runs as is -- the first export needs torch; the kernel
+    needs numba, checked when ``fused`` is built)."""
     return not (_installed("onnxruntime") and spec.bundled() and spec.on_cpu()
                 and spec.dtype_name() == "float32"
-                and spec.backend in ("auto", "fused", "onnxruntime"))
+                and spec.backend in ("auto", "fused", "int8", "onnxruntime"))
 
 
 def _onnx_source(spec: ModelSpec, model: Optional["MattingNetwork"]) -> dict:
@@ -112,7 +114,7 @@ def make_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
     if backend not in BACKENDS or backend == "auto":
         raise RvmatteError(f"unknown backend {backend!r}; choose from "
                            f"{', '.join(b for b in BACKENDS if b != 'auto')}")
-    if backend in ("onnxruntime", "onnxruntime-pipe", "fused"):
+    if backend in ("onnxruntime", "onnxruntime-pipe", "fused", "int8"):
         return _make_onnx_runner(backend, model, spec, dtype, threads)
     if model is None:
         raise RvmatteError(f"backend {backend!r} needs the PyTorch model")
@@ -141,6 +143,10 @@ def _make_onnx_runner(backend: str, model, spec: ModelSpec, dtype: Any, threads)
         from .fused import FusedRunner
 
         return FusedRunner(device=device, dtype=dtype, threads=threads, **source)
+    if backend == "int8":
+        from .int8 import Int8Runner
+
+        return Int8Runner(device=device, dtype=dtype, threads=threads, **source)
     try:
         from .ort import OnnxRuntimeRunner
     except ImportError as e:  # numpy-only installs: say what to install

@@ -5,6 +5,11 @@
 weights' exports are keyed by their pinned sha256 (:func:`bundled_onnx`), so finding one needs
 neither torch nor a built model; other models by a hash of their weights (:func:`cached_onnx`).
 The exporters themselves live in :mod:`rvmatte.export.onnx` (imported when an export is made).
+
+A graph *derived* from a float export (``derived=``: the int8 quantisation of
+:mod:`rvmatte.runtime.int8`) is cached next to it as ``<stem>_<tag>_op<opset>_<key>_torch<version>.onnx``
+(``tag`` e.g. ``int8``), its key the float file's key plus the derivation's version (for int8:
+the calibration recipe's and ONNX Runtime's), so a new recipe makes new files.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import importlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..bundled import BUNDLED
 from ..errors import OutputError, one_line
@@ -46,6 +51,18 @@ def _graph(graph: str):
         return getattr(importlib.import_module("rvmatte.export.onnx"), name)(*args, **kwargs)
 
     return export, inputs, tag
+
+
+class Derived(Protocol):
+    """A graph made from a float export and cached next to it (``derived=`` of
+    :func:`bundled_onnx` and :func:`cached_onnx`; :data:`rvmatte.runtime.int8.INT8`)."""
+
+    tag: str  # in the file name, where the dtype goes
+    version: str  # in the key: a new version makes new files
+
+    def make(self, float_onnx: Callable[[], Path], path: Path, *, graph: str) -> Any:
+        """Write the derived graph to ``path``; ``float_onnx()`` exports (or finds) the float
+        file it starts from (called after the deriver's own checks: an export needs torch)."""
 
 
 def cache_dir() -> Path:
@@ -91,19 +108,20 @@ def _private_folder() -> Path:
 
 
 def _in_cache(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
-              directory: str | os.PathLike | None) -> Path:
+              directory: str | os.PathLike | None, tag: Optional[str] = None) -> Path:
     """``<cache>/onnx/<stem>_<dtype>_op<opset>_<key>_torch<version>.onnx``, made by
     ``make(path)`` unless it is there already. If the user cache cannot be written, the export
     goes to a folder of this process's own (made again by each run, once); an explicit
     ``directory`` that cannot be written, or no room for the export anywhere, is an
     :class:`~rvmatte.errors.OutputError`."""
     with _export_lock:  # a second caller waits, then finds the file the first one made
-        return _find_or_make(stem, key, make, dtype=dtype, opset=opset, directory=directory)
+        return _find_or_make(stem, key, make, tag=tag or dtype_name(dtype), opset=opset,
+                             directory=directory)
 
 
-def _find_or_make(stem: str, key: str, make: Callable[[Path], Any], *, dtype, opset: int,
+def _find_or_make(stem: str, key: str, make: Callable[[Path], Any], *, tag: str, opset: int,
                   directory: str | os.PathLike | None) -> Path:
-    name = f"{stem}_{dtype_name(dtype)}_op{opset}_{key}_torch{torch_version()}.onnx"
+    name = f"{stem}_{tag}_op{opset}_{key}_torch{torch_version()}.onnx"
     if directory is None and _private and (_private[0] / name).is_file():
         return _private[0] / name  # this process fell back for it already: do not export again
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
@@ -128,28 +146,48 @@ def _find_or_make(stem: str, key: str, make: Callable[[Path], Any], *, dtype, op
     return path
 
 
+def _derived(derived: Derived, stem: str, key: str, float_onnx: Callable[[], Path], *,
+             graph: str, opset: int, directory) -> Path:
+    """``derived``'s graph made from the float export ``float_onnx()`` (exported first if
+    need be), cached under a key of the float file's key and the derivation's version."""
+    k = hashlib.sha256(f"{key}/{derived.tag}/{derived.version}".encode()).hexdigest()[:16]
+    return _in_cache(stem, f"{key[0]}{k}" if key.startswith("w") else k,
+                     lambda path: derived.make(float_onnx, path, graph=graph),
+                     dtype=None, tag=derived.tag, opset=opset, directory=directory)
+
+
 def cached_onnx(model: MattingNetwork, *, dtype: str | torch.dtype | None = None,
                 opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None,
-                graph: str = "full") -> Path:
+                graph: str = "full", derived: Optional[Derived] = None) -> Path:
     """Export ``model`` to the cache unless an identical export is there; returns its path.
-    ``graph``: ``"full"`` or ``"coefficients"`` (see :data:`GRAPHS`)."""
+    ``graph``: ``"full"`` or ``"coefficients"`` (see :data:`GRAPHS`). ``derived``: the graph
+    derived from the float32 export instead (e.g. :data:`rvmatte.runtime.int8.INT8`)."""
     export, _, tag = _graph(graph)
-    return _in_cache(f"rvm_{model.variant}_{model.refiner_name}{tag}", model_digest(model),
-                     lambda path: export(model, path, dtype=dtype, opset=opset),
+    stem, key = f"rvm_{model.variant}_{model.refiner_name}{tag}", model_digest(model)
+    if derived is not None:
+        return _derived(derived, stem, key,
+                        lambda: cached_onnx(model, opset=opset, directory=directory, graph=graph),
+                        graph=graph, opset=opset, directory=directory)
+    return _in_cache(stem, key, lambda path: export(model, path, dtype=dtype, opset=opset),
                      dtype=dtype, opset=opset, directory=directory)
 
 
 def bundled_onnx(variant: str = "mobilenetv3", *, dtype: str | torch.dtype | None = None,
                  opset: int = DEFAULT_OPSET, directory: str | os.PathLike | None = None,
-                 graph: str = "full") -> Path:
+                 graph: str = "full", derived: Optional[Derived] = None) -> Path:
     """The cached ONNX export of the *bundled* weights of ``variant``, keyed by their pinned
     sha256 instead of a hash of a built model: when the file is there, no PyTorch model is
     built and neither torch nor torchvision is imported (1.3-2.5 s of start-up). Exported on
-    first use."""
+    first use. ``derived``: as for :func:`cached_onnx`."""
     export, _, tag = _graph(graph)
     b = BUNDLED[variant]
     key = hashlib.sha256(f"{variant}/{b.refiner}/{GRAPH_VERSION}/{b.sha256}".encode()).hexdigest()[:16]
-    return _in_cache(f"rvm_{variant}_{b.refiner}{tag}", f"w{key}",
+    stem = f"rvm_{variant}_{b.refiner}{tag}"
+    if derived is not None:
+        return _derived(derived, stem, f"w{key}",
+                        lambda: bundled_onnx(variant, opset=opset, directory=directory, graph=graph),
+                        graph=graph, opset=opset, directory=directory)
+    return _in_cache(stem, f"w{key}",
                      lambda path: export(_load_model(variant, device="cpu"), path,
                                          dtype=dtype, opset=opset),
                      dtype=dtype, opset=opset, directory=directory)

@@ -48,31 +48,35 @@ class FusedRunner:
     or ``model=``); CPU, float32. ``threads``: ONNX Runtime's intra-op threads and the kernel's
     bands of rows (default :func:`rvmatte.hardware.default_threads`, torch's count)."""
 
+    backend = "fused"  # the backend's name, for messages (rvmatte.runtime.int8 subclasses)
+
     def __init__(self, *, threads: Optional[int] = None, device: Any = "cpu", dtype: Any = None,
                  **source: Any) -> None:
-        from .ort import OnnxRuntimeRunner
-
         if not kernels.available():
-            raise RvmatteError("backend 'fused' needs numba (pip install numba); "
+            raise RvmatteError(f"backend {self.backend!r} needs numba (pip install numba); "
                                "or use --backend onnxruntime")
         if not _on_cpu(device) or dtype_name(dtype) != "float32":
-            raise RvmatteError("backend 'fused' runs on the CPU in float32")
+            raise RvmatteError(f"backend {self.backend!r} runs on the CPU in float32")
         # Load the compiled kernels (numba's disk cache) while ONNX Runtime opens the graph.
         threading.Thread(target=kernels.warm_up, name="rvmatte-kernel-load", daemon=True).start()
         self._source = dict(source, threads=threads)
         self.threads = int(threads or default_threads())
-        self.coef = OnnxRuntimeRunner(device="cpu", graph="coefficients", **self._source)
+        self.coef = self._open("coefficients")
         self.refine = kernels.Refiner(self.threads)
         self._full = None  # the whole graph, for ratio 1
 
     def __repr__(self) -> str:
-        return f"FusedRunner({self.coef.onnx_path.name}, threads={self.threads})"
+        return f"{type(self).__name__}({self.coef.onnx_path.name}, threads={self.threads})"
 
-    def _whole(self):
+    def _open(self, graph: str):
+        """The ONNX Runtime runner of ``graph`` (``"coefficients"`` or ``"full"``)."""
         from .ort import OnnxRuntimeRunner
 
+        return OnnxRuntimeRunner(device="cpu", graph=graph, **self._source)
+
+    def _whole(self):
         if self._full is None:
-            self._full = OnnxRuntimeRunner(device="cpu", **self._source)
+            self._full = self._open("full")
         return self._full
 
     @staticmethod
