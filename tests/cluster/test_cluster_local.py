@@ -25,7 +25,7 @@ from rvmatte.io.readers import probe  # noqa: E402
 def test_batch_here_manifest_skip_and_bad_clip(tmp_path):
     """Three clips and a bad one: the bad one is a failed line, the others equal
     convert_video's; a re-run skips the finished ones and reports the bad one again."""
-    clips = [make_clip(tmp_path / f"c{i}.mp4", w=64, h=48, n=6 + i, audio=i == 0)
+    clips = [make_clip(tmp_path / f"c{i}.mp4", w=128, h=64, n=6 + i, audio=i == 0)
              for i in range(3)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 10)

@@ -37,7 +37,7 @@ def media(tmp_path_factory):
     """Four tiny clips and their local conversions (which also put the model's ONNX export in
     the suite's cache before any worker needs it)."""
     d = tmp_path_factory.mktemp("media")
-    clips = [make_clip(d / f"clip{i}.mp4", w=96, h=64, n=16 + 4 * i, audio=i % 2 == 0)
+    clips = [make_clip(d / f"clip{i}.mp4", w=128, h=64, n=16 + 4 * i, audio=i % 2 == 0)
              for i in range(4)]
     refs = {}
     for c in clips:
@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_task_is_retried_and_resumed(cluster, tmp_path):
     """SIGKILL of the worker converting a clip, once it holds a checkpoint: Ray runs the task
     again, which resumes from the checkpoint; the output is complete and equal to an
     uninterrupted run, and nothing half-written was ever at the output's path."""
-    clip = make_clip(tmp_path / "long.mp4", w=96, h=64, n=600, audio=True)
+    clip = make_clip(tmp_path / "long.mp4", w=128, h=64, n=600, audio=True)
     out = tmp_path / "out"
     ckpt = out / "long_alpha.mp4.rvmatte-resume" / "job.json"
     killed: dict = {}
@@ -219,7 +219,7 @@ def test_a_node_leaving_mid_task_hands_the_task_to_another(cluster, tmp_path):
     deadline = time.monotonic() + 120
     while ray.available_resources().get("CPU", 0) > 1 and time.monotonic() < deadline:
         time.sleep(0.2)  # until the holds run: the new node is the only free one
-    clip = make_clip(tmp_path / "long.mp4", w=96, h=64, n=400, audio=False)
+    clip = make_clip(tmp_path / "long.mp4", w=128, h=64, n=400, audio=False)
     out = tmp_path / "out"
     ckpt = out / "long.mp4.rvmatte-resume" / "job.json"
     removed: dict = {}
