@@ -255,3 +255,22 @@ def test_the_backend_is_listed_and_built_by_name(monkeypatch):
     monkeypatch.setattr(int8, "Int8Runner", Fake)
     assert isinstance(make_runner("int8", spec=ModelSpec(device="cpu", threads=1)), Fake)
     assert built["threads"] == 1 and built["variant"] == "mobilenetv3"
+
+
+def test_a_damaged_float_export_is_made_again(tmp_path):
+    """A float export in the cache that does not parse (a killed write) is exported again
+    once, not a DecodeError: the suite's own damaged-cache tests left such a file behind."""
+    from rvmatte.runtime import cache
+    from rvmatte.runtime.int8 import INT8
+
+    good = cache.bundled_onnx(graph="coefficients", directory=tmp_path / "float")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 100)
+    calls = []
+
+    def float_onnx():
+        calls.append(1)
+        return bad if len(calls) == 1 else good
+
+    INT8.make(float_onnx, tmp_path / "q.onnx", graph="coefficients")
+    assert len(calls) == 2 and not bad.exists() and (tmp_path / "q.onnx").stat().st_size > 0

@@ -106,7 +106,16 @@ class Int8Quantiser:
 
     def make(self, float_onnx: Callable[[], Path], path: Path, *, graph: str) -> None:
         _quantization()  # before the float export (which needs torch): one clear error
-        quantize(float_onnx(), path, graph=graph)
+        src = float_onnx()
+        try:
+            quantize(src, path, graph=graph)
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, by name below
+            if type(e).__name__ != "DecodeError":
+                raise
+            # a damaged float export in the cache (a killed write, a full disk): made again,
+            # once, as OnnxRuntimeRunner does for the float graphs
+            Path(src).unlink(missing_ok=True)
+            quantize(float_onnx(), path, graph=graph)
 
 
 INT8 = Int8Quantiser()
