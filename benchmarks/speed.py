@@ -15,6 +15,10 @@ runs again in a child process and reports its peak RSS growth (VmHWM - VmRSS at 
 
     python benchmarks/speed.py                      # CPU, defaults
     python benchmarks/speed.py --backends torch,torch-fast,onnxruntime,fused --dtypes fp32,bf16
+    python benchmarks/speed.py --backends fused,int8 --sizes 1920x1080,1280x720@0.25,1280x720@0.4
+
+``int8`` (the fused path over the quantised network) always runs the bundled weights: its
+calibration is only meaningful for a trained network (quantised once, then cached).
     python benchmarks/speed.py --e2e --e2e-frames 60
     python benchmarks/speed.py --device cuda --dtypes fp32,fp16 --backends torch,torch-fast,compile
     python benchmarks/speed.py --json results.json
@@ -76,6 +80,12 @@ def build(backend: str, dtype: str, model, threads):
         return TorchRunner(model, fuse_bn=False, channels_last=False)
     if backend in ("onnxruntime", "fused") and dtype == "bf16":
         raise ValueError(f"{backend}: no bf16 export")
+    if backend == "int8":
+        if dtype != "fp32":
+            raise ValueError("int8: float32 in and out only")
+        from rvmatte.spec import ModelSpec
+
+        return make_runner("int8", spec=ModelSpec(device="cpu"), threads=threads)
     return make_runner(backend, model, dtype=None if dt == torch.float32 else dt, threads=threads)
 
 
@@ -180,13 +190,16 @@ def end_to_end(args, model, device) -> list[dict]:
         make_clip(clip, args.e2e_frames)
 
     def matter(backend):
+        # (backend given: Matter's default is "auto", the fused path on a CPU)
         if backend == "torch":
-            return Matter(model, downsample_ratio=args.e2e_ratio)
+            return Matter(model, downsample_ratio=args.e2e_ratio, backend="torch")
         if backend == "torch-fast":
             fast = fuse_batchnorm(model).to(memory_format=torch.channels_last)
-            return Matter(fast, downsample_ratio=args.e2e_ratio)
+            return Matter(fast, downsample_ratio=args.e2e_ratio, backend="torch")
         if backend in ("onnxruntime", "fused"):
             return Matter(model, downsample_ratio=args.e2e_ratio, backend=backend)
+        if backend == "int8":  # the bundled weights (see the module docstring)
+            return Matter(device="cpu", downsample_ratio=args.e2e_ratio, backend=backend)
         if backend == "onnxruntime-pipe":
             # Matter has no switch for the pipelined runner yet: swap it in (benchmark only).
             from rvmatte.runtime.ort import OnnxRuntimeRunner
@@ -196,7 +209,7 @@ def end_to_end(args, model, device) -> list[dict]:
             return m
         raise ValueError(f"no end-to-end path for {backend}")
 
-    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe", "fused")
+    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe", "fused", "int8")
     names = ["torch"] + [b for b in args.backends if b in e2e_paths]
     matters = {n: matter(n) for n in names}
     times = {n: [] for n in names}
