@@ -32,7 +32,7 @@ defaults: see ``CHILD``.
     python benchmarks/alpha_encode.py                                   # all sections
     python benchmarks/alpha_encode.py --sections streams --browser
     python benchmarks/alpha_encode.py --sections convert --settings default,threads1 --rounds 5
-    python benchmarks/alpha_encode.py --input /work/shared/media/full_body_man_juggling_ball_1280x720.mp4
+    python benchmarks/alpha_encode.py --input full_body_man_juggling_ball_1280x720.mp4
 
 The machine is named in the output (CPUs, load average at the start and end): on a shared
 machine compare settings only within one run.

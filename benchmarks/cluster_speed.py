@@ -14,7 +14,7 @@ Ray's start and the workers' first model load are reported apart ("cold"): a clu
 started once and its workers keep their model, so the rounds after the first are the steady
 state the overhead goal (<= 10 % slower than local) is about.
 
-    python benchmarks/cluster_speed.py                         # 4 real clips, 60 frames each
+    RVMATTE_MEDIA=DIR python benchmarks/cluster_speed.py       # 4 real clips, 60 frames each
     python benchmarks/cluster_speed.py --clips a.mp4 b.mp4 --frames 90 --rounds 3
 """
 
@@ -35,11 +35,14 @@ from rvmatte.inference.session import Matter
 from rvmatte.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
-MEDIA = Path("/work/shared/media")
-DEFAULT_CLIPS = [MEDIA / "upper_body_man_singing_640x480.mp4",
-                 REPO / "examples" / "sample_talking_head_640x360.mp4",
-                 MEDIA / "walking_man_in_crowd_1280x720.mp4",
-                 MEDIA / "talking_head_woman_long_hair_1280x720.mp4"]
+SAMPLE = REPO / "examples" / "sample_talking_head_640x360.mp4"
+# Real clips from a folder named by $RVMATTE_MEDIA (the project's shared media set holds
+# these); without it, the bundled sample clip alone.
+_MEDIA = os.environ.get("RVMATTE_MEDIA")
+DEFAULT_CLIPS = ([Path(_MEDIA) / "upper_body_man_singing_640x480.mp4", SAMPLE,
+                  Path(_MEDIA) / "walking_man_in_crowd_1280x720.mp4",
+                  Path(_MEDIA) / "talking_head_woman_long_hair_1280x720.mp4"]
+                 if _MEDIA else [SAMPLE])
 
 
 def run_local(clips, out: Path, spec: ModelSpec, end: str) -> tuple[float, int]:

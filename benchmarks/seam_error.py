@@ -14,7 +14,7 @@ it. The default warm-up is the smallest W whose seam frames have mean |delta alp
 (over all seams) and a 99th percentile <= 2/255 at every seam; the table also says which
 seams miss the bound on their own, and by how much (docs/CLUSTER.md).
 
-    python benchmarks/seam_error.py                       # the real clips of /work/shared/media
+    RVMATTE_MEDIA=DIR python benchmarks/seam_error.py     # the real clips of DIR + the sample
     python benchmarks/seam_error.py --clips a.mp4 b.mp4 --warmups 0 30 60 --after 20
     python benchmarks/seam_error.py --json seam.json      # the numbers, for docs/CLUSTER.md
     python benchmarks/seam_error.py --summary seam.json more.json   # the table again, merged
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -42,8 +43,11 @@ from rvmatte.io.readers import probe
 from rvmatte.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
-MEDIA = Path("/work/shared/media")
-DEFAULT_CLIPS = sorted(MEDIA.glob("*.mp4")) + [REPO / "examples" / "sample_talking_head_640x360.mp4"]
+# Real clips: every .mp4 of the folder named by $RVMATTE_MEDIA (the project's shared media
+# set), and the bundled sample clip.
+_MEDIA = os.environ.get("RVMATTE_MEDIA")
+DEFAULT_CLIPS = ((sorted(Path(_MEDIA).glob("*.mp4")) if _MEDIA else [])
+                 + [REPO / "examples" / "sample_talking_head_640x360.mp4"])
 WARMUPS = (0, 15, 30, 60, 120, 240)
 BOUND_MEAN, BOUND_P99 = sp.SEAM_BOUND["mean"], sp.SEAM_BOUND["p99"]
 
