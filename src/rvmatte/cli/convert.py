@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .options import add_model_options, add_output, add_quiet, set_threads, spec_from_args
+from .options import (add_model_options, add_output, add_quiet, add_task_resources, set_threads,
+                      spec_from_args)
 
 __all__ = ["register", "run", "set_threads"]  # set_threads: benchmarks/convert_speed.py
 
@@ -135,10 +136,7 @@ def _add_cluster_options(p) -> None:
                         "of, or $RAY_ADDRESS), ray://HOST:PORT (Ray Client), HOST:PORT (a "
                         "head), or local (a Ray instance on this machine); without it, videos "
                         "are converted here one after another")
-    c.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
-                   help="CPUs each conversion task declares (and model threads on the CPU)")
-    c.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
-                   help="GPUs each conversion task declares (1: one task per GPU; 0.5: two)")
+    add_task_resources(c)
     c.add_argument("--split", type=int, default=None, metavar="N",
                    help="convert each video in N parts on several workers, joined exactly")
     c.add_argument("--split-seconds", type=float, default=None, metavar="S",

@@ -143,3 +143,14 @@ def add_quiet(parser: argparse.ArgumentParser) -> argparse.Action:
     """``-q/--quiet``: no progress output; warnings and errors still print on stderr."""
     return parser.add_argument("-q", "--quiet", action="store_true",
                                help="no progress output (warnings and errors still print)")
+
+
+def add_task_resources(parser) -> None:
+    """``--cpus-per-task`` / ``--gpus-per-task``: what each conversion declares to a Ray
+    cluster (``--cluster``); the same in every subcommand that can send work there."""
+    parser.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
+                        help="with --cluster: CPUs each conversion task declares (and its "
+                             "model threads on the CPU)")
+    parser.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
+                        help="with --cluster: GPUs each conversion task declares (1: one task "
+                             "per GPU; 0.5: two)")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import RvmatteError
-from .options import add_model_options, spec_from_args
+from .options import add_model_options, add_task_resources, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "process: auto, ray://HOST:PORT, HOST:PORT or local (pip install "
                         "'rvmatte[cluster]'; DATA_DIR must be on storage every node sees; "
                         "--workers jobs are sent at a time; docs/CLUSTER.md)")
-    p.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
-                   help="with --cluster: CPUs each job's task declares")
-    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
-                   help="with --cluster: GPUs each job's task declares")
+    add_task_resources(p)
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="server log level")
