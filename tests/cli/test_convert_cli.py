@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
-from rvm_clips import make_clip, video_frames  # noqa: E402
+from rvm_clips import make_clip, truncated_faststart_mp4, video_frames  # noqa: E402
 
 from rvmatte.cli import main  # noqa: E402
 
@@ -153,30 +153,8 @@ def test_sigterm_shuts_the_server_down_gracefully(tmp_path):
     assert out.strip().splitlines()[-1] == "rvmatte: terminated"
 
 
-def _truncated_faststart_mp4(tmp_path, n=60) -> Path:
-    """A faststart MP4 (index first) cut in half: the container still declares ``n`` frames."""
-    import av
-
-    from rvm_clips import frame_image
-
-    full = tmp_path / "full.mp4"
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        v.options = {"preset": "ultrafast"}
-        for i in range(n):
-            for p in v.encode(av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-    cut = tmp_path / "cut.mp4"
-    data = full.read_bytes()
-    cut.write_bytes(data[:len(data) // 2])
-    return cut
-
-
 def test_truncated_input_warns_even_when_quiet_and_fails_with_strict(tmp_path, capsys):
-    cut = _truncated_faststart_mp4(tmp_path)
+    cut = truncated_faststart_mp4(tmp_path)
     out = tmp_path / "o.mp4"
     assert main(["convert", str(cut), "-o", str(out), "--weights", "none", "-q"]) == 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -12,11 +12,10 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from rvm_clips import frame_image, make_clip, tiny_model
+from rvm_clips import make_clip, tiny_model, truncated_faststart_mp4
 from rvmatte.errors import Cancelled, InputError, OutputError
 from rvmatte.inference import checkpoint as ck
 from rvmatte.inference.convert import convert_video
@@ -43,24 +42,6 @@ def _request(clip, tmp_path, **kw) -> ConvertRequest:
 
 def _leftovers(tmp_path) -> list:
     return sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(ck.RESUME_SUFFIX))
-
-
-def _truncated_faststart_mp4(folder: Path, n: int = 60) -> Path:
-    """A faststart MP4 (index first) cut in half: the container still declares ``n``."""
-    full = folder / "full.mp4"
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        v.options = {"preset": "ultrafast"}
-        for i in range(n):
-            for p in v.encode(av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-    cut = folder / "cut.mp4"
-    data = full.read_bytes()
-    cut.write_bytes(data[:len(data) // 2])
-    return cut
 
 
 # ---- the request ------------------------------------------------------------------------------
@@ -310,7 +291,7 @@ def test_a_tiny_ratio_is_refused_before_the_model_runs(tmp_path, ratio):
 
 
 def test_a_truncated_file_is_reported_and_strict_refuses_it(tmp_path, model):
-    cut = _truncated_faststart_mp4(tmp_path)
+    cut = truncated_faststart_mp4(tmp_path)
     r = convert_video(cut, tmp_path / "o.mp4", model=model)
     assert r.frames_declared == 60 and 0 < r.frames < 40
     assert r.warnings == [f"only {r.frames} of 60 frames declared by the container could be "

@@ -35,6 +35,25 @@ def frame_image(i: int, w: int, h: int) -> np.ndarray:
     return img
 
 
+def truncated_faststart_mp4(folder, n: int = 60) -> Path:
+    """A faststart MP4 (index first) cut in half: the container still declares ``n`` frames
+    (a truncated download whose index survived)."""
+    full = Path(folder) / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.options = {"preset": "ultrafast"}
+        for i in range(n):
+            for p in v.encode(av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    cut = Path(folder) / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    return cut
+
+
 def make_clip(path, *, w=64, h=48, n=8, rate=Fraction(25), audio=True, codec="libx264",
               pix_fmt="yuv420p", pts=None, time_base=None, rotation=None,
               audio_rate=44100) -> Path:
