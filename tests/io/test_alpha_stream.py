@@ -41,30 +41,19 @@ def limited_yuv(alpha: np.ndarray) -> np.ndarray:
 
 
 def h264_chroma_format(path: Path) -> tuple:
-    """``(profile_idc, chroma_format_idc)`` from the first SPS of an MP4's avcC (FFmpeg decodes
-    4:0:0 H.264 as yuvj420p with flat chroma, so the decoded pixel format does not tell)."""
-    with av.open(str(path)) as c:
-        ed = bytes(c.streams.video[0].codec_context.extradata)
-    sps, rbsp, zeros = ed[8:8 + int.from_bytes(ed[6:8], "big")], bytearray(), 0
-    for b in sps[1:]:
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        rbsp.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    bits, pos = "".join(f"{b:08b}" for b in rbsp), 24
+    """``(profile_idc, chroma_format_idc)`` of the stream's SPS (FFmpeg reports 4:0:0 H.264 as
+    yuvj420p with flat chroma, so the decoded pixel format does not tell): the benchmark's
+    reader, benchmarks/alpha_encode.py::sps_chroma_format."""
+    return _benchmark().sps_chroma_format(path)
 
-    def ue() -> int:
-        nonlocal pos
-        n = 0
-        while bits[pos] == "0":
-            n, pos = n + 1, pos + 1
-        v = (1 << n) - 1 + int(bits[pos + 1:pos + 1 + n] or "0", 2)
-        pos += 1 + n
-        return v
 
-    ue()
-    return rbsp[0], (ue() if rbsp[0] in (100, 110, 122, 244, 44, 83, 86, 118, 128) else 1)
+def _benchmark():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import alpha_encode
+
+    return alpha_encode
 
 
 def alpha_spec(path: Path, codec=None, fmt=None, **kw):
@@ -293,10 +282,7 @@ def test_h264_alpha_plays_in_chromium(tmp_path, fmt):
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         pytest.skip(f"headless Chromium not installed ({CHROMIUM}); apt-get install chromium")
     pytest.importorskip("playwright.sync_api")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from alpha_encode import browser_first_frames
+    browser_first_frames = _benchmark().browser_first_frames
 
     path = tmp_path / "a.mp4"
     encode(alpha_spec(path, fmt=fmt), path, FRAMES)
