@@ -130,16 +130,7 @@ print(json.dumps({"torchvision": "torchvision" in sys.modules, "built": m._model
 """
 
 
-def _session_knows_int8() -> bool:
-    from rvmatte.inference import session
-
-    return "int8" in getattr(session, "_ONNX_FAMILY", ())
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(not _session_knows_int8(), run=False,
-                   reason="rvmatte.inference.session builds the torch model for any backend "
-                          "outside its _ONNX_FAMILY; 'int8' has to be added there")
 def test_matter_runs_int8_without_building_the_model(runners):
     """With the int8 graph cached (by the fixture), a new process runs Matter(backend="int8")
     on the bundled weights without building the PyTorch model or importing torchvision."""

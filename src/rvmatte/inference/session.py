@@ -21,13 +21,13 @@ import numpy as np
 from ..downsample import resolve_downsample_ratio
 from ..hardware import apply_threads, dtype_name, set_threads
 from ..models.outputs import MattingOutput
-from ..runtime import auto_backend, make_runner, needs_torch
+from ..runtime import ONNX_BACKENDS, UINT8_BACKENDS, auto_backend, make_runner, needs_torch
 from ..spec import ModelSpec, torch_device
 
 if TYPE_CHECKING:
     import torch
 
-_ONNX_FAMILY = ("onnxruntime", "onnxruntime-pipe", "fused")
+_ONNX_FAMILY = ONNX_BACKENDS
 
 
 def _onnx_file(spec: ModelSpec) -> bool:
@@ -137,9 +137,9 @@ class Matter:
         return self._runners[name]
 
     def uint8_path(self, ratio: float) -> bool:
-        """Whether :meth:`matte_uint8` serves ``ratio``: the ``fused`` backend below ratio 1
-        (uint8 frames in, uint8 outputs out; no torch)."""
-        return ratio < 1 and self.backend_for(ratio) == "fused"
+        """Whether :meth:`matte_uint8` serves ``ratio``: the ``fused`` and ``int8`` backends
+        below ratio 1 (uint8 frames in, uint8 outputs out; no torch)."""
+        return ratio < 1 and self.backend_for(ratio) in UINT8_BACKENDS
 
     def matte_uint8(self, frames: np.ndarray, state, ratio: float, *, outputs: Sequence[str],
                     background: Sequence[float] = (0.0, 0.0, 0.0), post=None):
@@ -150,9 +150,8 @@ class Matter:
         if not self.uint8_path(ratio):
             raise ValueError(f"no uint8 path for backend {self.backend_for(ratio)!r} at "
                              f"ratio {ratio}")
-        kw = {} if post is None else {"post": post}  # an older runner takes no post
         return self._runner_for(ratio).matte_uint8(frames, state, ratio, outputs=outputs,
-                                                   background=background, **kw)
+                                                   background=background, post=post)
 
     def close(self) -> None:
         """Stop the runners' worker threads (the session can still be used; they restart)."""

@@ -39,7 +39,13 @@ from ..spec import BACKENDS, ModelSpec
 if TYPE_CHECKING:
     from ..models import MattingNetwork, MattingOutput
 
-__all__ = ["BACKENDS", "Runner", "auto_backend", "make_runner", "needs_torch"]
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "UINT8_BACKENDS", "Runner", "auto_backend",
+           "make_runner", "needs_torch"]
+
+# The backends that run an ONNX export (no PyTorch model needed for the bundled weights once
+# it is cached), and those of them that also take uint8 frames to uint8 outputs (matte_uint8).
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-pipe", "fused", "int8")
+UINT8_BACKENDS = ("fused", "int8")
 
 
 class Runner(Protocol):
@@ -114,7 +120,7 @@ def make_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
     if backend not in BACKENDS or backend == "auto":
         raise RvmatteError(f"unknown backend {backend!r}; choose from "
                            f"{', '.join(b for b in BACKENDS if b != 'auto')}")
-    if backend in ("onnxruntime", "onnxruntime-pipe", "fused", "int8"):
+    if backend in ONNX_BACKENDS:
         return _make_onnx_runner(backend, model, spec, dtype, threads)
     if model is None:
         raise RvmatteError(f"backend {backend!r} needs the PyTorch model")
