@@ -162,8 +162,48 @@ def test_rows_updated_in_place_from_events(open_page, make_server, small_clip):
     assert page.locator("#jobs li.job").count() == 1
     page.keyboard.press("Enter")
     page.click("#confirm-ok")
-    page.locator("#no-jobs").wait_for(state="visible", timeout=10_000)
+    page.locator("#no-jobs").wait_for(state="visible", timeout=30_000)
     assert page.locator("#current").is_hidden()
+    assert page.errors == []
+
+
+def test_a_late_event_does_not_bring_a_deleted_job_back(open_page, make_server, small_clip):
+    """An event the server wrote just before a delete can reach the page after it (the list
+    stream reads the store every half second): the job must stay gone."""
+    page = open_page(make_server(CopyRunner(delay=0.4), spec=FAST))
+    upload(page, small_clip)
+    page.click("#start")
+    row = page.locator("#jobs li.job").first
+    row.wait_for()
+    stale = page.evaluate("[...state.jobs.values()][0]")
+    row.locator("button.delete").click()
+    page.click("#confirm-ok")
+    page.locator("#no-jobs").wait_for(state="visible", timeout=30_000)
+    page.evaluate("(job) => onJobEvent('job', job)", stale)
+    assert page.locator("#jobs li.job").count() == 0
+    assert page.locator("#no-jobs").is_visible()
+    assert page.errors == []
+
+
+def test_reopened_dialog_answers_its_own_question(open_page, make_server, small_clip):
+    """The dialog's "close" event comes as a later task: when the question is closed and
+    asked again at once (a quick Escape then Enter), the first close must not answer the
+    second question (it did: OK then deleted nothing)."""
+    page = open_page(make_server(CopyRunner(delay=0.4), spec=FAST))
+    upload(page, small_clip)
+    page.click("#start")
+    page.locator("#jobs li.job").first.wait_for()
+    page.evaluate("""() => {
+        const button = document.querySelector('#jobs li.job button.delete');
+        button.click();
+        document.querySelector('#confirm').close();
+        button.click();
+    }""")
+    assert page.locator("#confirm").is_visible()
+    page.wait_for_timeout(200)  # the first close event has been dispatched by now
+    assert page.locator("#confirm").is_visible()
+    page.click("#confirm-ok")
+    page.locator("#no-jobs").wait_for(state="visible", timeout=30_000)
     assert page.errors == []
 
 

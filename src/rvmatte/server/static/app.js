@@ -10,6 +10,7 @@ const OWNER_STORAGE = "rvmatte-owner";
 const state = {
   upload: null, bgUpload: null, previewSeq: 0, previewTimer: null,
   jobs: new Map(),      // id -> the job's latest JSON
+  gone: new Set(),      // ids deleted here or by the server: a late event must not bring one back
   selected: null,       // the job shown in the "Your video" panel
   revealPlayer: false,  // scroll the player into view once it has loaded
   uploadSeq: 0,
@@ -341,6 +342,7 @@ function placeRow(li, job) {
 }
 
 function applyJob(job) {
+  if (state.gone.has(job.id)) return;  // an event written before the job was deleted
   state.jobs.set(job.id, job);
   let li = document.getElementById(`job-${job.id}`);
   if (!li) {
@@ -353,6 +355,7 @@ function applyJob(job) {
 }
 
 function removeJob(id) {
+  state.gone.add(id);
   state.jobs.delete(id);
   const li = document.getElementById(`job-${id}`);
   if (li) {
@@ -383,11 +386,17 @@ function confirmDialog(title, text, okLabel) {
   setText($("#confirm-text"), text);
   setText($("#confirm-ok"), okLabel);
   const opener = document.activeElement;
+  if (dialog.open) return Promise.resolve(false);  // one question at a time
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => {
+    // "close" is dispatched later, as a task: the close of an earlier opening can come
+    // after this one has opened, and is not this one's answer
+    const onClose = () => {
+      if (dialog.open) return;
+      dialog.removeEventListener("close", onClose);
       if (opener && opener.isConnected) opener.focus();
       resolve(dialog.returnValue === "ok");
-    }, { once: true });
+    };
+    dialog.addEventListener("close", onClose);
     dialog.returnValue = "";
     dialog.showModal();
     $("#confirm-cancel").focus();
