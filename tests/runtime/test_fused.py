@@ -86,6 +86,27 @@ def test_refine_matches_the_pytorch_steps(threads, h, w, hl, wl):
     ref.close()
 
 
+def test_refiner_used_after_close_still_writes_every_band():
+    """close() stops the band threads; a later call starts them again (it used to compute
+    the first band only and leave the other rows as they were)."""
+    frame = _frames(1, 64, 48)[0]
+    a = np.full((4, 16, 12), 0.25, np.float32)
+    b = np.full((4, 16, 12), 0.5, np.float32)
+    ref = kernels.Refiner(3)
+    first, again = np.empty((64, 48), np.uint8), np.full((64, 48), 7, np.uint8)
+    ref(frame, a, b, alpha=first)
+    ref.close()
+    ref(frame, a, b, alpha=again)
+    ref.close()
+    assert np.array_equal(first, again)
+    pha, fgr = np.zeros((64, 48), np.float32), np.zeros((64, 48, 3), np.float32)
+    ref.floats_u8(frame, a, b, fgr, pha)
+    out = np.full((64, 48), 7, np.uint8)
+    ref.compose(pha, fgr, alpha=out)
+    ref.close()
+    assert np.array_equal(out, first)
+
+
 def test_outputs_not_asked_for_are_not_written():
     frame = _frames(1, 32, 48)[0]
     coef = np.zeros((4, 8, 12), np.float32)

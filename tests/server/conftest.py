@@ -86,22 +86,61 @@ def make_server(tmp_path):
         srv.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.rep_call``), for fixtures' teardown."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+# What the page knew when a browser test failed: printed into the test's report.
+_PAGE_STATE = """() => ({
+  jobs: [...state.jobs.values()].map((j) => [j.id, j.state, j.done_frames]),
+  selected: state.selected,
+  current: document.querySelector('#current').hidden ? '(hidden)'
+    : document.querySelector('#current').innerText.slice(0, 400),
+  jobsError: document.querySelector('#jobs-error').textContent,
+  confirmOpen: document.querySelector('#confirm').open,
+})"""
+
+
 @pytest.fixture
-def open_page(browser, make_server):
+def open_page(request, browser, make_server):
     """open_page(server, width=1280, height=800) -> a page of a fresh browser context (its
-    own localStorage: another browser); page.errors collects script errors. Closed before
-    the servers stop."""
-    contexts = []
+    own localStorage: another browser); page.errors collects script errors, page.log the
+    console and failed requests (printed with the page's state if the test fails). Closed
+    before the servers stop."""
+    contexts, pages = [], []
 
     def open_(server, width=1280, height=800, **kw):
         ctx = browser.new_context(viewport={"width": width, "height": height}, **kw)
         contexts.append(ctx)
         page = ctx.new_page()
-        page.errors = []
+        pages.append(page)
+        page.errors, page.log = [], []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("console", lambda m: page.log.append(f"console {m.type}: {m.text}"))
+        page.on("requestfailed", lambda r: page.log.append(f"failed {r.method} {r.url}"))
         page.goto(server.url)
         return page
 
     yield open_
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        import sys
+        import threading
+        import traceback
+
+        frames = sys._current_frames()
+        for t in threading.enumerate():
+            if t.name.startswith("rvmatte") and t.ident in frames:
+                print(f"thread {t.name}:", "".join(traceback.format_stack(frames[t.ident])[-6:]))
+        for page in pages:
+            try:
+                print("page state:", page.evaluate(_PAGE_STATE))
+            except Exception as e:  # noqa: BLE001 - a diagnosis only
+                print("page state unavailable:", e)
+            print("page log:", *page.log[-30:], sep="\n  ")
     for ctx in contexts:
         ctx.close()
