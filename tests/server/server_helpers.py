@@ -100,12 +100,14 @@ class CopyRunner:
                  delay: float = 0.0):
         self.gate, self.fail, self.delay = gate, fail, delay
         self.calls: list[dict] = []
+        self.specs: list = []  # the JobSpec of each call
 
     def __call__(self, spec, *, progress, cancel, resume):
         import av
 
         self.calls.append({"id": spec.id, "resume": resume, "background": spec.background,
                            "ratio": spec.downsample_ratio})
+        self.specs.append(spec)
         if self.fail:
             from rvmatte.errors import InputError
             raise InputError(self.fail)

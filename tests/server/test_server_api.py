@@ -111,12 +111,46 @@ def test_upload_then_job_and_image_background(make_client, clip, png_bytes):
     ({"format": "avi"}, "format"),
     ({"ratio": "2"}, "ratio"),
     ({"ratio": "fast"}, "ratio"),
+    ({"select": "10"}, "select"),
+    ({"select": "a,b"}, "select"),
+    ({"select_box": "10,10,5,5"}, "select-box"),
+    ({"select_frame": "3"}, "select-frame"),
+    ({"people": "0"}, "people"),
+    ({"stabilize": "maybe"}, "stabilize"),
 ])
 def test_bad_options(make_client, clip, data, needle):
     c = make_client(CopyRunner())
     err = error_of(submit(c, clip, **data), 422)
     assert needle in err["message"].lower()
     assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_quality_and_selection_options_reach_the_runner(make_client, clip):
+    """stabilize, foreground_estimation and the selection fields, as `rvmatte convert` takes
+    them: stored with the job, shown in its JSON and handed to the runner."""
+    from rvmatte.post.people import Selection
+
+    runner = CopyRunner()
+    c = make_client(runner)
+    job = submit(c, clip, stabilize="true", foreground_estimation="true",
+                 select="10,20; 30,40", select_frame="2").json()
+    assert wait_state(c, job["id"])["state"] == "done"
+    assert job["options"]["stabilize"] is True
+    assert job["options"]["foreground_estimation"] is True
+    assert job["options"]["select"] == {"points": [[10, 20], [30, 40]], "box": None,
+                                        "people": None, "frame": 2}
+    spec = runner.specs[-1]
+    assert spec.stabilize and spec.foreground_estimation
+    assert spec.select == Selection(points=((10, 20), (30, 40)), frame=2)
+    job = submit(c, clip, people="1").json()
+    assert wait_state(c, job["id"])["state"] == "done"
+    spec = runner.specs[-1]
+    assert not spec.stabilize and not spec.foreground_estimation
+    assert spec.select == Selection(people=1)
+    assert "stabilize" not in job["options"] and "select" in job["options"]
+    job = submit(c, clip).json()
+    assert wait_state(c, job["id"])["state"] == "done"
+    assert runner.specs[-1].select is None
 
 
 def test_bad_requests(make_client, clip, png_bytes, tmp_path):

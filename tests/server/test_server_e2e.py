@@ -68,3 +68,37 @@ def test_cancel_running_conversion(make_client, tmp_path):
     while (manager.jobs_dir / job["id"]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (manager.jobs_dir / job["id"]).exists()
+
+
+@pytest.mark.slow
+def test_quality_and_selection_options_run_the_real_pipeline(make_client, tmp_path):
+    """The HTTP fields reach convert_video: stabilised, foreground-estimated, the person kept
+    by a box around them (the sample clip, 640x360); a point outside the video, or a box on
+    nobody, fails the job with the reason."""
+    from server_helpers import short_sample
+
+    clip = short_sample(tmp_path / "talk.mp4", frames=6)
+    c = make_client(weights="default")
+
+    def alpha_mean(**fields):
+        data = {"outputs": "alpha", "ratio": "0.25", **fields}
+        r = c.post("/api/jobs", files={"file": ("talk.mp4", clip.read_bytes())}, data=data)
+        assert r.status_code == 201, r.text
+        job = wait_state(c, r.json()["id"], timeout=120)
+        assert job["state"] == "done", job.get("error")
+        _, alpha = decode(c.get(job["results"]["alpha"]).content)
+        assert len(alpha) == 6
+        return alpha[-1].to_ndarray(format="gray").mean()
+
+    everyone = alpha_mean()
+    kept = alpha_mean(stabilize="true", foreground_estimation="true",
+                      select_box="160,0,640,360")
+    assert everyone > 20 and abs(kept - everyone) < 0.05 * everyone
+    for fields, needle in (({"select": "5000,10"}, "5000"),
+                           ({"select_box": "0,0,100,100"}, "covers no person")):
+        r = c.post("/api/jobs", files={"file": ("talk.mp4", clip.read_bytes())},
+                   data={"ratio": "0.25", **fields})
+        assert r.status_code == 201, r.text
+        job = wait_state(c, r.json()["id"], timeout=120)
+        assert job["state"] == "failed"
+        assert needle in job["error"] and "\n" not in job["error"], job["error"]

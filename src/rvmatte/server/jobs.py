@@ -41,7 +41,10 @@ def is_id(value: str) -> bool:
 
 
 def parse_options(*, outputs: str | None, background: str | None, format: str | None,
-                  ratio: str | None, background_upload: str | None = None) -> dict[str, Any]:
+                  ratio: str | None, background_upload: str | None = None,
+                  stabilize: bool = False, foreground_estimation: bool = False,
+                  select: str | None = None, select_box: str | None = None,
+                  people: int | None = None, select_frame: int | None = None) -> dict[str, Any]:
     """Validate job options given as in the CLI; return them as a JSON-able dict.
 
     ``outputs``: comma-separated subset of composite, alpha, foreground (default composite).
@@ -49,7 +52,13 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
     ``image`` together with ``background_upload`` (an uploaded image's id).
     ``format``: mp4, webm or mov (default mp4, or webm for a transparent background).
     ``ratio``: ``auto`` or a downsample ratio in (0, 1].
+    ``stabilize``, ``foreground_estimation``: the quality options of ``rvmatte convert``.
+    ``select`` (``"X,Y"``, several separated by ``;``), ``select_box`` (``"X0,Y0,X1,Y1"``),
+    ``people`` (N), ``select_frame`` (N): who is matted, as ``--select`` and its kin (pixels
+    of the video; checked against its size when the job runs).
     """
+    post = _post_options(stabilize, foreground_estimation, select, select_box, people,
+                         select_frame)
     from ..downsample import parse_downsample_ratio
 
     kinds = [k.strip().lower() for k in (outputs or "composite").split(",") if k.strip()]
@@ -82,7 +91,36 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
 
     r = parse_downsample_ratio(ratio if ratio not in (None, "") else "auto")
     return {"outputs": kinds, "background": bg, "background_upload": background_upload,
-            "format": fmt, "ratio": "auto" if r is None else r}
+            "format": fmt, "ratio": "auto" if r is None else r, **post}
+
+
+def _post_options(stabilize: bool, foreground_estimation: bool, select: str | None,
+                  select_box: str | None, people: int | None,
+                  select_frame: int | None) -> dict[str, Any]:
+    """The quality and selection options as stored with a job (only those that are set)."""
+    from ..post.people import Selection
+
+    points = [p.strip() for p in (select or "").split(";") if p.strip()]
+    sel = Selection.parse(points or None, select_box or None, None, people, select_frame)
+    out: dict[str, Any] = {}
+    if stabilize:
+        out["stabilize"] = True
+    if foreground_estimation:
+        out["foreground_estimation"] = True
+    if sel is not None:
+        out["select"] = {"points": [list(p) for p in sel.points], "box": sel.box,
+                         "people": sel.people, "frame": sel.frame}
+    return out
+
+
+def _selection(stored: dict[str, Any] | None):
+    """A job's stored ``select`` option as a :class:`~rvmatte.post.people.Selection`."""
+    if not stored:
+        return None
+    from ..post.people import Selection
+
+    return Selection(points=tuple(tuple(p) for p in stored["points"]), box=stored["box"],
+                     people=stored["people"], frame=stored["frame"])
 
 
 @dataclass
@@ -95,6 +133,9 @@ class JobSpec:
     background: str | None            # convert_video's background argument
     downsample_ratio: str | float
     workdir: Path
+    stabilize: bool = False
+    foreground_estimation: bool = False
+    select: Any = None                # a rvmatte.post.people.Selection, or None: everyone
 
 
 ProgressFn = Callable[[Any], None]
@@ -126,7 +167,8 @@ def convert_job(job: JobSpec, spec: ModelSpec, *, progress: Optional[ProgressFn]
         str(job.input), output=_s(o.get("composite")), alpha=_s(o.get("alpha")),
         foreground=_s(o.get("foreground")), background=job.background, start=start, end=end,
         spec=spec, downsample_ratio=UNSET if job.downsample_ratio == "auto"
-        else job.downsample_ratio,
+        else job.downsample_ratio, stabilize=job.stabilize,
+        refine_foreground=job.foreground_estimation, select=job.select,
         overwrite=True, resume=resume, progress=progress, cancel=cancel, **extra)
 
 
@@ -279,7 +321,10 @@ class JobManager:
                 raise InputError("the background image of this job is gone")
             background = str(self.data_dir / img["path"])
         return JobSpec(id=job["id"], input=self.data_dir / upload["path"], outputs=outputs,
-                       background=background, downsample_ratio=opts["ratio"], workdir=workdir)
+                       background=background, downsample_ratio=opts["ratio"], workdir=workdir,
+                       stabilize=bool(opts.get("stabilize")),
+                       foreground_estimation=bool(opts.get("foreground_estimation")),
+                       select=_selection(opts.get("select")))
 
     # -- workers ---------------------------------------------------------------------------
     def _warm(self, warmup: Callable[[], None]) -> None:

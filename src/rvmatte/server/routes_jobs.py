@@ -51,6 +51,18 @@ async def create_job(
     format: Optional[str] = Form(None, description="mp4 | webm | mov "
                                  "(default mp4; webm when transparent)"),
     ratio: str = Form("auto", description="downsample ratio: auto or (0, 1]"),
+    stabilize: bool = Form(False, description="temporal stabilisation of the matte "
+                           "(convert --stabilize)"),
+    foreground_estimation: bool = Form(False, description="re-estimate the foreground "
+                                       "colours from the frame and the matte "
+                                       "(convert --foreground-estimation)"),
+    select: Optional[str] = Form(None, description="keep the person at X,Y (pixels of the "
+                                 "video); several: X,Y;X,Y"),
+    select_box: Optional[str] = Form(None, description="keep the people mostly inside "
+                                     "X0,Y0,X1,Y1"),
+    people: Optional[int] = Form(None, ge=1, description="keep the N largest people"),
+    select_frame: Optional[int] = Form(None, ge=0, description="the frame the selection "
+                                       "refers to (default 0)"),
 ) -> dict:
     """Queue a conversion. Options are those of ``rvmatte convert``. With an
     ``X-Rvmatte-Owner`` header the job belongs to that key (see ``GET /api/jobs``)."""
@@ -58,10 +70,13 @@ async def create_job(
         raise ApiError(422, "invalid", "send exactly one of: file (the video) or upload_id")
     if background_file is not None and background_upload:
         raise ApiError(422, "invalid", "send background_file or background_upload, not both")
+    post = dict(stabilize=stabilize, foreground_estimation=foreground_estimation,
+                select=select, select_box=select_box, people=people,
+                select_frame=select_frame)
     # Validate the options before storing anything.
     parse_options(outputs=outputs, background=background, format=format, ratio=ratio,
                   background_upload="pending" if (background_file is not None
-                                                  or background_upload) else None)
+                                                  or background_upload) else None, **post)
     if background_upload:
         get_upload_or_404(request, background_upload, "image")
     up = (get_upload_or_404(request, upload_id, "video") if upload_id
@@ -69,7 +84,7 @@ async def create_job(
     if background_file is not None:
         background_upload = (await save_upload(request, background_file, "image"))["id"]
     opts = parse_options(outputs=outputs, background=background, format=format,
-                         ratio=ratio, background_upload=background_upload)
+                         ratio=ratio, background_upload=background_upload, **post)
     return job_json(request.app.state.manager.submit(up, opts, owner=scope.owner))
 
 
