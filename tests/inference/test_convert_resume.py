@@ -57,7 +57,8 @@ def _run(tmp, name, clip, kill):
 
 
 def test_kill9_then_resume_equals_uninterrupted(tmp_path):
-    clip = make_clip(tmp_path / "in.mp4", n=14)
+    # 192x108: x264 is not always bit-reproducible at 64x48 (docs/SPEED.md)
+    clip = make_clip(tmp_path / "in.mp4", n=14, w=192, h=108)
     r1, out1, a1, f1 = _run(tmp_path, "whole", clip, kill=False)
     r2, out2, a2, f2 = _run(tmp_path, "killed", clip, kill=True)
     assert r1.resumed_from == 0 and r2.resumed_from >= 8 and r1.frames == r2.frames == 14

@@ -13,6 +13,11 @@ from rvm_clips import make_clip, tiny_model
 from rvmatte.errors import Cancelled
 from rvmatte.inference.convert import convert_video
 
+# x264 (core 165 in PyAV 18.1) now and then codes the same 64x48 or 96x48 frames differently
+# (docs/SPEED.md, "x264 is not always bit-reproducible here, at tiny frame sizes"; it failed
+# CI once here): byte comparisons use a size it was measured reproducible at.
+BYTE_STABLE = dict(w=192, h=108)
+
 
 def _same_video(a, b):
     """The same bytes; where not, which frames and rows differ (decoded), for the report."""
@@ -38,7 +43,7 @@ def _same_pngs(d1, d2, n):
 
 
 def test_options_off_change_nothing(tmp_path):
-    clip = make_clip(tmp_path / "in.mp4", n=6, audio=False)
+    clip = make_clip(tmp_path / "in.mp4", n=6, audio=False, **BYTE_STABLE)
     kw = dict(model=tiny_model(), seq_chunk=2, encode_workers=1)
     convert_video(clip, tmp_path / "a.mp4", alpha=tmp_path / "a", **kw)
     convert_video(clip, tmp_path / "b.mp4", alpha=tmp_path / "b", stabilize=False,
@@ -58,7 +63,7 @@ def _fused_kw():
 
 @pytest.mark.parametrize("path", ["tensor", "fused"])
 def test_cancel_then_resume_is_exact_with_post(tmp_path, path):
-    clip = make_clip(tmp_path / "in.mp4", n=12, audio=False)
+    clip = make_clip(tmp_path / "in.mp4", n=12, audio=False, **BYTE_STABLE)
     model_kw = dict(model=tiny_model()) if path == "tensor" else _fused_kw()
     kw = dict(seq_chunk=2, segment_frames=4, encode_workers=1, stabilize=True,
               refine_foreground=True, **model_kw)
