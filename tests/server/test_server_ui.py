@@ -318,3 +318,25 @@ def test_api_docs_render_offline(open_page, make_server):
     assert page.locator(".opblock-post input[type=file]").count() >= 1
     assert outside == []
     assert page.errors == []
+
+
+def test_quality_boxes_reach_the_job(open_page, make_server, small_clip):
+    """The two quality options are sent with the job, shown on its row, and reach the runner;
+    left unticked they are off."""
+    runner = CopyRunner()
+    page = open_page(make_server(runner, spec=FAST))
+    upload(page, small_clip)
+    page.check("[data-testid=stabilize]")
+    page.check("[data-testid=foreground-estimation]")
+    page.click("#start")
+    row = page.locator("#jobs li.job[data-state=done]").first
+    row.wait_for(timeout=30_000)
+    assert "steady matte · clean edges" in row.inner_text()
+    assert runner.specs[-1].stabilize and runner.specs[-1].foreground_estimation
+    page.uncheck("[data-testid=stabilize]")
+    page.uncheck("[data-testid=foreground-estimation]")
+    page.click("#start")
+    page.locator("#jobs li.job[data-state=done]").nth(1).wait_for(timeout=30_000)
+    assert not runner.specs[-1].stabilize and not runner.specs[-1].foreground_estimation
+    assert "steady" not in page.locator("#jobs li.job").first.inner_text()
+    assert page.errors == []

@@ -76,8 +76,9 @@ function backgroundValue() {
 
 function options() {
   const outputs = [...document.querySelectorAll("input[name=outputs]:checked")].map((e) => e.value);
+  const quality = [...document.querySelectorAll("input[name=quality]:checked")].map((e) => e.value);
   return { background: backgroundValue(), format: $("#format").value, ratio: $("#ratio").value,
-           outputs: outputs.join(",") };
+           outputs: outputs.join(","), quality };
 }
 
 function setMessage(text) { setText($("#message"), text || ""); }
@@ -229,6 +230,7 @@ async function startJob() {
   const form = new FormData();
   form.append("upload_id", state.upload.id);
   for (const k of ["outputs", "background", "format", "ratio"]) form.append(k, o[k]);
+  for (const k of o.quality) form.append(k, "true");  // stabilize, foreground_estimation
   if (o.background === "image") form.append("background_upload", state.bgUpload);
   $("#start").disabled = true;
   try {
@@ -278,8 +280,10 @@ function updateJobView(view, job) {
   st.className = `state state-${job.state}`;
   if (job.error) st.title = job.error; else st.removeAttribute("title");
   const o = job.options;
+  const extras = [o.stabilize && "steady matte", o.foreground_estimation && "clean edges"];
   setText(view.querySelector(".opts"),
-          `${o.outputs.join(", ")} · ${o.background} · ${o.format} · ratio ${o.ratio}`);
+          [`${o.outputs.join(", ")}`, o.background, o.format, `ratio ${o.ratio}`,
+           ...extras.filter(Boolean)].join(" · "));
   const pct = Math.round((job.progress.fraction || 0) * 100);
   const bar = view.querySelector(".bar");
   bar.firstChild.style.width = `${pct}%`;
