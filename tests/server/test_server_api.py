@@ -338,6 +338,9 @@ def test_preview(make_client, clip):
     assert im.mode == "L"
     error_of(c.get(url, params={"view": "x"}), 422)
     error_of(c.get(url, params={"background": "/etc/passwd"}), 422)
+    assert "select" in error_of(c.get(url, params={"select": "1,2,3"}), 422)["message"]
+    # a point outside the frame: the one-line reason, from the real conversion
+    assert "outside" in error_of(c.get(url, params={"select": "500,10"}), 422)["message"]
     error_of(c.get(f"/api/uploads/{'0' * 32}/preview"), 404)
 
 

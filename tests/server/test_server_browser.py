@@ -3,6 +3,8 @@ convert, download, play the result (a transparent WebM plays with its alpha), de
 
 from __future__ import annotations
 
+import re
+
 import av
 import pytest
 from PIL import Image
@@ -130,4 +132,43 @@ def test_result_player_plays_transparent_webm(open_page, real_server, tmp_path):
                            timeout=10_000)
     assert page.inner_text("#play") == "Pause"
     assert not page.evaluate("document.querySelector('#before').paused")
+    assert page.errors == []
+
+
+def test_click_a_person_in_the_preview_to_matte_only_them(open_page, real_server, tmp_path):
+    """A click on the preview keeps the person there (the preview and the job get
+    ``select``); a click on the empty background says why nothing can be kept; "Matte
+    everyone" takes the selection back."""
+    clip = short_sample(tmp_path / "talk.mp4", frames=6)
+    page = open_page(real_server, 1100, 900)
+    page.set_input_files("#file", str(clip))
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    page.select_option("#ratio", "0.25")
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+
+    def click_preview(fx, fy):
+        before = page.get_attribute("#preview-alpha", "src")
+        box = page.locator("#preview-composite").bounding_box()
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_function(
+            f"document.querySelector('#preview-alpha').getAttribute('src') !== {before!r}"
+            " || document.querySelector('#preview-status').textContent.startsWith('Preview "
+            "failed')", timeout=60_000)
+
+    click_preview(0.02, 0.05)  # the wall, top left: nobody there
+    assert "Preview failed" in page.inner_text("#preview-status")
+    assert page.locator("#selection").is_visible()
+    click_preview(0.5, 0.6)  # the speaker
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    x, y = (int(v) for v in re.search(r"\((\d+), (\d+)\)",
+                                      page.inner_text("#selection")).groups())
+    assert abs(x - 320) <= 4 and abs(y - 216) <= 4  # the click, in the video's pixels
+    page.click("#start")
+    row = page.locator("#jobs li.job[data-state=done]").first
+    row.wait_for(timeout=120_000)
+    job = page.evaluate("[...state.jobs.values()][0]")
+    assert job["options"]["select"]["points"] == [[x, y]]
+    page.click("#select-everyone")
+    assert page.locator("#selection").is_hidden()
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
     assert page.errors == []

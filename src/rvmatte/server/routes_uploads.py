@@ -117,7 +117,10 @@ def preview(request: Request, upload_id: str,
             background_upload: Optional[str] = Query(None),
             ratio: str = Query("auto"),
             view: str = Query("composite", description="composite | alpha"),
-            frame: int = Query(0, ge=0, le=3000, description="frame index")) -> Response:
+            frame: int = Query(0, ge=0, le=3000, description="frame index"),
+            select: Optional[str] = Query(None, description="keep the person at X,Y of this "
+                                          "frame (several: X,Y;X,Y), as in POST /api/jobs"),
+            ) -> Response:
     """PNG preview of the matte on one frame, before running the whole video: that
     frame converted as the job would convert it (same model, background and ratio; the
     recurrent state starts afresh at the frame), so frame 0 is the job's first frame."""
@@ -126,7 +129,7 @@ def preview(request: Request, upload_id: str,
         raise ApiError(422, "invalid", "view must be 'composite' or 'alpha'")
     opts = parse_options(outputs="composite" if view == "composite" else "alpha",
                          background=background, format=None, ratio=ratio,
-                         background_upload=background_upload)
+                         background_upload=background_upload, select=select)
     if opts["background"]["kind"] == "image":
         get_upload_or_404(request, background_upload or "", "image")
     frames = up["info"].get("frames")

@@ -14,6 +14,7 @@ const state = {
   selected: null,       // the job shown in the "Your video" panel
   revealPlayer: false,  // scroll the player into view once it has loaded
   uploadSeq: 0,
+  select: null,         // [x, y] in the video's pixels: the person to keep (null: everyone)
 };
 
 // -- the API -------------------------------------------------------------------------------
@@ -81,6 +82,29 @@ function options() {
            outputs: outputs.join(","), quality };
 }
 
+// -- who is matted: a click on the preview keeps that person -------------------------------
+function setSelection(point) {
+  state.select = point;
+  $("#selection").hidden = !point;
+  setText($("#selection-text"), point
+    ? `Only the person at (${point[0]}, ${point[1]}) is matted; the others become background.`
+    : "");
+  schedulePreview(0);
+}
+
+function initSelection() {
+  const img = $("#preview-composite");
+  img.title = "Click a person to matte only them";
+  img.addEventListener("click", (e) => {
+    if (!state.upload || !img.clientWidth) return;
+    const x = Math.floor((e.offsetX / img.clientWidth) * state.upload.width);
+    const y = Math.floor((e.offsetY / img.clientHeight) * state.upload.height);
+    setSelection([Math.min(Math.max(x, 0), state.upload.width - 1),
+                  Math.min(Math.max(y, 0), state.upload.height - 1)]);
+  });
+  $("#select-everyone").addEventListener("click", () => setSelection(null));
+}
+
 function setMessage(text) { setText($("#message"), text || ""); }
 
 function updateStart() {
@@ -116,6 +140,8 @@ async function uploadVideo(file) {
   setMessage("");
   setUploadError("");
   state.upload = null;
+  state.select = null;  // a point of another video
+  $("#selection").hidden = true;
   updateStart();
   clearPreview("The preview appears once the video is uploaded.");
   setText($("#upload-info"), "");
@@ -206,6 +232,7 @@ async function loadPreview() {
   const seq = ++state.previewSeq;
   const q = new URLSearchParams({ background: o.background, ratio: o.ratio });
   if (o.background === "image") q.set("background_upload", state.bgUpload);
+  if (state.select) q.set("select", state.select.join(","));
   const base = `/api/uploads/${state.upload.id}/preview`;
   setText($("#preview-status"), "Computing the preview of the first frame…");
   try {
@@ -231,6 +258,7 @@ async function startJob() {
   form.append("upload_id", state.upload.id);
   for (const k of ["outputs", "background", "format", "ratio"]) form.append(k, o[k]);
   for (const k of o.quality) form.append(k, "true");  // stabilize, foreground_estimation
+  if (state.select) form.append("select", state.select.join(","));
   if (o.background === "image") form.append("background_upload", state.bgUpload);
   $("#start").disabled = true;
   try {
@@ -626,6 +654,7 @@ function init() {
   initDropZone();
   initOptions();
   initPlayer();
+  initSelection();
   $("#start").addEventListener("click", startJob);
   followJobs();
 }
