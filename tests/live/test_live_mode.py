@@ -33,6 +33,25 @@ def test_file_to_file_keeps_every_frame(clip, model, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))  # temp file renamed into place
 
 
+@pytest.mark.parametrize("path", ["fused", "tensor"])
+def test_post_stage_in_live(tmp_path, path):
+    """--stabilize / --foreground-estimation work live too, on the fused CPU path and the
+    tensor path: every frame written, and the frames differ from the plain run's."""
+    # the bundled model on the sample clip (a person to matte)
+    src = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
+    kw = dict(spec=ModelSpec(backend="auto" if path == "fused" else "torch", device="cpu"),
+              downsample_ratio=0.25)
+    outs = {}
+    for post in (False, True):
+        out = tmp_path / f"live_{post}.mp4"
+        stats = run_live(str(src), str(out), background="#ff0000", adapt=False, max_frames=12,
+                         stabilize=post, refine_foreground=post, **kw)
+        assert stats.frames == 12 and stats.fused == (path == "fused")
+        outs[post] = np.stack(frames_of(out)).astype(int)
+    assert outs[True].shape == outs[False].shape
+    assert (np.abs(outs[True] - outs[False]) > 4).sum() > 100
+
+
 def test_degrades_ratio_when_too_slow(clip, model, tmp_path):
     out = tmp_path / "fast.webm"
     # nobody mattes 100000 fps: the ratio must step down (adapt asked for: file to file does
@@ -146,6 +165,11 @@ def test_cli_file_output(clip, tmp_path):
     # the seconds are printed to 0.1 s: the fps must fit the interval they stand for
     assert 6 / (seconds + 0.05) * 0.95 <= fps <= 6 / max(seconds - 0.05, 1e-3) * 1.05
     assert len(frames_of(tmp_path / "out.mp4")) == 6
+    r = run_cli("--source", str(clip), "--output", "post.mp4", "--weights", "none",
+                "--downsample", "0.5", "--stabilize", "--foreground-estimation",
+                "--max-frames", "3", "-q", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(frames_of(tmp_path / "post.mp4")) == 3
 
 
 def test_cli_adapt_flags():

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .options import (add_model_options, add_output, add_quiet, add_task_resources, set_threads,
+from .options import (add_model_options, add_output, add_post_options, add_quiet,
+                      add_task_resources, post_kwargs, set_threads,
                       spec_from_args)
 
 __all__ = ["register", "run", "set_threads"]  # set_threads: benchmarks/convert_speed.py
@@ -68,7 +69,7 @@ def register(subparsers) -> None:
                         "instead of a thread (faster with x264 ultrafast on many-core GPU "
                         "machines; see docs/SPEED.md)")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    _add_post_options(p)
+    add_post_options(p)
     r = p.add_argument_group("range and job")
     r.add_argument("--start", default=None, help="seconds, [hh:]mm:ss, or frame number (150f)")
     r.add_argument("--end", default=None, help="seconds, [hh:]mm:ss, or frame number (300f)")
@@ -157,24 +158,6 @@ def _is_many(args) -> bool:
             or args.split_seconds is not None or args.manifest is not None)
 
 
-def _add_post_options(p) -> None:
-    import argparse
-
-    q = p.add_argument_group("quality (post stage after the network; docs/BENCHMARKS.md)")
-    q.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=False,
-                   help="temporal stabilisation: hold alpha and foreground where the image is "
-                        "still (less flicker), the network's values where it moves")
-    q.add_argument("--foreground-estimation", dest="refine_foreground",
-                   action=argparse.BooleanOptionalAction, default=False,
-                   help="estimate the foreground colours from the frame and the alpha "
-                        "(multi-level, Germer et al. 2020) instead of the network's")
-
-
-def _post_kwargs(args) -> dict:
-    """The quality options for convert_video (only those switched on)."""
-    return {k: True for k in ("stabilize", "refine_foreground") if getattr(args, k, False)}
-
-
 def _is_batch(path: Path) -> bool:
     from ..io.readers import list_videos
 
@@ -215,7 +198,7 @@ def run(args) -> int:
                   encode_workers=args.encode_workers, encoder_threads=args.encoder_threads,
                   encode_processes=args.encode_processes,
                   progress=not (args.quiet or args.json), **_guidance(args),
-                  **_post_kwargs(args))
+                  **post_kwargs(args))
     say = _say(args)
     if _is_many(args):
         return _run_many(args, spec, common, say)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_model_options, add_output, add_quiet, spec_from_args
+from .options import (add_model_options, add_output, add_post_options, add_quiet, post_kwargs,
+                      spec_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after N frames")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_quiet(p)
+    add_post_options(p)
     # Frame by frame for latency: no --seq-chunk.
     add_model_options(p)
     p.set_defaults(func=run)
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     stats = run_live(args.source, args.output, spec=spec_from_args(args),
                      background=args.background, target_fps=args.target_fps, adapt=args.adapt,
                      min_ratio=args.min_ratio, max_frames=args.max_frames,
-                     overwrite=args.overwrite, status=None if args.quiet else print_status)
+                     overwrite=args.overwrite, status=None if args.quiet else print_status,
+                     **post_kwargs(args))
     if not args.quiet:
         print(f"\rlive: {stats.summary()}", file=sys.stderr)
     return 0

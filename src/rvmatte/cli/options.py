@@ -154,3 +154,20 @@ def add_task_resources(parser) -> None:
     parser.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
                         help="with --cluster: GPUs each conversion task declares (1: one task "
                              "per GPU; 0.5: two)")
+
+
+def add_post_options(p) -> None:
+    """--stabilize and --foreground-estimation (convert and live)."""
+    q = p.add_argument_group("quality (post stage after the network; docs/BENCHMARKS.md)")
+    q.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=False,
+                   help="temporal stabilisation: hold alpha and foreground where the image is "
+                        "still (less flicker), the network's values where it moves")
+    q.add_argument("--foreground-estimation", dest="refine_foreground",
+                   action=argparse.BooleanOptionalAction, default=False,
+                   help="estimate the foreground colours from the frame and the alpha "
+                        "(multi-level, Germer et al. 2020) instead of the network's")
+
+
+def post_kwargs(args) -> dict:
+    """The quality options for convert_video / run_live (only those switched on)."""
+    return {k: True for k in ("stabilize", "refine_foreground") if getattr(args, k, False)}

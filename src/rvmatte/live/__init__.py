@@ -36,7 +36,8 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
              max_frames: Optional[int] = None, model: Any = None, overwrite: bool = False,
              status: Optional[Callable[[str], None]] = None, downsample_ratio: Any = UNSET,
              variant: Any = UNSET, weights: Any = UNSET, device: Any = UNSET,
-             dtype: Any = UNSET) -> LiveStats:
+             dtype: Any = UNSET, stabilize: bool = False,
+             refine_foreground: bool = False) -> LiveStats:
     """Matte ``source`` frame by frame into ``output`` until it ends, ``max_frames`` is
     reached, the window is closed or Ctrl-C.
 
@@ -53,6 +54,8 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
     ``"24.3 fps  ratio 0.25  capture 4 ms, model 30 ms, output 9 ms"`` (frames written per
     second of wall time, and each stage's time per frame). ``downsample_ratio``, ``variant``,
     ``weights``, ``device``, ``dtype``: the older keywords, folded into ``spec``.
+    ``stabilize``, ``refine_foreground``: the post stage of ``convert_video`` (temporal
+    stabilisation, foreground estimation), frame by frame on the model's thread.
     Returns :class:`LiveStats`.
     """
     from .pipeline import LivePipeline
@@ -89,6 +92,7 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
         matter = Matter(spec, model=model)
         audio = _audio(src) if isinstance(sink, FileSink) else None
         pipe = LivePipeline(matter, src, sink, bg, ratio=spec.downsample, adapt=adapt,
+                            post=_post(stabilize, refine_foreground),
                             target_fps=target_fps, min_ratio=min_ratio, max_frames=max_frames,
                             status=status, realtime_in=where.live,
                             realtime_out=where.live or sink.realtime, audio=audio)
@@ -107,6 +111,18 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
         raise InputError(f"no frames could be read from {source}")
     stats.startup_s = startup
     return stats
+
+
+def _post(stabilize: bool, refine_foreground: bool):
+    """The post stage's chain (None when both are off)."""
+    if not (stabilize or refine_foreground):
+        return None
+    from ..hardware import default_threads
+    from ..post import PostChain, PostOptions, quality_processors
+
+    return PostChain(quality_processors(PostOptions(stabilize=stabilize,
+                                                    refine_foreground=refine_foreground),
+                                        threads=default_threads()))
 
 
 def _audio(src: Any):

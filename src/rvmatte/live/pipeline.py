@@ -95,8 +95,9 @@ class LivePipeline:
                  ratio: Optional[float], adapt: bool, target_fps: Optional[float],
                  min_ratio: float, max_frames: Optional[int],
                  status: Optional[Callable[[str], None]], realtime_in: bool,
-                 realtime_out: bool, audio: Any = None) -> None:
+                 realtime_out: bool, audio: Any = None, post: Any = None) -> None:
         self.matter, self.source, self.sink, self.bg = matter, source, sink, background
+        self.post = post  # a rvmatte.post.PostChain, or None
         self.fixed_ratio, self.adapt, self.target_fps = ratio, adapt, target_fps
         self.min_ratio, self.max_frames, self.status = min_ratio, max_frames, status
         self.audio = audio
@@ -165,6 +166,8 @@ class LivePipeline:
         self._matte(0, np.zeros((height, width, 3), np.uint8))
         self.matter.reset()
         self.state = None
+        if self.post is not None:
+            self.post.reset()  # the black frame is not the stream's past
 
     # ---- model stage --------------------------------------------------------------------
     _KERNEL_OUTPUT = {"rgb": "composite", "rgba": "rgba", "yuv": "composite_yuv"}
@@ -176,10 +179,13 @@ class LivePipeline:
             name = self._KERNEL_OUTPUT[self.form]
             made, self.state = self.matter.matte_uint8(frame[None], self.state, ratio,
                                                        outputs=[name],
-                                                       background=self._uint8_background())
+                                                       background=self._uint8_background(),
+                                                       post=self.post)
             self.stats.fused = True
             return made[name][0]
         out = self.matter.process(frame)
+        if self.post is not None:
+            self.post(frame[None], out.pha, out.fgr)
         return composite_frames(frame[None], out.fgr, out.pha, self.bg, index)[0]
 
     def _adapt(self, seconds: float) -> None:
