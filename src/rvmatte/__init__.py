@@ -4,6 +4,7 @@ Public API::
 
     spec = rvmatte.ModelSpec(device="cpu")            # which model, where, how (frozen)
     rvmatte.convert_video("in.mp4", output="out.mp4", alpha="alpha.mp4", spec=spec)
+    rvmatte.convert_many(["a.mp4", "clips/"], "out/", cluster="auto")  # many, on Ray
     frames = rvmatte.read_frames("in.mp4", end="8f")  # uint8 RGB (T,H,W,3)
     matter = rvmatte.Matter(spec); out = matter.process(frames)   # MattingOutput(fgr, pha, state)
     model = rvmatte.load_model()                      # the PyTorch network, eval mode
@@ -23,6 +24,7 @@ _LAZY = {
     "MattingNetwork": "rvmatte.models.matting",
     "build_model": "rvmatte.models.registry",
     "convert_video": "rvmatte.inference.convert",
+    "convert_many": "rvmatte.cluster",
     "Matter": "rvmatte.inference.session",
     "ModelSpec": "rvmatte.spec",
     "read_frames": "rvmatte.io.readers",

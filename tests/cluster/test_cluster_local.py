@@ -22,6 +22,17 @@ from rvmatte.inference.convert import convert_video  # noqa: E402
 from rvmatte.io.readers import probe  # noqa: E402
 
 
+def test_top_level_convert_many_is_the_cluster_one_and_needs_no_ray():
+    import subprocess
+
+    code = ("import sys, rvmatte, rvmatte.cluster; "
+            "assert rvmatte.convert_many is rvmatte.cluster.convert_many; "
+            "assert 'convert_many' in dir(rvmatte); print('ray' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"  # Ray is imported only when a cluster is used
+
+
 def test_batch_here_manifest_skip_and_bad_clip(tmp_path):
     """Three clips and a bad one: the bad one is a failed line, the others equal
     convert_video's; a re-run skips the finished ones and reports the bad one again."""
