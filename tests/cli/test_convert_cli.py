@@ -39,6 +39,18 @@ def test_bad_input_is_one_line_no_traceback(tmp_path, case):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_alpha_format_option(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", n=2, audio=False)
+    r = _cli("convert", clip, "--alpha", tmp_path / "a.mp4", "--alpha-format", "gray",
+             "--weights", "none", "-q")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.mp4").stat().st_size > 0
+    r = _cli("convert", clip, "--alpha", tmp_path / "b.mp4", "--alpha-format", "grey",
+             "--weights", "none")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--alpha-format" in r.stderr and not (tmp_path / "b.mp4").exists()
+
+
 def test_convert_json_summary(tmp_path, capsys):
     clip = make_clip(tmp_path / "in.mp4", n=4)
     rc = main(["convert", str(clip), "-o", str(tmp_path / "o.webm"), "--alpha",

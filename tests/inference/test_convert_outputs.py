@@ -194,3 +194,35 @@ def test_h265_ffv1_and_mkv_alpha(tmp_path, model):
                   model=model, **KW)
     _, rgba = video_frames(tmp_path / "t.mkv", fmt="rgba")
     assert stream_info(tmp_path / "t.mkv")["codec"] == "ffv1" and rgba.shape == (3, 48, 64, 4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+def test_alpha_format_gray_through_convert_video(tmp_path, backend):
+    """alpha_format="gray": the H.264 alpha is one plane (4:0:0), on the tensor path and on
+    the fused uint8 path, and decodes to the 4:2:0 stream's alpha within a few levels; it is
+    part of the resume fingerprint; a bad name is one line before anything is written."""
+    from rvmatte.errors import OutputError
+    from rvmatte.inference.plan import ConvertRequest
+
+    clip = make_clip(tmp_path / "in.mp4", w=192, h=108, n=6, audio=False)
+    kw = dict(backend=backend, device="cpu", downsample_ratio=0.5, seq_chunk=2)
+    gray = convert_video(clip, alpha=tmp_path / "g.mp4", alpha_format="gray", **kw)
+    convert_video(clip, alpha=tmp_path / "y.mp4", **kw)
+    from test_alpha_stream import h264_chroma_format  # the SPS: FFmpeg decodes both 4:2:0
+
+    assert h264_chroma_format(gray.outputs["alpha"])[1] == 0   # 4:0:0
+    assert h264_chroma_format(tmp_path / "y.mp4")[1] == 1      # 4:2:0
+    g, y = (_gray_frames(p) for p in (gray.outputs["alpha"], tmp_path / "y.mp4"))
+    assert g.shape == y.shape == (6, 108, 192)
+    assert np.abs(g - y).mean() < 1.0
+    a = ConvertRequest.make(clip, alpha=tmp_path / "a.mp4")
+    b = ConvertRequest.make(clip, alpha=tmp_path / "a.mp4", alpha_format="gray")
+    assert a.identity() != b.identity()
+    with pytest.raises(OutputError, match="unknown alpha format 'grey'"):
+        convert_video(clip, alpha=tmp_path / "bad.mp4", alpha_format="grey", **kw)
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def _gray_frames(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="gray").astype(int) for f in c.decode(video=0)])

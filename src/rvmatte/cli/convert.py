@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                    help="CRF-like, lower is better (h264 default 18, h265 22, vp9 28)")
     o.add_argument("--alpha-bits", type=int, default=8, choices=[8, 16],
                    help="bit depth of PNG alpha output")
+    o.add_argument("--alpha-format", default=None, choices=["yuv420", "gray"],
+                   help="H.264/H.265 alpha video stream: yuv420 (default, plays everywhere) "
+                        "or gray (4:0:0: smaller, faster; not every player opens it)")
     o.add_argument("--preset", default=None, choices=PRESETS,
                    help="H.264/H.265 speed preset (default: veryfast; medium encodes about 2x "
                         "slower for ~0.5 dB; ultrafast is faster, with larger files)")
@@ -194,7 +197,8 @@ def run(args) -> int:
     common = dict(spec=spec, strict=args.strict, background=args.background,
                   seq_chunk=args.seq_chunk, start=args.start, end=args.end, codec=args.codec,
                   quality=args.quality, overwrite=args.overwrite, resume=args.resume,
-                  alpha_bits=args.alpha_bits, preset=args.preset, encoder=args.encoder,
+                  alpha_bits=args.alpha_bits, alpha_format=args.alpha_format,
+                  preset=args.preset, encoder=args.encoder,
                   encode_workers=args.encode_workers, encoder_threads=args.encoder_threads,
                   encode_processes=args.encode_processes,
                   progress=not (args.quiet or args.json), **_guidance(args),

@@ -307,7 +307,7 @@ def _request(job: ClipJob, *, overwrite: bool) -> ConvertRequest:
     out = dict(job.outputs)
     fields = {k: v for k, v in job.options.items()
               if k in ("background", "codec", "quality", "preset", "encoder", "alpha_bits",
-                       "start", "end", "seq_chunk", "segment_frames", "strict")}
+                       "alpha_format", "start", "end", "seq_chunk", "segment_frames", "strict")}
     return ConvertRequest.make(job.input, out.get("composite"), alpha=out.get("alpha"),
                                foreground=out.get("foreground"), spec=job.spec,
                                overwrite=overwrite, **fields)

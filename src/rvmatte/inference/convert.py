@@ -52,7 +52,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   encoder_threads=None, encode_processes: bool = False,
                   strict: bool = False, select: Any = None,
                   background_plate: Any = None, stabilize: bool = False,
-                  refine_foreground: bool = False) -> ConversionResult:
+                  refine_foreground: bool = False,
+                  alpha_format: Optional[str] = None) -> ConversionResult:
     """Matte ``input`` into ``output`` (composite), ``alpha`` and/or ``foreground``.
 
     input: a video file, an image folder, a ``%06d.png`` pattern or a single image.
@@ -74,6 +75,9 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     cancel: a ``threading.Event``; when set the job stops with
         :class:`~rvmatte.errors.Cancelled` and keeps its checkpoint.
     alpha_bits: 8, or 16 for PNG alpha (video codecs store 8-bit alpha: refused).
+    alpha_format: an H.264/H.265 alpha video's stream: ``"yuv420"`` (default; plays
+        everywhere) or ``"gray"`` (one plane, 4:0:0: smaller and faster to encode, but some
+        players and editors do not open it); other codecs and PNG keep their form.
     segment_frames: frames per checkpoint segment (default about 10 s of video, 2 s when
         several segments are encoded at a time).
     encoder: ``"auto"`` (NVENC for H.264/H.265 when the model runs on a CUDA GPU that can
@@ -107,7 +111,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         background=background, codec=codec, quality=quality, preset=preset, encoder=encoder,
         device_yuv=device_yuv, encode_workers=encode_workers, encoder_threads=encoder_threads,
         encode_processes=encode_processes, seq_chunk=seq_chunk, segment_frames=segment_frames,
-        alpha_bits=alpha_bits, resume=resume, overwrite=overwrite, strict=strict,
+        alpha_bits=alpha_bits, alpha_format=alpha_format, resume=resume, overwrite=overwrite, strict=strict,
         selection=_selection(select), plate=background_plate, stabilize=stabilize,
         refine_foreground=refine_foreground)
     targets = plan_targets(request)

@@ -25,9 +25,9 @@ from ..errors import InputError, OutputError
 from ..io.compose import Background, ColorBackground, NAMED, parse_background
 from ..io.readers import FrameRange, SourceInfo, parse_range, probe
 from ..io.segments import EncodePlan, check_count, plan_encoding
-from ..io.writers import (HARDWARE_ENCODERS, OutputSpec, check_encoder_choice,
-                          check_output_target, check_preset, pick_encoder, pix_fmt_for,
-                          plan_output)
+from ..io.writers import (HARDWARE_ENCODERS, OutputSpec, check_alpha_format,
+                          check_encoder_choice, check_output_target, check_preset, pick_encoder,
+                          pix_fmt_for, plan_output)
 from ..io.yuv import is_full_range, matrix_for
 from ..spec import ModelSpec
 
@@ -86,6 +86,7 @@ class ConvertRequest:
     seq_chunk: Optional[int] = None
     segment_frames: Optional[int] = None
     alpha_bits: int = 8
+    alpha_format: Optional[str] = None  # an H.264/H.265 alpha stream: yuv420 (default) | gray
     resume: bool = False
     overwrite: bool = False
     strict: bool = False
@@ -105,6 +106,7 @@ class ConvertRequest:
         _positive_int(self.seq_chunk, "seq_chunk")
         _positive_int(self.segment_frames, "segment_frames")
         set_(self, "preset", check_preset(self.preset))
+        set_(self, "alpha_format", check_alpha_format(self.alpha_format))
         check_encoder_choice(self.encoder)
         set_(self, "encode_workers", check_count(self.encode_workers, "number of encode workers"))
         set_(self, "encoder_threads", check_count(self.encoder_threads,
@@ -126,8 +128,8 @@ class ConvertRequest:
                 "range": [self.range.start, self.range.end, self.range.unit],
                 "codec": self.codec, "quality": self.quality, "preset": self.preset,
                 "encoder": self.encoder, "device_yuv": self.device_yuv,
-                "alpha_bits": self.alpha_bits, "seq_chunk": self.seq_chunk,
-                "segment_frames": self.segment_frames, "spec": self.spec.fingerprint(),
+                "alpha_bits": self.alpha_bits, "alpha_format": self.alpha_format,
+                "seq_chunk": self.seq_chunk, "segment_frames": self.segment_frames, "spec": self.spec.fingerprint(),
                 **self._guidance_identity(), **self.post_options.identity()}
 
     @property
@@ -201,7 +203,7 @@ def _output_spec(request: ConvertRequest, kind: str, path: Path, bg: Any, *,
     if kind == "composite":
         transparent = True if bg == "transparent" else (None if bg is None else False)
     kw = dict(transparent=transparent, quality=request.quality, alpha_bits=request.alpha_bits,
-              still=still)
+              still=still, alpha_format=request.alpha_format)
     try:
         spec = plan_output(kind, path, codec=request.codec, **kw)
     except OutputError:
