@@ -244,7 +244,8 @@ async function loadPreview() {
     $("#preview-alpha").src = alpha;
     $("#preview-alpha").alt = "The matte of the first frame";
     $("#preview").hidden = false;
-    setText($("#preview-status"), "Preview of the first frame.");
+    setText($("#preview-status"), state.select ? "Preview of the first frame."
+      : "Preview of the first frame. Click a person in it to matte only them.");
   } catch (e) {
     if (seq === state.previewSeq) setText($("#preview-status"), `Preview failed: ${e.message}`);
   }
