@@ -387,3 +387,23 @@ def test_workers_wait_for_the_model_preload(tmp_path, clip):
     finally:
         manager.stop()
         store.close()
+
+
+def test_a_store_error_does_not_kill_the_worker(make_client, clip, monkeypatch):
+    """The worker thread survives a failing claim (a database error) and takes the job on
+    its next round, instead of leaving it queued for ever."""
+    c = make_client(CopyRunner())
+    store = c.app.state.store
+    real, calls = store.claim_next, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            import sqlite3
+            raise sqlite3.OperationalError("database is locked")
+        return real()
+
+    monkeypatch.setattr(store, "claim_next", flaky)
+    job = submit(c, clip).json()
+    assert wait_state(c, job["id"], timeout=30)["state"] == "done"
+    assert len(calls) >= 2

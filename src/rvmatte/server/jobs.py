@@ -338,7 +338,11 @@ class JobManager:
             if not self._ready.wait(0.2):
                 continue
             with self._cond:
-                job = None if self._stopping.is_set() else self.store.claim_next()
+                try:
+                    job = None if self._stopping.is_set() else self.store.claim_next()
+                except Exception:  # the store failed this once: keep the worker alive
+                    log.exception("could not take the next job")
+                    job = None
                 if job is None:
                     self._cond.wait(timeout=1.0)
                     continue
