@@ -52,6 +52,37 @@ def test_post_stage_in_live(tmp_path, path):
     assert (np.abs(outs[True] - outs[False]) > 4).sum() > 100
 
 
+def test_person_selection_in_live(tmp_path):
+    """--select in live mode: the speaker selected keeps the matte; a box on the empty wall
+    fails with the one-line reason; a point outside the frame too."""
+    from rvmatte.post.people import Selection
+
+    src = Path(__file__).resolve().parents[2] / "examples" / "sample_talking_head_640x360.mp4"
+    kw = dict(spec=ModelSpec(device="cpu"), downsample_ratio=0.25, adapt=False, max_frames=6)
+    outs = {}
+    for name, sel in (("all", None), ("speaker", (320, 220))):
+        out = tmp_path / f"{name}.mp4"
+        run_live(str(src), str(out), background="#00ff00", select=sel, **kw)
+        outs[name] = np.stack(frames_of(out)).astype(int)
+    # one person in the clip: keeping the speaker keeps the picture (green elsewhere)
+    assert outs["all"].shape == outs["speaker"].shape == (6, 360, 640, 3)
+    assert np.abs(outs["all"] - outs["speaker"]).mean() < 1.0
+    assert (outs["speaker"][..., 1] > 200).mean() > 0.3  # the green background is there
+    with pytest.raises(InputError, match="covers no person"):
+        run_live(str(src), str(tmp_path / "box.mp4"), select=Selection(box=(0, 0, 100, 100)),
+                 **kw)
+    with pytest.raises(InputError, match="5000"):
+        run_live(str(src), str(tmp_path / "far.mp4"), select=(5000, 10), **kw)
+    assert not (tmp_path / "box.mp4").exists() and not (tmp_path / "far.mp4").exists()
+    r = run_cli("--source", str(src), "--output", "cli.mp4", "--select", "320,220",
+                "--downsample", "0.25", "--max-frames", "3", "-q", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("--source", str(src), "--output", "bad.mp4", "--select", "5000,1",
+                "--downsample", "0.25", "--max-frames", "3", "-q", tmp_path=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "5000" in lines[0], r.stderr
+
+
 def test_degrades_ratio_when_too_slow(clip, model, tmp_path):
     out = tmp_path / "fast.webm"
     # nobody mattes 100000 fps: the ratio must step down (adapt asked for: file to file does

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .options import (add_model_options, add_output, add_post_options, add_quiet,
-                      add_task_resources, post_kwargs, set_threads,
+                      add_selection_options, add_task_resources, post_kwargs,
+                      selection_from_args, set_threads,
                       spec_from_args)
 
 __all__ = ["register", "run", "set_threads"]  # set_threads: benchmarks/convert_speed.py
@@ -93,18 +94,7 @@ def _add_guidance_options(p) -> None:
     g = p.add_argument_group(
         "guidance: who is matted, and a clean background plate (README: Choosing who is "
         "matted)")
-    g.add_argument("--select", action="append", default=None, metavar="X,Y",
-                   help="keep only the person at this pixel (of the first frame, or of "
-                        "--select-frame); repeat for several people; the others get alpha 0")
-    g.add_argument("--select-box", default=None, metavar="X0,Y0,X1,Y1",
-                   help="keep the people mostly inside this box")
-    g.add_argument("--select-mask", default=None, metavar="PATH",
-                   help="keep the people a mask image covers (white = keep)")
-    g.add_argument("--people", type=int, default=None, metavar="N",
-                   help="keep the N largest people (picked on the selection frame)")
-    g.add_argument("--select-frame", type=int, default=None, metavar="N",
-                   help="the frame (of the converted range) the selection refers to "
-                        "(default 0; a later frame costs a first pass over frames 0..N)")
+    add_selection_options(g, frame_note="; a later frame costs a first pass over frames 0..N")
     g.add_argument("--background-plate", default=None, metavar="PATH",
                    help="an image (or short video, averaged) of the empty scene from the same "
                         "camera: cleaner foreground colours, posters/screens removed")
@@ -112,11 +102,8 @@ def _add_guidance_options(p) -> None:
 
 def _guidance(args) -> dict:
     """convert_video's guidance arguments from the flags (none when not used)."""
-    from ..post.people import Selection
-
     out = {}
-    sel = Selection.parse(args.select, args.select_box, args.select_mask, args.people,
-                          args.select_frame)
+    sel = selection_from_args(args)
     if sel is not None:
         if getattr(args, "split", None) is not None or getattr(args, "split_seconds", None):
             raise InputError("person selection cannot be combined with --split/--split-seconds "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import (add_model_options, add_output, add_post_options, add_quiet, post_kwargs,
-                      spec_from_args)
+from .options import (add_model_options, add_output, add_post_options, add_quiet,
+                      add_selection_options, post_kwargs, selection_from_args, spec_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_quiet(p)
     add_post_options(p)
+    add_selection_options(p.add_argument_group("who is matted (from the selection frame on: "
+                                               "everyone before it)"))
     # Frame by frame for latency: no --seq-chunk.
     add_model_options(p)
     p.set_defaults(func=run)
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                      background=args.background, target_fps=args.target_fps, adapt=args.adapt,
                      min_ratio=args.min_ratio, max_frames=args.max_frames,
                      overwrite=args.overwrite, status=None if args.quiet else print_status,
-                     **post_kwargs(args))
+                     select=selection_from_args(args), **post_kwargs(args))
     if not args.quiet:
         print(f"\rlive: {stats.summary()}", file=sys.stderr)
     return 0

@@ -171,3 +171,27 @@ def add_post_options(p) -> None:
 def post_kwargs(args) -> dict:
     """The quality options for convert_video / run_live (only those switched on)."""
     return {k: True for k in ("stabilize", "refine_foreground") if getattr(args, k, False)}
+
+
+def add_selection_options(g, *, frame_note: str = "") -> None:
+    """Who is matted: --select, --select-box, --select-mask, --people, --select-frame
+    (convert and live)."""
+    g.add_argument("--select", action="append", default=None, metavar="X,Y",
+                   help="keep only the person at this pixel (of the first frame, or of "
+                        "--select-frame); repeat for several people; the others get alpha 0")
+    g.add_argument("--select-box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="keep the people mostly inside this box")
+    g.add_argument("--select-mask", default=None, metavar="PATH",
+                   help="keep the people a mask image covers (white = keep)")
+    g.add_argument("--people", type=int, default=None, metavar="N",
+                   help="keep the N largest people (picked on the selection frame)")
+    g.add_argument("--select-frame", type=int, default=None, metavar="N",
+                   help=f"the frame the selection refers to (default 0{frame_note})")
+
+
+def selection_from_args(args):
+    """The :class:`rvmatte.post.people.Selection` of the flags (None: everyone)."""
+    from ..post.people import Selection
+
+    return Selection.parse(args.select, args.select_box, args.select_mask, args.people,
+                           args.select_frame)

@@ -135,7 +135,7 @@ def _selection(select: Any):
         return None
     from ..post.people import Selection
 
-    return select if isinstance(select, Selection) else Selection(points=(tuple(select),))
+    return Selection.of(select)
 
 
 def _post_processors(request: ConvertRequest, plan: OutputPlan, matter: Matter,

@@ -37,7 +37,7 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
              status: Optional[Callable[[str], None]] = None, downsample_ratio: Any = UNSET,
              variant: Any = UNSET, weights: Any = UNSET, device: Any = UNSET,
              dtype: Any = UNSET, stabilize: bool = False,
-             refine_foreground: bool = False) -> LiveStats:
+             refine_foreground: bool = False, select: Any = None) -> LiveStats:
     """Matte ``source`` frame by frame into ``output`` until it ends, ``max_frames`` is
     reached, the window is closed or Ctrl-C.
 
@@ -55,7 +55,9 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
     second of wall time, and each stage's time per frame). ``downsample_ratio``, ``variant``,
     ``weights``, ``device``, ``dtype``: the older keywords, folded into ``spec``.
     ``stabilize``, ``refine_foreground``: the post stage of ``convert_video`` (temporal
-    stabilisation, foreground estimation), frame by frame on the model's thread.
+    stabilisation, foreground estimation), frame by frame on the model's thread. ``select``:
+    who is matted, as in ``convert_video`` (a :class:`~rvmatte.post.people.Selection` or
+    ``(x, y)``); from its frame on (everyone before it: a stream cannot look ahead).
     Returns :class:`LiveStats`.
     """
     from .pipeline import LivePipeline
@@ -93,6 +95,7 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
         audio = _audio(src) if isinstance(sink, FileSink) else None
         pipe = LivePipeline(matter, src, sink, bg, ratio=spec.downsample, adapt=adapt,
                             post=_post(stabilize, refine_foreground),
+                            select=_selection(select),
                             target_fps=target_fps, min_ratio=min_ratio, max_frames=max_frames,
                             status=status, realtime_in=where.live,
                             realtime_out=where.live or sink.realtime, audio=audio)
@@ -113,16 +116,28 @@ def run_live(source: str, output: Any, *, spec: Optional[ModelSpec] = None,
     return stats
 
 
-def _post(stabilize: bool, refine_foreground: bool):
-    """The post stage's chain (None when both are off)."""
-    if not (stabilize or refine_foreground):
+def _selection(select: Any):
+    """``select`` as a Selection (None: everyone; post.people is imported only when used)."""
+    if select is None:
         return None
-    from ..hardware import default_threads
-    from ..post import PostChain, PostOptions, quality_processors
+    from ..post.people import Selection
 
-    return PostChain(quality_processors(PostOptions(stabilize=stabilize,
-                                                    refine_foreground=refine_foreground),
-                                        threads=default_threads()))
+    return Selection.of(select)
+
+
+def _post(stabilize: bool, refine_foreground: bool) -> dict:
+    """The quality processors ({} when both are off)."""
+    if not (stabilize or refine_foreground):
+        return {}
+    from ..hardware import default_threads
+    from ..post import PostOptions, quality_processors
+
+    return quality_processors(PostOptions(stabilize=stabilize,
+                                          refine_foreground=refine_foreground),
+                              threads=default_threads())
+
+
+
 
 
 def _audio(src: Any):

@@ -95,9 +95,14 @@ class LivePipeline:
                  ratio: Optional[float], adapt: bool, target_fps: Optional[float],
                  min_ratio: float, max_frames: Optional[int],
                  status: Optional[Callable[[str], None]], realtime_in: bool,
-                 realtime_out: bool, audio: Any = None, post: Any = None) -> None:
+                 realtime_out: bool, audio: Any = None, post: Optional[dict] = None,
+                 select: Any = None) -> None:
         self.matter, self.source, self.sink, self.bg = matter, source, sink, background
-        self.post = post  # a rvmatte.post.PostChain, or None
+        # the post stage: {name: processor} of the quality options, and who is matted (a
+        # rvmatte.post.people.Selection, applied from its frame on: a stream cannot look
+        # ahead); made into one chain when the frame size is known
+        self._quality, self.select = dict(post or {}), select
+        self.post: Any = None  # the rvmatte.post.PostChain in use, or None
         self.fixed_ratio, self.adapt, self.target_fps = ratio, adapt, target_fps
         self.min_ratio, self.max_frames, self.status = min_ratio, max_frames, status
         self.audio = audio
@@ -148,6 +153,7 @@ class LivePipeline:
         self.state = None
         self.stats.state_resets += 1
         self.size = (width, height)
+        self.post = self._post_chain(width, height)
         fused = self._fused(ratio)
         if self.bg is None:
             self.form = "rgba"
@@ -163,11 +169,28 @@ class LivePipeline:
         """Decide the start for frames of this size and matte one black frame, so the first
         real frame does not pay for building the model's runner (then forget its state)."""
         self._start(width, height)
+        post, self.post = self.post, None  # the black frame is not the stream's past
         self._matte(0, np.zeros((height, width, 3), np.uint8))
+        self.post = post
         self.matter.reset()
         self.state = None
-        if self.post is not None:
-            self.post.reset()  # the black frame is not the stream's past
+
+    def _post_chain(self, width: int, height: int):
+        """The post stage for frames of this size: the person selection, then the quality
+        processors (as in file conversion); None when there is nothing to do."""
+        procs: dict = {}
+        if self.select is not None:
+            from ..post.people import PeopleFilter
+
+            procs["people"] = PeopleFilter(self.select, width, height)
+        for p in self._quality.values():
+            p.reset()
+        procs.update(self._quality)
+        if not procs:
+            return None
+        from ..post import PostChain
+
+        return PostChain(procs)
 
     # ---- model stage --------------------------------------------------------------------
     _KERNEL_OUTPUT = {"rgb": "composite", "rgba": "rgba", "yuv": "composite_yuv"}

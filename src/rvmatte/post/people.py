@@ -115,6 +115,14 @@ class Selection:
         return cls(points=tuple(select or ()), box=box, mask=mask, people=people,
                    frame=0 if frame is None else frame)
 
+    @classmethod
+    def of(cls, select: Any) -> Optional["Selection"]:
+        """The ``select`` argument of ``convert_video`` / ``run_live``: None (everyone), a
+        Selection, or an ``(x, y)`` pair (the person at that pixel)."""
+        if select is None or isinstance(select, cls):
+            return select
+        return cls(points=(tuple(select),))
+
     def identity(self) -> dict:
         """For a checkpoint's fingerprint (the mask file by path, size and time)."""
         mask = None
