@@ -110,6 +110,9 @@ def test_new_job_shows_where_the_user_looks(open_page, make_server, small_clip):
     current.wait_for(state="visible")
     page.wait_for_function("document.querySelector('#current .state').textContent === "
                            "'running'", timeout=10_000)
+    # the job is claimed (running) a moment before its first progress arrives
+    page.wait_for_function("document.querySelector('#current .info').textContent"
+                           ".includes('1/12 frames')", timeout=10_000)
     inside = """e => { const r = e.getBoundingClientRect();
                        return r.top >= 0 && r.bottom <= innerHeight && r.height > 0; }"""
     for selector in ("#current .bar", "#current .info", "#jobs li.job .bar"):
