@@ -102,6 +102,7 @@ _PAGE_STATE = """() => ({
     : document.querySelector('#current').innerText.slice(0, 400),
   jobsError: document.querySelector('#jobs-error').textContent,
   confirmOpen: document.querySelector('#confirm').open,
+  events: state.events,
 })"""
 
 
@@ -139,6 +140,9 @@ def open_page(request, browser, make_server):
         for page in pages:
             try:
                 print("page state:", page.evaluate(_PAGE_STATE))
+                print("server's jobs:", page.evaluate(
+                    "fetch('/api/jobs', {headers: {'X-Rvmatte-Owner': ownerKey()}})"
+                    ".then(r => r.json()).then(j => j.jobs.map(x => [x.id, x.state]))"))
             except Exception as e:  # noqa: BLE001 - a diagnosis only
                 print("page state unavailable:", e)
             print("page log:", *page.log[-30:], sep="\n  ")

@@ -598,6 +598,7 @@ function parseEvents(buffer, onEvent) {
 }
 
 function onJobEvent(event, data) {
+  state.events = (state.events || 0) + 1;  // for diagnosis: events received in this page
   if (event === "snapshot") applySnapshot(data.jobs);
   else if (event === "job") applyJob(data);
   else if (event === "deleted") removeJob(data.id);
