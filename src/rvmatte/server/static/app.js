@@ -264,7 +264,9 @@ async function startJob() {
   $("#start").disabled = true;
   try {
     const job = await api("POST", "/api/jobs", form);
-    applyJob(job);
+    // The event stream may have brought this job already, further on (a quick job can be
+    // done before this answer arrives): the answer is then older and must not replace it.
+    if (!state.jobs.has(job.id)) applyJob(job);
     selectJob(job.id, { scroll: true });
   } catch (e) {
     setMessage(e.message);
