@@ -275,7 +275,12 @@ def test_queue_bound(make_client, clip):
     first = submit(c, clip).json()
     wait_state(c, first["id"], states=("running",))
     assert submit(c, clip).status_code == 201
-    assert error_of(submit(c, clip), 503)["code"] == "queue_full"
+    refused = submit(c, clip)
+    assert error_of(refused, 503)["code"] == "queue_full"
+    assert refused.headers["Retry-After"] == "30"
+    # the refused request's upload is not kept: two jobs, two uploads
+    uploads = c.app.state.manager.uploads_dir
+    assert len([p for p in uploads.iterdir() if not p.name.endswith(".part")]) == 2
     gate.set()
 
 
@@ -407,3 +412,78 @@ def test_a_store_error_does_not_kill_the_worker(make_client, clip, monkeypatch):
     job = submit(c, clip).json()
     assert wait_state(c, job["id"], timeout=30)["state"] == "done"
     assert len(calls) >= 2
+
+
+
+def _server_errors_as_responses(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_a_full_disk_does_not_stall_the_queue(make_client, clip, monkeypatch):
+    """The database cannot be written (a full disk): the job's end is kept and recorded once
+    it can be, /api/health says what is wrong meanwhile (503), and the worker goes on to
+    the next job. Errors of the API on a full disk are JSON."""
+    import sqlite3
+
+    c = make_client(CopyRunner())
+    store, manager = c.app.state.store, c.app.state.manager
+    real_finish, full = store.finish, threading.Event()
+    full.set()
+
+    def finish(*a, **kw):
+        if full.is_set():
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(*a, **kw)
+
+    monkeypatch.setattr(store, "finish", finish)
+    job = submit(c, clip).json()
+    deadline = time.monotonic() + 20
+    while not manager._unrecorded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    h = c.get("/api/health")
+    assert h.status_code == 503 and h.json()["status"] == "degraded"
+    assert any("not yet recorded" in p for p in h.json()["problems"])
+    assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "running"  # not lost
+    full.clear()  # space again
+    assert wait_state(c, job["id"], timeout=20)["state"] == "done"
+    assert c.get("/api/health").json()["status"] == "ok"
+    assert wait_state(c, submit(c, clip).json()["id"], timeout=20)["state"] == "done"
+
+    # a request that fails on the database answers JSON (507), and keeps no upload
+    api = _server_errors_as_responses(c.app)
+    monkeypatch.setattr(store, "add_job", lambda **kw: (_ for _ in ()).throw(
+        sqlite3.OperationalError("database or disk is full")))
+    before = sorted(p.name for p in manager.uploads_dir.iterdir())
+    r = submit(api, clip)
+    assert error_of(r, 507)["code"] == "insufficient_storage"
+    assert sorted(p.name for p in manager.uploads_dir.iterdir()) == before
+
+
+def test_low_disk_refuses_uploads_and_holds_jobs(make_client, clip, monkeypatch):
+    """Below the free-disk reserve: uploads get 507 (JSON, nothing stored), no job starts,
+    health says "low disk"; with space again everything goes on."""
+    c = make_client(CopyRunner())
+    manager = c.app.state.manager
+    monkeypatch.setattr(manager, "free_bytes", lambda: 10 << 20)  # 10 MB free
+    manager.min_free_bytes = 256 << 20
+    r = submit(c, clip)
+    assert "free disk" in error_of(r, 507)["message"]
+    assert c.get("/api/jobs").json()["jobs"] == []
+    assert not [p for p in manager.uploads_dir.iterdir()]
+    h = c.get("/api/health").json()
+    assert h["status"] == "degraded" and any("low disk" in p for p in h["problems"])
+    monkeypatch.setattr(manager, "free_bytes", lambda: 10 << 30)
+    assert wait_state(c, submit(c, clip).json()["id"], timeout=20)["state"] == "done"
+    assert c.get("/api/health").json()["status"] == "ok"
+
+
+def test_serve_refuses_a_queue_of_nothing():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "rvmatte", "serve", "--max-queued", "-1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--max-queued must be at least 1" in r.stderr

@@ -24,10 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="access token clients must send (default: $RVMATTE_TOKEN; made up "
                         "and printed when binding to a non-loopback address without one)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
-    p.add_argument("--max-upload-mb", type=float, default=1024, help="upload limit (MB)")
-    p.add_argument("--max-queued", type=int, default=100, help="jobs allowed to wait")
+    p.add_argument("--max-upload-mb", type=float, default=1024,
+                   help="upload limit (MB; default: %(default)s)")
+    p.add_argument("--max-queued", type=int, default=100,
+                   help="jobs allowed to wait (default: %(default)s)")
     p.add_argument("--retention-hours", type=float, default=24,
-                   help="delete results and uploads this long after a job ends (0: keep)")
+                   help="delete results and uploads this long after a job ends (0: keep; "
+                        "default: %(default)s)")
+    p.add_argument("--min-free-mb", type=float, default=256,
+                   help="free disk the server keeps: uploads are refused (507) and jobs wait "
+                        "below it, and /api/health says so (default: %(default)s)")
     p.add_argument("--checkpoint-frames", type=int, default=None,
                    help="frames between resume checkpoints (default: about 10 s of video)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
@@ -53,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         raise RvmatteError("--checkpoint-frames must be at least 1")
     if args.max_upload_mb <= 0:
         raise RvmatteError("--max-upload-mb must be positive")
+    if args.max_queued < 1:
+        raise RvmatteError("--max-queued must be at least 1")
+    if args.min_free_mb < 0:
+        raise RvmatteError("--min-free-mb must be 0 or more")
     spec = spec_from_args(args)
     try:
         from ..server.app import ServerConfig
@@ -68,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                           max_queued=args.max_queued,
                           retention_s=args.retention_hours * 3600,
                           checkpoint_frames=args.checkpoint_frames, preload_model=True,
+                          min_free_bytes=int(args.min_free_mb * 2**20),
                           runner=runner)
     try:
         serve(config, spec=spec, port=args.port, log_level=args.log_level)

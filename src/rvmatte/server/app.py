@@ -54,6 +54,7 @@ class ServerConfig:
     runner: Any = None
     checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
     preload_model: bool = False  # build the model at start-up, before the first job
+    min_free_bytes: int = 256 << 20  # uploads and jobs wait for this much free disk
     variant: InitVar[Any] = UNSET
     weights: InitVar[Any] = UNSET
     device: InitVar[Any] = UNSET
@@ -93,7 +94,8 @@ def _manager(config: ServerConfig, store: st.JobStore, data_dir: Path) -> JobMan
                                             checkpoint_frames=config.checkpoint_frames)
     return JobManager(store, data_dir, runner, workers=config.workers,
                       max_queued=config.max_queued, retention_s=config.retention_s,
-                      sweep_interval_s=config.sweep_interval_s)
+                      sweep_interval_s=config.sweep_interval_s,
+                      min_free_bytes=config.min_free_bytes)
 
 
 def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> FastAPI:

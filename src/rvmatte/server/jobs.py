@@ -200,9 +200,11 @@ class JobManager:
 
     def __init__(self, store: st.JobStore, data_dir: Path, runner: Runner, *, workers: int = 1,
                  max_queued: int = 100, retention_s: float = 86400.0,
-                 sweep_interval_s: float = 60.0) -> None:
+                 sweep_interval_s: float = 60.0, min_free_bytes: int = 0) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
+        if max_queued < 1:
+            raise ValueError("max_queued must be >= 1")
         self.store = store
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
@@ -218,6 +220,35 @@ class JobManager:
         self._ready = threading.Event()  # set once the warm-up (if any) has ended
         self._threads: list[threading.Thread] = []
         self.resumed_at_start: list[str] = []
+        self.min_free_bytes = int(min_free_bytes)  # a job is not started with less free
+        # a job's final state that could not be written (the database failed, e.g. a full
+        # disk): retried by the worker until it can be
+        self._unrecorded: dict[str, tuple[str, dict]] = {}
+        self.last_error: Optional[str] = None  # the last bookkeeping failure, for health
+
+    def free_bytes(self) -> int:
+        """Free space on the data directory's file system."""
+        return shutil.disk_usage(self.data_dir).free
+
+    def health(self) -> list[str]:
+        """What is wrong, in words (empty: all well): dead workers, low disk, bookkeeping that
+        cannot be written."""
+        problems = []
+        alive = sum(t.is_alive() for t in self._threads if t.name.startswith("rvmatte-worker"))
+        if self._threads and alive < self.workers:
+            problems.append(f"{self.workers - alive} of {self.workers} worker(s) stopped")
+        try:
+            free = self.free_bytes()
+        except OSError as e:
+            problems.append(f"the data directory cannot be read: {e.strerror}")
+        else:
+            if free < max(self.min_free_bytes, 1):
+                problems.append(f"low disk: {free // 2**20} MB free, "
+                                f"{self.min_free_bytes // 2**20} MB needed")
+        if self._unrecorded:
+            problems.append(f"{len(self._unrecorded)} job result(s) not yet recorded "
+                            f"({self.last_error})")
+        return problems
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self, warmup: Optional[Callable[[], None]] = None) -> None:
@@ -262,14 +293,23 @@ class JobManager:
     def submit(self, upload: dict[str, Any], options: dict[str, Any],
                owner: Optional[str] = None) -> dict[str, Any]:
         """Queue a job on ``upload``. ``owner``: who may list and delete it."""
-        if self.store.count(st.QUEUED) >= self.max_queued:
-            raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); "
-                            "try again later")
+        self.check_queue()
         job = self.store.add_job(id=new_id(), upload_id=upload["id"],
                                  filename=upload["filename"], options=options, owner=owner)
         with self._cond:
             self._cond.notify()
         return job
+
+    def check_queue(self) -> None:
+        """:class:`QueueFull` when ``max_queued`` jobs are waiting."""
+        if self.store.count(st.QUEUED) >= self.max_queued:
+            raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); "
+                            "try again later")
+
+    def delete_upload(self, upload: dict[str, Any]) -> None:
+        """Forget an upload and delete its file."""
+        self.store.delete_upload(upload["id"])
+        (self.data_dir / upload["path"]).unlink(missing_ok=True)
 
     def delete(self, job_id: str) -> bool:
         """Cancel (if running) and delete a job with its files. False if there is none."""
@@ -335,25 +375,55 @@ class JobManager:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
-            if not self._ready.wait(0.2):
-                continue
-            with self._cond:
-                try:
-                    job = None if self._stopping.is_set() else self.store.claim_next()
-                except Exception:  # the store failed this once: keep the worker alive
-                    log.exception("could not take the next job")
-                    job = None
-                if job is None:
-                    self._cond.wait(timeout=1.0)
-                    continue
-                running = self._running[job["id"]] = _Running()
             try:
-                self._run(job, running)
-            finally:
-                with self._cond:
-                    self._running.pop(job["id"], None)
-                if running.deleted:
-                    shutil.rmtree(self.jobs_dir / job["id"], ignore_errors=True)
+                self._work_once()
+            except Exception as e:  # bookkeeping failed (the database): never end the worker
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("worker: %s", self.last_error)
+                self._stopping.wait(1.0)
+
+    def _record_pending(self) -> None:
+        """Write the final states that could not be written before."""
+        for job_id, (state, kw) in list(self._unrecorded.items()):
+            try:
+                self.store.finish(job_id, state, **kw)
+            except Exception as e:  # still cannot: health says so; tried again next round
+                self.last_error = f"{type(e).__name__}: {e}"
+                return
+            del self._unrecorded[job_id]
+            log.info("job %s: its end (%s) recorded now", job_id, state)
+
+    def _finish(self, job_id: str, state: str, **kw: Any) -> None:
+        """Record a job's end; if the database cannot be written now, later."""
+        try:
+            self.store.finish(job_id, state, **kw)
+        except Exception as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.error("job %s: its end (%s) could not be recorded yet: %s", job_id, state,
+                      self.last_error)
+            self._unrecorded[job_id] = (state, kw)
+
+    def _work_once(self) -> None:
+        if not self._ready.wait(0.2):
+            return
+        if self._unrecorded:
+            self._record_pending()
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            self._stopping.wait(1.0)  # no job starts on a full disk; health says why
+            return
+        with self._cond:
+            job = None if self._stopping.is_set() else self.store.claim_next()
+            if job is None:
+                self._cond.wait(timeout=1.0)
+                return
+            running = self._running[job["id"]] = _Running()
+        try:
+            self._run(job, running)
+        finally:
+            with self._cond:
+                self._running.pop(job["id"], None)
+            if running.deleted:
+                shutil.rmtree(self.jobs_dir / job["id"], ignore_errors=True)
 
     def _run(self, job: dict[str, Any], running: _Running) -> None:
         job_id = job["id"]
@@ -378,8 +448,8 @@ class JobManager:
                                  resume=resume)
             outputs = getattr(result, "outputs", result)
             resumed_from = getattr(result, "resumed_from", None)
-            self.store.finish(job_id, st.DONE, outputs={k: str(v) for k, v in outputs.items()},
-                              resumed_from=resumed_from)
+            self._finish(job_id, st.DONE, outputs={k: str(v) for k, v in outputs.items()},
+                         resumed_from=resumed_from)
             log.info("job %s: done", job_id)
         except Cancelled:
             if running.deleted:
@@ -387,13 +457,23 @@ class JobManager:
             if self._stopping.is_set():
                 self.store.requeue(job_id)  # the next start resumes it
                 return
-            self.store.finish(job_id, st.CANCELLED, error="cancelled")
+            self._finish(job_id, st.CANCELLED, error="cancelled")
         except RvmatteError as e:
             log.warning("job %s failed: %s", job_id, e)
-            self.store.finish(job_id, st.FAILED, error=str(e))
-        except Exception as e:  # a bug: record it, keep the worker alive
+            self._finish(job_id, st.FAILED, error=str(e))
+            self._drop_resume_data(job_id)
+        except Exception as e:  # a bug, or the disk: record it, keep the worker alive
             log.exception("job %s crashed", job_id)
-            self.store.finish(job_id, st.FAILED, error=f"internal error: {type(e).__name__}: {e}")
+            error = (f"disk full ({e.strerror})" if isinstance(e, OSError) and e.errno == 28
+                     else f"internal error: {type(e).__name__}: {e}")
+            self._finish(job_id, st.FAILED, error=error)
+            self._drop_resume_data(job_id)
+
+    def _drop_resume_data(self, job_id: str) -> None:
+        """A failed job is not retried: its partial outputs and checkpoints go now, not at
+        retention (its folder stays for the record)."""
+        for p in (self.jobs_dir / job_id).glob("*.rvmatte-resume"):
+            shutil.rmtree(p, ignore_errors=True)
 
     # -- retention ---------------------------------------------------------------------
     def _janitor(self) -> None:

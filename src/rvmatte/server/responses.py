@@ -38,7 +38,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status, exc.code, exc.message)
 
     async def queue_full(request: Request, exc: QueueFull):
-        return error_response(503, "queue_full", str(exc))
+        resp = error_response(503, "queue_full", str(exc))
+        resp.headers["Retry-After"] = "30"
+        return resp
 
     async def user_error(request: Request, exc: RvmatteError):
         return error_response(422, "invalid", str(exc))
@@ -54,6 +56,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"),
                               str(exc.detail))
 
+    async def unexpected(request: Request, exc: Exception):
+        # a bug or the machine (a full disk, a database error): still the JSON error
+        import logging
+
+        logging.getLogger("rvmatte.server").exception("%s %s failed", request.method,
+                                                      request.url.path)
+        if isinstance(exc, OSError) and exc.errno == 28 or "disk is full" in str(exc):
+            return error_response(507, "insufficient_storage",
+                                  "the server's disk is full; try again later")
+        return error_response(500, "internal", f"internal error: {type(exc).__name__}")
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(RvmatteError, user_error)

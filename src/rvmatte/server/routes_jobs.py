@@ -79,13 +79,25 @@ async def create_job(
                                                   or background_upload) else None, **post)
     if background_upload:
         get_upload_or_404(request, background_upload, "image")
-    up = (get_upload_or_404(request, upload_id, "video") if upload_id
-          else await save_upload(request, file, "video"))
-    if background_file is not None:
-        background_upload = (await save_upload(request, background_file, "image"))["id"]
-    opts = parse_options(outputs=outputs, background=background, format=format,
-                         ratio=ratio, background_upload=background_upload, **post)
-    return job_json(request.app.state.manager.submit(up, opts, owner=scope.owner))
+    manager = request.app.state.manager
+    manager.check_queue()  # a full queue answers before the upload is received
+    made = []  # the uploads this request made: a job refused after them takes them back
+    try:
+        if upload_id:
+            up = get_upload_or_404(request, upload_id, "video")
+        else:
+            up = await save_upload(request, file, "video")
+            made.append(up)
+        if background_file is not None:
+            made.append(await save_upload(request, background_file, "image"))
+            background_upload = made[-1]["id"]
+        opts = parse_options(outputs=outputs, background=background, format=format,
+                             ratio=ratio, background_upload=background_upload, **post)
+        return job_json(manager.submit(up, opts, owner=scope.owner))
+    except BaseException:
+        for u in made:
+            manager.delete_upload(u)
+        raise
 
 
 @router.get("/api/jobs")

@@ -63,6 +63,7 @@ async def save_upload(request: Request, file: Any, kind: str) -> dict[str, Any]:
     if file is None or not isinstance(file, StarletteUploadFile):
         raise ApiError(422, "invalid", f"missing {kind} file")
     state = request.app.state
+    _check_space(request)
     uid = new_id()
     part = state.manager.uploads_dir / f"{uid}.part"
     final = None
@@ -81,6 +82,17 @@ async def save_upload(request: Request, file: Any, kind: str) -> dict[str, Any]:
         raise
     finally:
         await file.close()
+
+
+def _check_space(request: Request) -> None:
+    """507 (JSON) when the disk lacks the reserve plus this request's declared size."""
+    manager = request.app.state.manager
+    need = manager.min_free_bytes + int(request.headers.get("content-length") or 0)
+    free = manager.free_bytes()
+    if free < need:
+        raise ApiError(507, "insufficient_storage",
+                       f"not enough free disk on the server ({free // 2**20} MB free, "
+                       f"{need // 2**20} MB needed); try again later")
 
 
 def get_upload_or_404(request: Request, upload_id: str, kind: str) -> dict[str, Any]:

@@ -20,12 +20,19 @@ router = APIRouter()
 
 
 @router.get("/api/health", tags=["server"])
-def health(request: Request) -> dict[str, Any]:
-    """Liveness and queue size (no token needed)."""
+def health(request: Request):
+    """Liveness and queue size (no token needed): ``status`` "ok", or "degraded" with
+    ``problems`` (a stopped worker, low disk, results not yet recorded) and HTTP 503."""
     state = request.app.state
-    return {"status": "ok", "version": __version__, "workers": state.manager.workers,
-            "queued": state.store.count(st.QUEUED), "running": state.store.count(st.RUNNING),
-            "token_required": bool(state.config.token)}
+    problems = state.manager.health()
+    body: dict[str, Any] = {"status": "degraded" if problems else "ok", "version": __version__,
+                            "workers": state.manager.workers,
+                            "token_required": bool(state.config.token), "problems": problems}
+    try:
+        body.update(queued=state.store.count(st.QUEUED), running=state.store.count(st.RUNNING))
+    except Exception as e:  # the database itself
+        body.update(status="degraded", problems=[*problems, f"database: {e}"])
+    return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
 
 @router.get("/", include_in_schema=False)
