@@ -25,15 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and printed when binding to a non-loopback address without one)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
     p.add_argument("--max-upload-mb", type=float, default=1024,
-                   help="upload limit (MB; default: %(default)s)")
+                   help="upload limit (MB)")
     p.add_argument("--max-queued", type=int, default=100,
-                   help="jobs allowed to wait (default: %(default)s)")
+                   help="jobs allowed to wait")
     p.add_argument("--retention-hours", type=float, default=24,
-                   help="delete results and uploads this long after a job ends (0: keep; "
-                        "default: %(default)s)")
+                   help="delete results and uploads this long after a job ends (0: keep)")
     p.add_argument("--min-free-mb", type=float, default=256,
                    help="free disk the server keeps: uploads are refused (507) and jobs wait "
-                        "below it, and /api/health says so (default: %(default)s)")
+                        "below it, and /api/health says so")
     p.add_argument("--checkpoint-frames", type=int, default=None,
                    help="frames between resume checkpoints (default: about 10 s of video)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
