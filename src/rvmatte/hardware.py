@@ -178,3 +178,34 @@ def torch_device(device: Any):
                                   and torch.backends.mps.is_available()):
         raise WeightsError("device 'mps' requested but MPS is not available (use --device cpu)")
     return dev
+
+
+class BandPool:
+    """Runs ``kernel(*args, r0, r1)`` over bands of rows side by side: the first band in the
+    caller's thread, the others on ``threads - 1`` pool threads (made at first use, and again
+    after :meth:`close`). The kernels release the GIL; every row's result must not depend on
+    the split."""
+
+    def __init__(self, threads: int, name: str = "rvmatte-bands") -> None:
+        self.threads = max(1, int(threads))
+        self.name = name
+        self._pool: Any = None
+
+    def run(self, kernel, args: tuple, edges) -> None:
+        """``edges``: the ``threads + 1`` band boundaries (rows)."""
+        jobs = [(int(edges[i]), int(edges[i + 1])) for i in range(self.threads)]
+        futures = []
+        if self.threads > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix=self.name)
+            futures = [self._pool.submit(kernel, *args, r0, r1) for r0, r1 in jobs[1:]]
+        kernel(*args, *jobs[0])
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..hardware import BandPool
+
 
 @dataclass(frozen=True)
 class StabilizeParams:
@@ -55,31 +57,20 @@ class Stabilizer:
     def __init__(self, params: StabilizeParams = StabilizeParams(), threads: int = 1) -> None:
         self.p = params
         self.threads = max(1, int(threads))
-        self._pool = None
+        self._pool = BandPool(self.threads, "rvmatte-post")
         self.reset()
 
     def _bands(self, kernel, H: int, *args) -> None:
-        """``kernel(*args, r0, r1)`` over ``threads`` bands of rows side by side (the kernels
-        release the GIL; every pixel's result is independent of the split)."""
-        edges = np.linspace(0, H, self.threads + 1).astype(int)
-        jobs = [(int(edges[i]), int(edges[i + 1])) for i in range(self.threads)]
-        if self.threads > 1 and self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="rvmatte-post")
-        futures = [self._pool.submit(kernel, *args, a, b) for a, b in jobs[1:]]
-        kernel(*args, *jobs[0])
-        for f in futures:
-            f.result()
+        """``kernel(*args, r0, r1)`` over ``threads`` bands of rows side by side (every
+        pixel's result is independent of the split)."""
+        self._pool.run(kernel, args, np.linspace(0, H, self.threads + 1).astype(int))
 
     def reset(self) -> None:
         self.prev_img = self.prev_pha = self.prev_fgr = None
         self._hsum: Optional[np.ndarray] = None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool.close()
 
     # -- numpy (numba) --------------------------------------------------------------------
     def __call__(self, frames: np.ndarray, pha: np.ndarray,

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
 
 from ..downsample import working_size
+from ..hardware import BandPool
 
 _EMPTY3 = np.zeros((0, 0, 3), np.uint8)
 _EMPTY4 = np.zeros((0, 0, 4), np.uint8)
@@ -103,22 +103,8 @@ class Refiner:
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = max(1, int(threads))
-        self._pool: Optional[ThreadPoolExecutor] = None  # made at first use, again after close
+        self._bands = BandPool(self.threads, "rvmatte-kernel")
         self._k = _compiled()
-
-    def _bands(self, kernel, args: tuple, edges) -> None:
-        """``kernel(*args, r0, r1)`` for each band of rows ``edges[i]..edges[i+1]``, the first
-        in this thread and the others in the pool, side by side."""
-        jobs = [(int(edges[i]), int(edges[i + 1])) for i in range(self.threads)]
-        futures = []
-        if self.threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads - 1,
-                                                thread_name_prefix="rvmatte-kernel")
-            futures = [self._pool.submit(kernel, *args, r0, r1) for r0, r1 in jobs[1:]]
-        kernel(*args, *jobs[0])
-        for f in futures:
-            f.result()
 
     def __call__(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray, *,
                  background=None, composite: Optional[np.ndarray] = None,
@@ -183,7 +169,7 @@ class Refiner:
         bands[-1] = H
         args = (np.ascontiguousarray(pha, np.float32), np.ascontiguousarray(fgr, np.float32),
                 bg, *outs)
-        self._bands(self._k.compose_rows, args, bands)
+        self._bands.run(self._k.compose_rows, args, bands)
 
     def _run(self, kernel, src: np.ndarray, H: int, W: int, a: np.ndarray, b: np.ndarray,
              rest: tuple) -> None:
@@ -195,9 +181,7 @@ class Refiner:
                 *rest)
         bands = np.linspace(0, H, self.threads + 1).astype(int) // 2 * 2  # even: 4:2:0 rows
         bands[-1] = H
-        self._bands(kernel, (*args, *maps), bands)
+        self._bands.run(kernel, (*args, *maps), bands)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._bands.close()
