@@ -10,7 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
 
-from rvm_clips import make_clip, stream_info, video_frames  # noqa: E402,F401 - for the tests
+from rvm_clips import make_clip, stream_info, video_frames, write_tone  # noqa: E402,F401
 
 from rvmatte.spec import ModelSpec  # noqa: E402
 
@@ -58,17 +58,7 @@ def make_real_clip(path, *, width: int = 160, height: int = 90, frames: int = 18
     for p in v.encode():
         c.mux(p)
     if a is not None:
-        n = int(frames / 30 * 44100)
-        sig = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
-        fs = a.codec_context.frame_size or 1024
-        for k in range(0, n, fs):
-            af = av.AudioFrame.from_ndarray(sig[None, k:k + fs].copy(), format="fltp",
-                                            layout="mono")
-            af.sample_rate, af.pts = 44100, k
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        write_tone(c, a, frames / 30)
     c.close()
     return path
 

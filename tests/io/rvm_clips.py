@@ -87,20 +87,25 @@ def make_clip(path, *, w=64, h=48, n=8, rate=Fraction(25), audio=True, codec="li
     if a is not None:
         seconds = (float((pts[-1] + (pts[-1] - pts[-2])) * time_base) if pts is not None
                    else n / float(rate))
-        ns = int(seconds * a.rate)
-        sig = (0.2 * np.sin(2 * np.pi * 440 * np.arange(ns) / a.rate)).astype(np.float32)
-        fs = a.codec_context.frame_size or 1024
-        fmt = "flt" if path.suffix == ".webm" else "fltp"
-        for k in range(0, ns, fs):
-            af = av.AudioFrame.from_ndarray(sig[None, k:k + fs].copy(), format=fmt, layout="mono")
-            af.sample_rate = a.rate
-            af.pts = k
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        write_tone(c, a, seconds, fmt="flt" if path.suffix == ".webm" else "fltp")
     c.close()
     return path
+
+
+def write_tone(c, a, seconds: float, fmt: str = "fltp") -> None:
+    """Encode ``seconds`` of a 440 Hz mono tone into audio stream ``a`` of container ``c``
+    (and flush it)."""
+    ns = int(seconds * a.rate)
+    sig = (0.2 * np.sin(2 * np.pi * 440 * np.arange(ns) / a.rate)).astype(np.float32)
+    fs = a.codec_context.frame_size or 1024
+    for k in range(0, ns, fs):
+        af = av.AudioFrame.from_ndarray(sig[None, k:k + fs].copy(), format=fmt, layout="mono")
+        af.sample_rate = a.rate
+        af.pts = k
+        for p in a.encode(af):
+            c.mux(p)
+    for p in a.encode():
+        c.mux(p)
 
 
 def video_frames(path, fmt="rgb24", decoder=None):
