@@ -83,14 +83,17 @@ def test_rerun_resumes_a_partial_clip(tmp_path):
     assert not (out / "c.mp4.rvmatte-resume").exists()
 
 
-def test_split_equals_sequential_where_warmup_reaches_the_start(tmp_path):
+@pytest.mark.parametrize("post", [{}, {"stabilize": True, "refine_foreground": True}],
+                         ids=["plain", "post"])
+def test_split_equals_sequential_where_warmup_reaches_the_start(tmp_path, post):
     """With a warm-up back to the clip's first frame each part is the sequential run: the
-    joined alpha is identical (lossless), with its timestamps and its one audio track."""
+    joined alpha is identical (lossless), with its timestamps and its one audio track. With
+    temporal post-processing too: its state is carried from the warm-up into the part."""
     clip = make_clip(tmp_path / "c.mp4", w=64, h=48, n=30)
     ref = convert_video(clip, tmp_path / "ref.mkv", alpha=tmp_path / "ref_a.mkv",
-                        codec="ffv1", spec=SPEC)
+                        codec="ffv1", spec=SPEC, **post)
     res = convert_many([clip], tmp_path / "s.mkv", alpha=tmp_path / "s_a.mkv", codec="ffv1",
-                       spec=SPEC, split=3, warmup=30)
+                       spec=SPEC, split=3, warmup=30, **post)
     (r,) = res.records
     assert r["status"] == "done" and r["parts"] == 3 and r["frames"] == 30
     assert r["seam_bound"] == SEAM_BOUND and r["warmup"] == 30
@@ -137,13 +140,16 @@ def test_split_plan_parts_cover_the_range(tmp_path):
         sp.plan_split(info, outs, seconds=-1)
 
 
-def test_split_refuses_image_sequences_and_video_backgrounds(tmp_path):
+def test_split_refuses_image_sequences_video_backgrounds_and_selection(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", w=64, h=48, n=4, audio=False)
     res = convert_many([clip], None, alpha=str(tmp_path / "{stem}_frames"), spec=SPEC, split=2)
     assert "image sequence" in res.records[0]["error"]
     bg = make_clip(tmp_path / "bg.mp4", w=64, h=48, n=4, audio=False)
     res = convert_many([clip], tmp_path / "o.mp4", spec=SPEC, split=2, background=str(bg))
     assert "video background" in res.records[0]["error"]
+    res = convert_many([clip], tmp_path / "o.mp4", spec=SPEC, split=2, select=(32, 24))
+    assert "person selection cannot be split" in res.records[0]["error"]
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_a_node_that_does_not_see_the_files_fails_its_task(tmp_path):

@@ -102,11 +102,24 @@ class WarmSession(Matter):
 
     ``seed``: the state a conversion's first frames get instead of none (a zero state);
     ``last``: the state after the latest frames it matted. A split part's warm-up runs with no
-    seed and leaves ``last``; the part itself then runs with ``seed = last``. A conversion
+    seed and leaves ``last``; the part itself then runs with ``seed = last``. The post stage
+    (stabilisation, plate) is chained the same way: ``post_seed`` / ``post_last``. A conversion
     resumed from a checkpoint starts from the checkpoint's state, not the seed."""
 
     seed: Any = None
     last: Any = None
+    post_last: Optional[dict] = None
+
+    def chain(self) -> None:
+        """The next conversion starts from the state the latest one left."""
+        self.seed, self.post_seed = self.last, self.post_last
+
+    def forget(self) -> None:
+        """The next conversion starts from a zero state (and a fresh post stage)."""
+        self.seed = self.last = self.post_seed = self.post_last = None
+
+    def keep_post(self, states: dict) -> None:
+        self.post_last = states
 
     def step(self, src, state=None, downsample_ratio=None):
         out = super().step(src, self.seed if state is None else state, downsample_ratio)
@@ -129,7 +142,7 @@ def session(spec: ModelSpec) -> WarmSession:
     s = _SESSIONS.get(key)
     if s is None:
         s = _SESSIONS[key] = WarmSession(spec)
-    s.seed = s.last = None
+    s.forget()
     return s
 
 
@@ -264,6 +277,10 @@ def _check_splittable(job: ClipJob) -> None:
     finally:
         if isinstance(bg, Background):
             bg.close()
+    if job.options.get("select") is not None:
+        raise InputError("person selection cannot be split across workers (who was selected "
+                         "is known only by following everyone from the selection's frame): "
+                         "convert without --split")
     for kind, p in job.outputs:
         if is_pattern(Path(p)) or Path(p).suffix == "" or Path(p).is_dir():
             raise InputError(f"--split writes video files; the {kind} output {p} is an image "
@@ -329,12 +346,12 @@ def convert_part(job: ClipJob, plan: dict, index: int, report: Optional[Report] 
         s = session(job.spec)
         if part.warm_frames:
             _warm_up(job, sp_plan, part, s, options, cancel)
-        s.seed = s.last
+        s.chain()
         try:
             res = _convert(job, part.outputs, s, report=report, cancel=cancel,
                            overwrite=True, start=part.start, end=part.end, **options)
         finally:
-            s.seed = s.last = None
+            s.forget()
         if res.frames != part.frames:
             raise InputError(f"{job.input}: part {index + 1} of {part.count} decoded "
                              f"{res.frames} frames where its timestamps promise "
@@ -365,7 +382,7 @@ def _warm_up(job: ClipJob, plan: sp.SplitPlan, part: sp.Part, s: WarmSession,
     wdir.mkdir(parents=True)
     try:
         outs = [(k, str(wdir / f"{k}{Path(p).suffix}")) for k, p in part.outputs]
-        s.seed = s.last = None
+        s.forget()
         _convert(job, outs, s, overwrite=True, cancel=cancel, start=part.warm_start,
                  end=part.start, **{k: v for k, v in options.items() if k != "strict"})
     finally:

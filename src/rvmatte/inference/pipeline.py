@@ -176,8 +176,9 @@ class Pipeline:
         self.segments = {k: list(v) for k, v in start.segments.items()}
         self.state = self._restore_state(start.state)
         self.post = dict(post or {})
+        seed = (getattr(matter, "post_seed", None) or {}) if resumed is None else {}
         for name, proc in self.post.items():
-            proc.load_state(list(start.post.get(name, [])))
+            proc.load_state(list(start.post.get(name) or seed.get(name) or []))
         self.job, self.stages = _Job(), _Stages()
         self.halt = threading.Event()  # cancel: stop decoding, let the encoder finish
         self.q_in: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
@@ -225,6 +226,8 @@ class Pipeline:
             if bar is not None:
                 bar.close()
         self._raise(cancelled)
+        if self.post and hasattr(self.matter, "keep_post"):
+            self.matter.keep_post({n: p.state_arrays() for n, p in self.post.items()})
         warnings = [w for p in self.post.values() for w in getattr(p, "warnings", ())]
         return RunResult(self.done, self.resume_index, self.last_pts, self.range_offset,
                          self.segments, t_run, self.stages.report(),

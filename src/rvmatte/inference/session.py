@@ -56,6 +56,12 @@ class Matter:
     max |Δalpha| vs float32 about 0.015) and float32 elsewhere.
     """
 
+    #: The post stage's state (``{processor name: arrays}``, as checkpoints keep it) that a
+    #: conversion through this session starts from when it resumes no checkpoint; None: each
+    #: processor starts fresh. Set by sessions that chain conversions (a split part after its
+    #: warm-up, :class:`rvmatte.cluster.work.WarmSession`).
+    post_seed: Optional[dict] = None
+
     def __init__(self, spec: Optional[ModelSpec] = None, *, model: Any = None,
                  **fields: Any) -> None:
         if spec is not None and not isinstance(spec, ModelSpec):
@@ -152,6 +158,10 @@ class Matter:
                              f"ratio {ratio}")
         return self._runner_for(ratio).matte_uint8(frames, state, ratio, outputs=outputs,
                                                    background=background, post=post)
+
+    def keep_post(self, states: dict) -> None:
+        """Called when a conversion through this session ends with its post stage's last
+        state (``{processor name: arrays}``); kept by sessions that chain conversions."""
 
     def close(self) -> None:
         """Stop the runners' worker threads (the session can still be used; they restart)."""
