@@ -25,6 +25,65 @@ def tiny_model():
     return _MODEL
 
 
+# The stand-in network: alpha = clamp(GAIN * (luma - THRESHOLD)), foreground = the frame.
+STANDIN_LUMA = (0.299, 0.587, 0.114)
+STANDIN_GAIN, STANDIN_THRESHOLD = 8.0, 0.5
+_STANDIN = None
+
+
+def standin_model():
+    """A real :class:`~rvmatte.models.MattingNetwork` (MobileNetV3, Fast Guided Filter) whose
+    output is known: alpha = clamp(8 * (luma - 0.5)) -- 1 on the bright shapes of the
+    generated clips, 0 on their dark backgrounds, a soft ramp between -- and foreground = the
+    frame (a zero residual). Only the last layers are set by hand (the output block routes
+    the source's luma through; the projection thresholds it); the encoder and the recurrent
+    decoder run as usual with random weights whose features are multiplied by zero, so the
+    network exports to ONNX and runs on every backend (torch, ONNX Runtime, the fused CPU
+    kernel) like the real one. At ratio 1 the alpha is exactly :func:`standin_alpha` of the
+    frame; below 1 the guided filter smooths the ramp (flat regions stay 0 or 1)."""
+    global _STANDIN
+    if _STANDIN is None:
+        import torch
+
+        import rvmatte
+
+        torch.manual_seed(0)
+        m = rvmatte.load_model(weights=None, refiner="fast_guided_filter", device="cpu")
+        conv0, bn0, _, conv1, bn1, _ = m.decoder.decode0.conv
+        proj = m.project_mat.conv
+        with torch.no_grad():
+            for conv in (conv0, conv1, proj):
+                conv.weight.zero_()
+            conv0.weight[0, -3:, 1, 1] = torch.tensor(STANDIN_LUMA)  # channel 0 = luma of src
+            conv1.weight[0, 0, 1, 1] = 1.0                          # passed on
+            for bn in (bn0, bn1):  # identity BatchNorm: y = x
+                bn.weight.fill_(1.0)
+                bn.bias.zero_()
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+            proj.weight[3, 0, 0, 0] = STANDIN_GAIN                   # alpha logit
+            proj.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -STANDIN_GAIN * STANDIN_THRESHOLD]))
+        _STANDIN = m.eval()
+    return _STANDIN
+
+
+def standin_weights(folder) -> Path:
+    """The stand-in network saved as a checkpoint (official keys), for ``--weights`` /
+    ``ModelSpec(weights=...)`` in other processes (the CLI, the server)."""
+    import torch
+
+    path = Path(folder) / "standin.pth"
+    if not path.exists():
+        torch.save(standin_model().state_dict(), path)
+    return path
+
+
+def standin_alpha(rgb: np.ndarray) -> np.ndarray:
+    """The stand-in's alpha (float in [0, 1]) of uint8 RGB frames (..., 3) at ratio 1."""
+    y = (rgb.astype(np.float32) / 255.0) @ np.asarray(STANDIN_LUMA, np.float32)
+    return np.clip(STANDIN_GAIN * (y - STANDIN_THRESHOLD), 0.0, 1.0)
+
+
 def frame_image(i: int, w: int, h: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.zeros((h, w, 3), np.uint8)
@@ -97,8 +156,22 @@ def write_tone(c, a, seconds: float, fmt: str = "fltp") -> None:
     (and flush it)."""
     ns = int(seconds * a.rate)
     sig = (0.2 * np.sin(2 * np.pi * 440 * np.arange(ns) / a.rate)).astype(np.float32)
+    _encode_audio(c, a, sig, fmt)
+
+
+def write_click(c, a, seconds: float, at: float, fmt: str = "fltp") -> None:
+    """Encode ``seconds`` of silence with one click (a 5 ms 1 kHz burst at 0.8) starting at
+    ``at`` seconds into audio stream ``a`` of container ``c`` (and flush it)."""
+    ns, k0 = int(seconds * a.rate), int(round(at * a.rate))
+    sig = np.zeros(ns, np.float32)
+    burst = np.arange(int(0.005 * a.rate))
+    sig[k0:k0 + burst.size] = 0.8 * np.sin(2 * np.pi * 1000 * burst / a.rate)
+    _encode_audio(c, a, sig, fmt)
+
+
+def _encode_audio(c, a, sig: np.ndarray, fmt: str) -> None:
     fs = a.codec_context.frame_size or 1024
-    for k in range(0, ns, fs):
+    for k in range(0, sig.size, fs):
         af = av.AudioFrame.from_ndarray(sig[None, k:k + fs].copy(), format=fmt, layout="mono")
         af.sample_rate = a.rate
         af.pts = k
@@ -106,6 +179,66 @@ def write_tone(c, a, seconds: float, fmt: str = "fltp") -> None:
             c.mux(p)
     for p in a.encode():
         c.mux(p)
+
+
+MARKER = (255, 130, 130)  # the click clip's marker: a light red frame (stand-in alpha 1)
+
+
+def make_click_clip(path, *, n=20, rate=25, click_frame=12, w=64, h=48,
+                    audio_rate=44100) -> Path:
+    """A clip whose audio is silent but for one click at ``click_frame / rate`` seconds, the
+    moment frame ``click_frame`` is shown -- the one frame painted :data:`MARKER` (the others
+    dark with a bright moving box, :func:`frame_image` darkened). Audio and video last
+    ``n / rate`` s."""
+    path = Path(path)
+    c = av.open(str(path), "w")
+    v = c.add_stream("libx264", rate=rate)
+    v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+    v.options = {"preset": "ultrafast", "crf": "12"}
+    a = c.add_stream("aac", rate=audio_rate)
+    a.layout = "mono"
+    for i in range(n):
+        img = np.full((h, w, 3), MARKER, np.uint8) if i == click_frame else frame_image(i, w, h)
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts = i
+        for p in v.encode(f):
+            c.mux(p)
+    for p in v.encode():
+        c.mux(p)
+    write_click(c, a, n / rate, click_frame / rate)
+    c.close()
+    return path
+
+
+def click_time(path, threshold: float = 0.3) -> float:
+    """When the first audio sample louder than ``threshold`` plays (seconds, by the decoded
+    frames' timestamps)."""
+    with av.open(str(path)) as c:
+        for f in c.decode(c.streams.audio[0]):
+            x = np.abs(f.to_ndarray()).max(axis=0)
+            loud = np.flatnonzero(x > threshold)
+            if loud.size:
+                return float(f.pts * f.time_base) + loud[0] / f.sample_rate
+    raise AssertionError(f"no click in the audio of {path}")
+
+
+def marker_time(path) -> float:
+    """When the video frame showing :data:`MARKER` is shown (its timestamp, seconds): the one
+    frame whose red channel is bright and green not, on average."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        hits = [float(f.pts * f.time_base) for f in c.decode(s)
+                if (lambda x: x[..., 0].mean() > 200 and x[..., 1].mean() < 170)(
+                    f.to_ndarray(format="rgb24"))]
+    assert len(hits) == 1, f"{len(hits)} marker frames in {path}"
+    return hits[0]
+
+
+def audio_frame_seconds(path) -> float:
+    """One frame of the output's audio codec, in seconds (AAC: 1024 samples)."""
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        return (a.codec_context.frame_size or 1024) / a.rate
 
 
 def video_frames(path, fmt="rgb24", decoder=None):
