@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rvm_clips import make_clip, stream_info, video_frames
+from rvm_clips import (assert_composite, make_clip, png_frames, standin_alpha, standin_model,
+                       stream_info, video_frames)
 from rvmatte.errors import Cancelled
 from rvmatte.inference.convert import ConversionResult, ProgressInfo, convert_video
 
@@ -43,24 +44,27 @@ def test_composite_alpha_pngs_timing_and_audio(tmp_path, model, clip):
     assert not list(tmp_path.glob("*.rvmatte-*"))  # checkpoint and temp files are gone
 
 
-def test_transparent_mov_webm_png_have_alpha(tmp_path, model, clip):
+def test_transparent_mov_webm_png_have_alpha(tmp_path, clip):
+    """The stand-in network's matte is 0 on the clip's background and 1 on its box: the
+    ProRes 4444 and VP9 outputs are transparent and opaque exactly there."""
     convert_video(clip, tmp_path / "out.mov", alpha=tmp_path / "a/%04d.png",
-                  foreground=tmp_path / "fgr.webm", model=model, **KW)
-    (tmp_path / "a").mkdir(exist_ok=True)
+                  foreground=tmp_path / "fgr.webm", model=standin_model(), **KW)
     alpha = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "a").iterdir())])
     assert alpha.shape == (10, 48, 64)
+    zero, one = alpha == 0, alpha == 255
+    assert zero.mean() > 0.5 and one.mean() > 0.1  # the matte reaches both ends
+    _, src = video_frames(clip)
+    assert np.abs(alpha - standin_alpha(src) * 255).max() <= 1  # and is the known one
     _, mov = video_frames(tmp_path / "out.mov", fmt="rgba")
     assert stream_info(tmp_path / "out.mov")["codec"] == "prores"
     assert stream_info(tmp_path / "out.mov")["audio"] is not None
     np.testing.assert_allclose(mov[..., 3].astype(int), alpha.astype(int), atol=2)
+    assert (mov[..., 3][zero] <= 1).all() and (mov[..., 3][one] >= 254).all()
     info = stream_info(tmp_path / "fgr.webm")
     assert {k.lower(): v for k, v in info["metadata"].items()}.get("alpha_mode") == "1"
     _, webm = video_frames(tmp_path / "fgr.webm", fmt="rgba", decoder="libvpx-vp9")
     np.testing.assert_allclose(webm[..., 3].astype(int), alpha.astype(int), atol=12)
-    # where alpha is 0 the pixels are transparent
-    zero = alpha == 0
-    if zero.any():
-        assert (mov[..., 3][zero] <= 1).all()
+    assert webm[..., 3][zero].mean() < 3 and webm[..., 3][one].mean() > 252
 
 
 def test_foreground_png_rgba_and_16bit_alpha(tmp_path, model):
@@ -73,16 +77,94 @@ def test_foreground_png_rgba_and_16bit_alpha(tmp_path, model):
     assert a.dtype in (np.uint16, np.int32) and a.max() > 255
 
 
-def test_backgrounds(tmp_path, model):
-    clip = make_clip(tmp_path / "c.mp4", n=4, audio=False)
-    img = tmp_path / "bg.png"
-    Image.fromarray(np.full((10, 30, 3), (255, 0, 0), np.uint8)).save(img)
-    bgv = make_clip(tmp_path / "bg.mp4", n=3, w=32, h=32, audio=False)  # shorter: looped
-    for i, bg in enumerate(["#0000ff", "white", str(img), str(bgv), "blur:3"]):
-        r = convert_video(clip, tmp_path / f"o{i}.mp4", background=bg, model=model, **KW)
-        assert r.frames == 4
-    # a transparent background in .mov keeps alpha; an opaque colour in .mov does not
-    convert_video(clip, tmp_path / "op.mov", background="black", model=model, **KW)
+@pytest.fixture(scope="module")
+def bg_clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("bg") / "c.mp4", n=5, audio=False)
+
+
+def asymmetric_image(h: int, w: int) -> np.ndarray:
+    """Red on the left, blue on the right, a green ramp down: a swap of R and B, a mirror or
+    a flip changes it."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2, 0] = 220
+    img[:, w // 2:, 2] = 200
+    img[..., 1] = np.linspace(0, 160, h).astype(np.uint8)[:, None]
+    return img
+
+
+def _background(kind: str, tmp_path, frames: np.ndarray):
+    """``kind`` -> (the background argument, the background each frame gets (uint8 levels;
+    None for transparent), convert_video keywords)."""
+    n, h, w, _ = frames.shape
+    if kind.startswith("colour"):
+        kw = {"downsample_ratio": 0.5, "backend": "torch" if kind == "colour-tensor" else "auto"}
+        return "#3366cc", np.broadcast_to(np.array([0x33, 0x66, 0xcc]), frames.shape), kw
+    if kind == "white":
+        return "white", np.full(frames.shape, 255), {}
+    if kind == "image":
+        Image.fromarray(asymmetric_image(h, w)).save(tmp_path / "bg.png")
+        return str(tmp_path / "bg.png"), np.broadcast_to(asymmetric_image(h, w), frames.shape), {}
+    if kind == "video":  # lossless (FFV1, RGB), 3 different frames: looped over the clip's 5
+        bgf = np.stack([asymmetric_image(h, w) // (k + 1) for k in range(3)])
+        _write_ffv1(tmp_path / "bg.mkv", bgf)
+        return str(tmp_path / "bg.mkv"), bgf[np.arange(n) % 3], {}
+    if kind == "blur":
+        import torch
+
+        from rvmatte.io.compose import BlurBackground
+
+        src = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        blurred = BlurBackground(3).get(src, 0).permute(0, 2, 3, 1).numpy() * 255
+        return "blur:3", blurred, {}
+    return "transparent", None, {}
+
+
+@pytest.mark.parametrize("kind", ["colour-fused", "colour-tensor", "white", "image", "video",
+                                  "blur", "transparent"])
+def test_composite_pixels_over_every_background(tmp_path, bg_clip, kind, monkeypatch):
+    """The composite (FFV1, lossless) is fgr * alpha + bg * (1 - alpha) within 2 levels, with
+    fgr and alpha the conversion's own lossless outputs, over each kind of background, on the
+    fused CPU path (a colour below ratio 1) and the tensor path; the stand-in network's
+    alpha is 0 on the background and 1 on the box, so each side is checked."""
+    from rvmatte.runtime.fused import FusedRunner
+
+    _, frames = video_frames(bg_clip)
+    spec, bg, kw = _background(kind, tmp_path, frames)
+    calls = []
+    fused = FusedRunner.matte_uint8
+    monkeypatch.setattr(FusedRunner, "matte_uint8",
+                        lambda self, *a, **k: calls.append(1) or fused(self, *a, **k))
+    r = convert_video(bg_clip, tmp_path / "comp.mkv", codec="ffv1", alpha=tmp_path / "a",
+                      foreground=tmp_path / "f", background=spec, model=standin_model(),
+                      seq_chunk=2, segment_frames=4, **kw)
+    assert r.frames == 5
+    assert bool(calls) == (kind == "colour-fused")  # which path made it
+    alpha, fgr = png_frames(tmp_path / "a"), png_frames(tmp_path / "f")
+    assert (alpha == 0).mean() > 0.5 and (alpha == 255).mean() > 0.1  # both ends reached
+    assert np.abs(fgr[..., :3].astype(int) - frames).max() <= 1   # the frame itself
+    assert np.array_equal(fgr[..., 3], alpha)
+    _, comp = video_frames(tmp_path / "comp.mkv", fmt="rgba" if bg is None else "rgb24")
+    if bg is None:  # transparent: the foreground and alpha themselves
+        assert np.abs(comp.astype(int) - fgr).max() <= 1
+        return
+    assert_composite(comp, fgr[..., :3], alpha, bg)
+
+
+def _write_ffv1(path, frames: np.ndarray) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img),
+                                                          format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_opaque_colour_in_mov_has_no_alpha(tmp_path, model, bg_clip):
+    """A transparent background in .mov keeps alpha; an opaque colour in .mov does not."""
+    convert_video(bg_clip, tmp_path / "op.mov", background="black", model=model, **KW)
     with av.open(str(tmp_path / "op.mov")) as c:
         assert "a" not in c.streams.video[0].codec_context.pix_fmt.replace("yuv", "")
 
@@ -156,13 +238,19 @@ def test_cancel_keeps_checkpoint_and_no_output(tmp_path, model, clip):
         if p.done >= 4:
             ev.set()
 
+    outs = dict(alpha=tmp_path / "a", model=model, **KW)
     with pytest.raises(Cancelled):
-        convert_video(clip, tmp_path / "o.mp4", model=model, progress=progress, cancel=ev, **KW)
+        convert_video(clip, tmp_path / "o.mp4", progress=progress, cancel=ev, **outs)
     assert not (tmp_path / "o.mp4").exists()
     assert (tmp_path / "o.mp4.rvmatte-resume" / "job.json").exists()
-    r = convert_video(clip, tmp_path / "o.mp4", model=model, resume=True, **KW)
+    r = convert_video(clip, tmp_path / "o.mp4", resume=True, **outs)
     assert r.resumed_from == 4 and r.frames == 10
     assert len(video_frames(tmp_path / "o.mp4")[0]) == 10
+    # the resumed run carried on from the saved recurrent state: every frame is the one an
+    # uninterrupted run makes (the random network's output depends on its state)
+    convert_video(clip, tmp_path / "u.mp4", alpha=tmp_path / "ua", model=model, **KW)
+    assert np.array_equal(png_frames(tmp_path / "a"), png_frames(tmp_path / "ua"))
+    assert np.array_equal(video_frames(tmp_path / "o.mp4")[1], video_frames(tmp_path / "u.mp4")[1])
 
 
 def test_batch_folder_skips_failures(tmp_path, model):

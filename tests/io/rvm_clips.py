@@ -279,3 +279,26 @@ def stream_info(path) -> dict:
 
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def png_frames(folder) -> np.ndarray:
+    """The PNG files of ``folder``, sorted by name, stacked."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(Path(folder).glob("*.png"))])
+
+
+def assert_composite(comp, fgr, alpha, bg, *, tol: float = 2.0, mean_tol: float = None) -> None:
+    """``comp`` (uint8 (..., 3)) is ``fgr * alpha + bg * (1 - alpha)`` within ``tol`` levels
+    everywhere (and, with ``mean_tol``, within ``mean_tol`` on average: for lossy outputs).
+    ``fgr`` (..., 3) and ``bg`` uint8 or float levels (0-255), ``alpha`` uint8 (...)."""
+    a = np.asarray(alpha, np.float64)[..., None] / 255.0
+    want = np.asarray(fgr, np.float64) * a + np.asarray(bg, np.float64) * (1.0 - a)
+    diff = np.abs(np.asarray(comp, np.float64) - want)
+    where = np.unravel_index(int(diff.argmax()), diff.shape)
+    msg = (f"composite off by up to {diff.max():.1f} levels (mean {diff.mean():.2f}) at "
+           f"{where}: got {np.asarray(comp)[where[:-1]]}, want {want[where[:-1]].round(1)} "
+           f"(alpha {a[where[:-1]][0]:.3f})")
+    assert diff.max() <= tol, msg
+    if mean_tol is not None:
+        assert diff.mean() <= mean_tol, msg
