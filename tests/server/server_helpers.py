@@ -181,3 +181,40 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(15)
 
+
+
+def orphans(data_dir: Path) -> list[str]:
+    """Files in a server's data directory that its database does not account for: uploads
+    without a record (``*.part`` included), folders of jobs that are gone, failed or
+    cancelled (they keep no files), and anything but the outputs in a finished job's folder.
+    Jobs still queued or running may hold partial files. Empty: the directory is clean."""
+    import json
+    import sqlite3
+
+    data_dir = Path(data_dir)
+    db = sqlite3.connect(f"file:{data_dir / 'jobs.sqlite3'}?mode=ro", uri=True)
+    try:
+        uploads = {row[0] for row in db.execute("SELECT path FROM uploads")}
+        jobs = {row[0]: (row[1], json.loads(row[2]))
+                for row in db.execute("SELECT id, state, outputs FROM jobs")}
+    finally:
+        db.close()
+    found = []
+    for path in sorted(data_dir.iterdir()):
+        if path.name not in ("uploads", "jobs") and not path.name.startswith("jobs.sqlite3"):
+            found.append(str(path))
+    for path in sorted((data_dir / "uploads").glob("*")):
+        if str(path.relative_to(data_dir)) not in uploads:
+            found.append(str(path))
+    for folder in sorted((data_dir / "jobs").glob("*")):
+        state, outputs = jobs.get(folder.name, (None, {}))
+        if state in ("queued", "running"):
+            continue
+        if state != "done":
+            found.append(str(folder))
+            continue
+        wanted = {Path(p).resolve() for p in outputs.values()}
+        found += [str(p) for p in sorted(folder.rglob("*"))
+                  if p.resolve() not in wanted and not (p.is_dir() and any(
+                      w.is_relative_to(p.resolve()) for w in wanted))]
+    return found

@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-free-mb", type=float, default=256,
                    help="free disk the server keeps: uploads are refused (507) and jobs wait "
                         "below it, and /api/health says so")
+    p.add_argument("--max-storage-mb", type=float, default=0,
+                   help="most uploads and results the server keeps (MB): above it uploads "
+                        "are refused (507) and /api/health says so (0: no limit but "
+                        "--min-free-mb)")
     p.add_argument("--checkpoint-frames", type=int, default=None,
                    help="frames between resume checkpoints (default: about 10 s of video)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
@@ -62,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise RvmatteError("--max-queued must be at least 1")
     if args.min_free_mb < 0:
         raise RvmatteError("--min-free-mb must be 0 or more")
+    if args.max_storage_mb < 0:
+        raise RvmatteError("--max-storage-mb must be 0 (no limit) or more")
     spec = spec_from_args(args)
     try:
         from ..server.app import ServerConfig
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                           retention_s=args.retention_hours * 3600,
                           checkpoint_frames=args.checkpoint_frames, preload_model=True,
                           min_free_bytes=int(args.min_free_mb * 2**20),
+                          max_storage_bytes=int(args.max_storage_mb * 2**20),
                           runner=runner)
     try:
         serve(config, spec=spec, port=args.port, log_level=args.log_level)

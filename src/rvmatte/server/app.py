@@ -55,6 +55,8 @@ class ServerConfig:
     checkpoint_frames: Optional[int] = None  # frames between resume checkpoints
     preload_model: bool = False  # build the model at start-up, before the first job
     min_free_bytes: int = 256 << 20  # uploads and jobs wait for this much free disk
+    max_storage_bytes: int = 0  # uploads + results the server keeps; 0: no limit
+    retry_after_s: int = 30  # the Retry-After of a queue-full 503
     variant: InitVar[Any] = UNSET
     weights: InitVar[Any] = UNSET
     device: InitVar[Any] = UNSET
@@ -95,7 +97,19 @@ def _manager(config: ServerConfig, store: st.JobStore, data_dir: Path) -> JobMan
     return JobManager(store, data_dir, runner, workers=config.workers,
                       max_queued=config.max_queued, retention_s=config.retention_s,
                       sweep_interval_s=config.sweep_interval_s,
-                      min_free_bytes=config.min_free_bytes)
+                      min_free_bytes=config.min_free_bytes,
+                      max_storage_bytes=config.max_storage_bytes)
+
+
+def _import_request_modules() -> None:
+    """Import what requests use lazily (the option parser, PyAV, Pillow) before the first
+    one: an import on the event loop holds every other request, the longer while the model
+    preload imports in another thread."""
+    import av  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    from ..downsample import parse_downsample_ratio  # noqa: F401
+    from ..post.people import Selection  # noqa: F401
 
 
 def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> FastAPI:
@@ -119,6 +133,7 @@ def create_app(config: ServerConfig, *, spec: Optional[ModelSpec] = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        _import_request_modules()
         manager.start(warmup=partial(_preload, config.spec) if config.preload_model else None)
         try:
             yield

@@ -11,6 +11,7 @@ SQLite :class:`~rvmatte.server.store.JobStore`; a server that starts and finds j
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -200,7 +201,8 @@ class JobManager:
 
     def __init__(self, store: st.JobStore, data_dir: Path, runner: Runner, *, workers: int = 1,
                  max_queued: int = 100, retention_s: float = 86400.0,
-                 sweep_interval_s: float = 60.0, min_free_bytes: int = 0) -> None:
+                 sweep_interval_s: float = 60.0, min_free_bytes: int = 0,
+                 max_storage_bytes: int = 0) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         if max_queued < 1:
@@ -221,6 +223,7 @@ class JobManager:
         self._threads: list[threading.Thread] = []
         self.resumed_at_start: list[str] = []
         self.min_free_bytes = int(min_free_bytes)  # a job is not started with less free
+        self.max_storage_bytes = int(max_storage_bytes)  # uploads + results; 0: no limit
         # a job's final state that could not be written (the database failed, e.g. a full
         # disk): retried by the worker until it can be
         self._unrecorded: dict[str, tuple[str, dict]] = {}
@@ -229,6 +232,34 @@ class JobManager:
     def free_bytes(self) -> int:
         """Free space on the data directory's file system."""
         return shutil.disk_usage(self.data_dir).free
+
+    def stored_bytes(self) -> int:
+        """Bytes of the uploads and of the jobs' files (results, partial results, resume
+        data): what ``max_storage_bytes`` limits."""
+        total = 0
+        for root in (self.uploads_dir, self.jobs_dir):
+            for folder, _, files in os.walk(root):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(folder, name)).st_size
+                    except FileNotFoundError:  # deleted meanwhile
+                        pass
+        return total
+
+    def check_space(self, incoming: int = 0) -> None:
+        """:class:`StorageFull` when ``incoming`` more bytes would leave less free disk than
+        the reserve, or store more than ``max_storage_bytes``."""
+        need = self.min_free_bytes + incoming
+        free = self.free_bytes()
+        if free < need:
+            raise StorageFull(f"not enough free disk on the server ({free // 2**20} MB free, "
+                              f"{need // 2**20} MB needed); try again later")
+        if self.max_storage_bytes:
+            stored = self.stored_bytes()
+            if stored + incoming > self.max_storage_bytes:
+                raise StorageFull(f"the server's storage is full ({stored // 2**20} MB of "
+                                  f"{self.max_storage_bytes // 2**20} MB stored); delete "
+                                  "jobs or uploads, or try again later")
 
     def health(self) -> list[str]:
         """What is wrong, in words (empty: all well): dead workers, low disk, bookkeeping that
@@ -245,6 +276,11 @@ class JobManager:
             if free < max(self.min_free_bytes, 1):
                 problems.append(f"low disk: {free // 2**20} MB free, "
                                 f"{self.min_free_bytes // 2**20} MB needed")
+        if self.max_storage_bytes:
+            stored = self.stored_bytes()
+            if stored >= self.max_storage_bytes:
+                problems.append(f"storage full: {stored // 2**20} MB stored, the limit is "
+                                f"{self.max_storage_bytes // 2**20} MB")
         if self._unrecorded:
             problems.append(f"{len(self._unrecorded)} job result(s) not yet recorded "
                             f"({self.last_error})")
@@ -261,6 +297,7 @@ class JobManager:
         self.resumed_at_start = self.store.requeue_interrupted()
         if self.resumed_at_start:
             log.info("resuming %d interrupted job(s)", len(self.resumed_at_start))
+        self.clean_orphans()
         if warmup is None:
             self._ready.set()
         else:
@@ -306,12 +343,24 @@ class JobManager:
             raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); "
                             "try again later")
 
-    def delete_upload(self, upload: dict[str, Any]) -> None:
-        """Forget an upload and delete its file."""
+    def delete_upload(self, upload: dict[str, Any], why: str) -> None:
+        """Forget an upload and delete its file; ``why`` goes to the log."""
         self.store.delete_upload(upload["id"])
-        (self.data_dir / upload["path"]).unlink(missing_ok=True)
+        self._remove_upload_file(upload, why)
 
-    def delete(self, job_id: str) -> bool:
+    def delete_unused_upload(self, upload: dict[str, Any], why: str) -> bool:
+        """:meth:`delete_upload` unless a queued or running job still needs it (False)."""
+        if not self.store.delete_unused_upload(upload["id"]):
+            return False
+        self._remove_upload_file(upload, why)
+        return True
+
+    def _remove_upload_file(self, upload: dict[str, Any], why: str) -> None:
+        (self.data_dir / upload["path"]).unlink(missing_ok=True)
+        log.info("deleted upload %s (%s, %d bytes): %s", upload["id"], upload["filename"],
+                 upload["size"], why)
+
+    def delete(self, job_id: str, why: str = "deleted by request") -> bool:
         """Cancel (if running) and delete a job with its files. False if there is none."""
         job = self.store.get_job(job_id)
         if job is None:
@@ -319,12 +368,37 @@ class JobManager:
         with self._cond:
             running = self._running.get(job_id)
             self.store.delete_job(job_id)
+            log.info("deleted job %s (%s, %s): %s", job_id, job["filename"], job["state"], why)
             if running is not None:
                 running.deleted = True       # the worker removes the files when it stops
                 running.cancel.set()
                 return True
         shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
         return True
+
+    def clean_orphans(self) -> list[str]:
+        """At start-up (no request or job is in flight yet): delete what a killed server
+        left that no record needs -- uploads cut off mid-transfer (``*.part``) or never
+        recorded, folders of deleted jobs, and the files of failed or cancelled jobs.
+        Returns the paths deleted, each also logged with its reason."""
+        known = {Path(u["path"]).name for u in self.store.list_uploads()}
+        keep = {j["id"] for j in self.store.iter_jobs() if j["state"] not in
+                (st.FAILED, st.CANCELLED)}
+        gone = []
+        for path in sorted(self.uploads_dir.iterdir()):
+            if path.name not in known:
+                why = ("an upload cut off mid-transfer" if path.suffix == ".part"
+                       else "an upload the database does not know")
+                _remove(path)
+                gone.append(path)
+                log.info("deleted %s at start-up: %s", path, why)
+        for path in sorted(self.jobs_dir.iterdir()):
+            if path.name not in keep:
+                _remove(path)
+                gone.append(path)
+                log.info("deleted %s at start-up: the files of a deleted, failed or "
+                         "cancelled job", path)
+        return [str(p) for p in gone]
 
     def output_path(self, job: dict[str, Any], kind: str) -> Path | None:
         """The file of a finished job's output ``kind``, checked to lie in its directory."""
@@ -458,22 +532,25 @@ class JobManager:
                 self.store.requeue(job_id)  # the next start resumes it
                 return
             self._finish(job_id, st.CANCELLED, error="cancelled")
+            self._drop_files(job_id, "the job was cancelled")
         except RvmatteError as e:
             log.warning("job %s failed: %s", job_id, e)
             self._finish(job_id, st.FAILED, error=str(e))
-            self._drop_resume_data(job_id)
+            self._drop_files(job_id, "the job failed")
         except Exception as e:  # a bug, or the disk: record it, keep the worker alive
             log.exception("job %s crashed", job_id)
             error = (f"disk full ({e.strerror})" if isinstance(e, OSError) and e.errno == 28
                      else f"internal error: {type(e).__name__}: {e}")
             self._finish(job_id, st.FAILED, error=error)
-            self._drop_resume_data(job_id)
+            self._drop_files(job_id, "the job failed")
 
-    def _drop_resume_data(self, job_id: str) -> None:
-        """A failed job is not retried: its partial outputs and checkpoints go now, not at
-        retention (its folder stays for the record)."""
-        for p in (self.jobs_dir / job_id).glob("*.rvmatte-resume"):
-            shutil.rmtree(p, ignore_errors=True)
+    def _drop_files(self, job_id: str, why: str) -> None:
+        """A failed or cancelled job is not retried and has no results: its partial outputs
+        and resume data go now, not at retention (its record stays until then)."""
+        folder = self.jobs_dir / job_id
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("deleted the files of job %s: %s", job_id, why)
 
     # -- retention ---------------------------------------------------------------------
     def _janitor(self) -> None:
@@ -488,24 +565,36 @@ class JobManager:
         if self.retention_s <= 0:
             return {"jobs": 0, "uploads": 0}
         cutoff = (time.time() if now is None else now) - self.retention_s
+        hours = f"{self.retention_s / 3600:g} h"
         jobs = 0
         for job in self.store.expired_jobs(cutoff):
-            self.store.delete_job(job["id"])
-            shutil.rmtree(self.jobs_dir / job["id"], ignore_errors=True)
+            self.delete(job["id"], why=f"retention: {job['state']} more than {hours} ago")
             jobs += 1
         uploads = 0
         for up in self.store.unreferenced_uploads(cutoff):
-            self.store.delete_upload(up["id"])
-            (self.data_dir / up["path"]).unlink(missing_ok=True)
+            self.delete_upload(up, f"retention: unused for more than {hours}")
             uploads += 1
         for part in self.uploads_dir.glob("*.part"):  # uploads cut off mid-transfer
             try:
                 if part.stat().st_mtime < cutoff:
                     part.unlink()
+                    log.info("deleted %s: retention: an upload cut off more than %s ago",
+                             part, hours)
             except FileNotFoundError:
                 pass
         return {"jobs": jobs, "uploads": uploads}
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 class QueueFull(RvmatteError):
     """Too many jobs waiting."""
+
+
+class StorageFull(RvmatteError):
+    """Too little free disk, or the limit on stored bytes reached."""

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RvmatteError
 from . import store as st
-from .jobs import QueueFull
+from .jobs import QueueFull, StorageFull
 
 
 class ApiError(Exception):
@@ -39,8 +39,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def queue_full(request: Request, exc: QueueFull):
         resp = error_response(503, "queue_full", str(exc))
-        resp.headers["Retry-After"] = "30"
+        resp.headers["Retry-After"] = str(request.app.state.config.retry_after_s)
         return resp
+
+    async def storage_full(request: Request, exc: StorageFull):
+        return error_response(507, "insufficient_storage", str(exc))
 
     async def user_error(request: Request, exc: RvmatteError):
         return error_response(422, "invalid", str(exc))
@@ -70,6 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(StorageFull, storage_full)
     app.add_exception_handler(RvmatteError, user_error)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError
 from . import events, media
@@ -86,17 +87,18 @@ async def create_job(
         if upload_id:
             up = get_upload_or_404(request, upload_id, "video")
         else:
-            up = await save_upload(request, file, "video")
+            up = await save_upload(request, file, "video", owner=scope.owner)
             made.append(up)
         if background_file is not None:
-            made.append(await save_upload(request, background_file, "image"))
+            made.append(await save_upload(request, background_file, "image",
+                                          owner=scope.owner))
             background_upload = made[-1]["id"]
         opts = parse_options(outputs=outputs, background=background, format=format,
                              ratio=ratio, background_upload=background_upload, **post)
-        return job_json(manager.submit(up, opts, owner=scope.owner))
-    except BaseException:
+        return job_json(await run_in_threadpool(manager.submit, up, opts, owner=scope.owner))
+    except BaseException as e:
         for u in made:
-            manager.delete_upload(u)
+            manager.delete_upload(u, f"its job was refused ({type(e).__name__}: {e})")
         raise
 
 

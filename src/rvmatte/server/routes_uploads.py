@@ -1,5 +1,7 @@
-"""Routes of uploads: ``POST /api/uploads``, ``GET /api/uploads/{id}`` and the one-frame
-preview ``GET /api/uploads/{id}/preview``. Uploads are checked by content, never by name."""
+"""Routes of uploads: ``POST /api/uploads``, ``GET`` and ``DELETE /api/uploads/{id}`` and the
+one-frame preview ``GET /api/uploads/{id}/preview``. Uploads are checked by content, never by
+name. :func:`save_upload` is the one place that stores an upload (a job's video, a background
+image): it does its file and database work in a thread, never on the event loop."""
 
 from __future__ import annotations
 
@@ -7,16 +9,17 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from ..errors import InputError
 from . import media
-from .access import require_token
-from .jobs import convert_job, is_id, new_id, parse_options
+from .access import Scope, job_scope, require_token
+from .jobs import JobManager, convert_job, is_id, new_id, parse_options
 from .responses import ApiError, upload_json
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["uploads"])
@@ -25,12 +28,12 @@ _WANT = {"video": "a video (mp4, mov, mkv, webm, avi, gif)",
          "image": "an image (png, jpeg, webp)"}
 
 
-async def _receive(file: UploadFile, part: Path, limit: int) -> tuple[int, bytes]:
-    """Stream ``file`` into ``part``; return its size and its first 512 bytes."""
+def _receive(file: BinaryIO, part: Path, limit: int) -> tuple[int, bytes]:
+    """Copy ``file`` into ``part``; return its size and its first 512 bytes."""
     size = 0
     head = b""
     with open(part, "xb") as out:
-        while chunk := await file.read(_CHUNK):
+        while chunk := file.read(_CHUNK):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, "too_large", "upload too large: the limit is "
@@ -58,41 +61,43 @@ def _checked(part: Path, head: bytes, kind: str, filename: Optional[str]) -> tup
     return final, info
 
 
-async def save_upload(request: Request, file: Any, kind: str) -> dict[str, Any]:
-    """Stream ``file`` to a server-chosen name, check its type by content, record it."""
+async def save_upload(request: Request, file: Any, kind: str,
+                      owner: Optional[str] = None) -> dict[str, Any]:
+    """Store ``file`` (a received form field) as an upload of ``kind`` (``video`` or
+    ``image``) owned by ``owner``; return its record. Refused with 507 when the disk or the
+    storage limit cannot take this request's declared size."""
     if file is None or not isinstance(file, StarletteUploadFile):
         raise ApiError(422, "invalid", f"missing {kind} file")
     state = request.app.state
-    _check_space(request)
+    try:
+        incoming = int(request.headers.get("content-length") or 0)
+        await run_in_threadpool(state.manager.check_space, incoming)
+        return await run_in_threadpool(store_upload, state.manager, file.file, file.filename,
+                                       kind, owner, state.config.max_upload_bytes)
+    finally:
+        await file.close()
+
+
+def store_upload(manager: JobManager, file: BinaryIO, filename: Optional[str], kind: str,
+                 owner: Optional[str], limit: int) -> dict[str, Any]:
+    """Copy ``file`` to a server-chosen name, check its type by content, record it
+    (blocking: call it in a thread). Nothing is left behind when it fails."""
     uid = new_id()
-    part = state.manager.uploads_dir / f"{uid}.part"
+    part = manager.uploads_dir / f"{uid}.part"
     final = None
     try:
-        size, head = await _receive(file, part, state.config.max_upload_bytes)
+        size, head = _receive(file, part, limit)
         if size == 0:
             raise ApiError(422, "empty_file", f"the uploaded {kind} file is empty")
-        final, info = _checked(part, head, kind, file.filename)
-        return state.store.add_upload(
-            id=uid, kind=kind, path=str(final.relative_to(state.manager.data_dir)),
-            filename=media.display_name(file.filename, kind), size=size, info=info)
+        final, info = _checked(part, head, kind, filename)
+        return manager.store.add_upload(
+            id=uid, kind=kind, path=str(final.relative_to(manager.data_dir)),
+            filename=media.display_name(filename, kind), size=size, info=info, owner=owner)
     except BaseException:
         part.unlink(missing_ok=True)
         if final is not None:
             final.unlink(missing_ok=True)
         raise
-    finally:
-        await file.close()
-
-
-def _check_space(request: Request) -> None:
-    """507 (JSON) when the disk lacks the reserve plus this request's declared size."""
-    manager = request.app.state.manager
-    need = manager.min_free_bytes + int(request.headers.get("content-length") or 0)
-    free = manager.free_bytes()
-    if free < need:
-        raise ApiError(507, "insufficient_storage",
-                       f"not enough free disk on the server ({free // 2**20} MB free, "
-                       f"{need // 2**20} MB needed); try again later")
 
 
 def get_upload_or_404(request: Request, upload_id: str, kind: str) -> dict[str, Any]:
@@ -104,22 +109,40 @@ def get_upload_or_404(request: Request, upload_id: str, kind: str) -> dict[str, 
 
 
 @router.post("/api/uploads", status_code=201)
-async def upload(request: Request,
+async def upload(request: Request, scope: Scope = Depends(job_scope),
                  file: UploadFile = File(..., description="a video, or an image to use as "
                                          "background"),
                  kind: str = Form("video", description="video | image")) -> dict:
-    """Upload a video (to preview, then convert) or a background image."""
+    """Upload a video (to preview, then convert) or a background image. With an
+    ``X-Rvmatte-Owner`` header the upload belongs to that key (see ``DELETE``)."""
     if kind not in ("video", "image"):
         raise ApiError(422, "invalid", "kind must be 'video' or 'image'")
-    return upload_json(await save_upload(request, file, kind))
+    return upload_json(await save_upload(request, file, kind, owner=scope.owner))
+
+
+def _get_upload(request: Request, upload_id: str) -> dict[str, Any]:
+    up = request.app.state.store.get_upload(upload_id) if is_id(upload_id) else None
+    if up is None:
+        raise ApiError(404, "not_found", f"no upload {upload_id!r}")
+    return up
 
 
 @router.get("/api/uploads/{upload_id}")
 def get_upload(request: Request, upload_id: str) -> dict:
-    up = request.app.state.store.get_upload(upload_id) if is_id(upload_id) else None
-    if up is None:
+    return upload_json(_get_upload(request, upload_id))
+
+
+@router.delete("/api/uploads/{upload_id}")
+def delete_upload(request: Request, upload_id: str, scope: Scope = Depends(job_scope)) -> dict:
+    """Delete an upload and its file. Only the owner key that made it (or the server token)
+    may, to others it is 404; 409 while a queued or running job still uses it."""
+    up = _get_upload(request, upload_id)
+    if not scope.may_delete(up):
         raise ApiError(404, "not_found", f"no upload {upload_id!r}")
-    return upload_json(up)
+    if not request.app.state.manager.delete_unused_upload(up, "deleted by request"):
+        raise ApiError(409, "in_use", f"upload {upload_id} is used by a queued or running "
+                       "job; delete the job first")
+    return {"id": upload_id, "deleted": True}
 
 
 @router.get("/api/uploads/{upload_id}/preview", response_class=Response,

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     filename    TEXT NOT NULL,          -- the client's name, sanitised, for display only
     size        INTEGER NOT NULL,
     info        TEXT NOT NULL,          -- JSON: width, height, frames, fps, ...
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    owner       TEXT                    -- as jobs.owner: who may delete it
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id           TEXT PRIMARY KEY,
@@ -44,17 +45,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     fps          REAL,
     eta_seconds  REAL,
     error        TEXT,
-    attempts     INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,  -- times started (> 1: resume)
     resumed_from INTEGER,               -- frame the last (successful) run started at
     created_at   REAL NOT NULL,
     started_at   REAL,
     finished_at  REAL,
-    owner        TEXT                   -- sha256 of the browser's owner key; NULL: API clients
+    owner        TEXT,                  -- sha256 of the browser's owner key; NULL: API clients
+    interruptions INTEGER NOT NULL DEFAULT 0  -- times the server died during it (not stops)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
 """
-# Databases made before jobs had owners gain the column (NULL: jobs of API clients).
-_MIGRATIONS = (("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),)
+# Older databases gain the newer columns in place: owners (NULL: made by API clients) and the
+# count of unclean deaths (0: what counted before was every start, graceful stops included).
+_MIGRATIONS = (("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),
+               ("jobs", "interruptions",
+                "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0"),
+               ("uploads", "owner", "ALTER TABLE uploads ADD COLUMN owner TEXT"))
 _OWNER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, created_at)"
 
 # ``list_jobs(owner=ANY_OWNER)``: every job, whoever made it (the server token's view).
@@ -132,9 +138,10 @@ class JobStore:
 
     # -- uploads -------------------------------------------------------------------------
     def add_upload(self, *, id: str, kind: str, path: str, filename: str, size: int,
-                   info: dict[str, Any]) -> dict[str, Any]:
-        self._exec("INSERT INTO uploads VALUES (?,?,?,?,?,?,?)",
-                   (id, kind, path, filename, size, json.dumps(info), time.time()))
+                   info: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+        self._exec("INSERT INTO uploads (id, kind, path, filename, size, info, created_at,"
+                   " owner) VALUES (?,?,?,?,?,?,?,?)",
+                   (id, kind, path, filename, size, json.dumps(info), time.time(), owner))
         return self.get_upload(id)  # type: ignore[return-value]
 
     def get_upload(self, upload_id: str) -> dict[str, Any] | None:
@@ -142,6 +149,21 @@ class JobStore:
 
     def delete_upload(self, upload_id: str) -> None:
         self._exec("DELETE FROM uploads WHERE id=?", (upload_id,))
+
+    def list_uploads(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM uploads")
+
+    def delete_unused_upload(self, upload_id: str) -> bool:
+        """Delete the upload's row unless a queued or running job still needs it (then
+        False); one transaction, so no job can claim it in between."""
+        with self._lock:
+            if self._db.execute(
+                    "SELECT 1 FROM jobs WHERE state IN (?,?) AND (upload_id=?"
+                    " OR json_extract(options, '$.background_upload')=?) LIMIT 1",
+                    (QUEUED, RUNNING, upload_id, upload_id)).fetchone():
+                return False
+            self._db.execute("DELETE FROM uploads WHERE id=?", (upload_id,))
+            return True
 
     def unreferenced_uploads(self, older_than: float) -> list[dict[str, Any]]:
         """Uploads created before ``older_than`` that no job still needs."""
@@ -184,32 +206,40 @@ class JobStore:
                 (QUEUED,)).fetchone()
             if row is None:
                 return None
+            # a restart shows no progress or speed of the run before until its own
             self._db.execute(
-                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=?, error=NULL"
-                " WHERE id=?", (RUNNING, time.time(), row["id"]))
+                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=?, error=NULL,"
+                " done_frames=0, fps=NULL, eta_seconds=NULL WHERE id=?",
+                (RUNNING, time.time(), row["id"]))
             return self.get_job(row["id"])
 
-    def requeue_interrupted(self, max_attempts: int = 3) -> list[str]:
-        """At start-up: jobs left ``running`` by a dead server go back to the queue, unless
-        they have already been started ``max_attempts`` times (then they fail: a job that
-        keeps killing the server must not do so forever). Returns the re-queued ids."""
+    def requeue_interrupted(self, max_interruptions: int = 3) -> list[str]:
+        """At start-up: jobs left ``running`` died with the server (a graceful stop requeues
+        its jobs itself): they go back to the queue, unless the server has now died during
+        them ``max_interruptions`` times (then they fail: a job that keeps killing the server
+        must not do so forever). Returns the re-queued ids."""
         with self._lock:
-            rows = self._db.execute("SELECT id, attempts FROM jobs WHERE state=?",
+            rows = self._db.execute("SELECT id, interruptions FROM jobs WHERE state=?",
                                     (RUNNING,)).fetchall()
             ids = []
             for r in rows:
-                if r["attempts"] >= max_attempts:
+                n = r["interruptions"] + 1
+                if n >= max_interruptions:
                     self._db.execute(
-                        "UPDATE jobs SET state=?, error=?, finished_at=? WHERE id=?",
-                        (FAILED, f"the server stopped during this job {r['attempts']} times; "
-                         "giving up", time.time(), r["id"]))
+                        "UPDATE jobs SET state=?, error=?, finished_at=?, interruptions=?,"
+                        " fps=NULL, eta_seconds=NULL WHERE id=?",
+                        (FAILED, f"the server stopped during this job {n} times; giving up",
+                         time.time(), n, r["id"]))
                 else:
-                    self._db.execute("UPDATE jobs SET state=? WHERE id=?", (QUEUED, r["id"]))
+                    self._db.execute("UPDATE jobs SET state=?, interruptions=?, fps=NULL,"
+                                     " eta_seconds=NULL WHERE id=?", (QUEUED, n, r["id"]))
                     ids.append(r["id"])
             return ids
 
     def requeue(self, job_id: str) -> None:
-        self._exec("UPDATE jobs SET state=? WHERE id=? AND state=?", (QUEUED, job_id, RUNNING))
+        """A running job back to the queue (a graceful stop): not an interruption."""
+        self._exec("UPDATE jobs SET state=?, fps=NULL, eta_seconds=NULL WHERE id=? AND state=?",
+                   (QUEUED, job_id, RUNNING))
 
     def update_progress(self, job_id: str, *, done: int, total: int | None,
                         fps: float | None, eta: float | None) -> None:
