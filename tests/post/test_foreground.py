@@ -41,3 +41,43 @@ def test_processor_protocol_in_place():
     fgr = np.zeros((1, 32, 40, 3), np.float32)
     ForegroundEstimator()(img[None], a[None], fgr)
     assert fgr.any() and ForegroundEstimator().state_arrays() == []
+
+
+def test_torch_version_agrees_with_numba_and_recovers_the_foreground():
+    """The GPU path's PyTorch solve, run on the CPU: about the numba result (only the sweep
+    order differs), as good against the known foreground, opaque pixels the frame."""
+    import torch
+
+    from rvmatte.post.foreground import estimate_foreground_torch
+
+    img, a, F = _scene()
+    ref = estimate_foreground(img, a)
+    src = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    got = estimate_foreground_torch(src, torch.from_numpy(a)[None, None])
+    assert got.shape == (1, 3, *a.shape) and got.dtype == torch.float32
+    got = got[0].permute(1, 2, 0).numpy()
+    band, m = (a > 0.05) & (a < 1), a > 0.05
+    assert np.abs(got - ref)[band].mean() < 0.01
+    naive = img.astype(np.float32) / 255
+    err = ((got - F)[m] ** 2).mean()
+    assert err < 1.1 * ((ref - F)[m] ** 2).mean() and err < 0.25 * ((naive - F)[m] ** 2).mean()
+    assert np.abs(got[a == 1] - naive[a == 1]).mean() < 0.01  # opaque: about the frame
+
+
+def test_processor_tensors_choose_the_solver_by_device():
+    import torch
+
+    img, a, F = _scene(32, 40)
+    src = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    pha = torch.from_numpy(a)[None, None]
+    fgr = torch.zeros_like(src, dtype=torch.float16)
+    auto, forced = ForegroundEstimator(), ForegroundEstimator(impl="torch")
+    assert not auto.uses_torch("cpu") and auto.uses_torch("cuda") and forced.uses_torch("cpu")
+    assert not ForegroundEstimator(impl="numba").uses_torch("cuda")
+    f_numba, p1 = auto.tensors(src, fgr, pha)
+    f_torch, p2 = forced.tensors(src, fgr, pha)
+    assert p1 is pha and p2 is pha and f_numba.dtype == f_torch.dtype == torch.float16
+    want = np.empty((1, 32, 40, 3), np.float32)
+    ForegroundEstimator()(img[None], a[None], want)
+    assert np.abs(f_numba[0].permute(1, 2, 0).float().numpy() - want[0]).max() < 1e-3
+    assert 0 < (f_torch - f_numba).abs().float().mean() < 0.01  # the other solver, close

@@ -62,10 +62,21 @@ class PostOptions:
 
 
 class ForegroundEstimator:
-    """The processor of :mod:`rvmatte.post.foreground` (stateless: per frame)."""
+    """The processor of :mod:`rvmatte.post.foreground` (stateless: per frame).
 
-    def __init__(self, params: ForegroundParams = ForegroundParams()) -> None:
-        self.p = params
+    ``impl``: how :meth:`tensors` solves: ``"auto"`` (PyTorch on the tensors' device when
+    that is not the CPU, so a GPU conversion copies nothing to the host; the numba kernel on
+    the CPU, where it is much faster), ``"torch"`` or ``"numba"``."""
+
+    def __init__(self, params: ForegroundParams = ForegroundParams(), *,
+                 impl: str = "auto") -> None:
+        if impl not in ("auto", "torch", "numba"):
+            raise ValueError(f"impl must be auto, torch or numba, not {impl!r}")
+        self.p, self.impl = params, impl
+
+    def uses_torch(self, device_type: str) -> bool:
+        """Whether :meth:`tensors` solves in PyTorch for tensors on ``device_type``."""
+        return self.impl == "torch" or (self.impl == "auto" and device_type != "cpu")
 
     def __call__(self, frames: np.ndarray, pha: np.ndarray,
                  fgr: Optional[np.ndarray] = None) -> None:
@@ -73,9 +84,14 @@ class ForegroundEstimator:
             estimate_foregrounds(frames, pha, fgr, self.p)
 
     def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
-        """On the CPU through the numba kernel (a copy to and from the device)."""
+        """In PyTorch on the tensors' device, or through the numba kernel on the CPU (a
+        copy to and from the device), as :meth:`uses_torch` says."""
         import torch
 
+        if self.uses_torch(src.device.type):
+            from .foreground import estimate_foreground_torch
+
+            return estimate_foreground_torch(src, pha, self.p).to(fgr.dtype), pha
         img = (src.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
                .permute(0, 2, 3, 1).contiguous().cpu().numpy())
         a = pha[:, 0].detach().float().cpu().numpy()

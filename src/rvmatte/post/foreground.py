@@ -108,3 +108,90 @@ def estimate_foregrounds(frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray,
     replaced by the estimate, in place."""
     for t in range(frames.shape[0]):
         estimate_foreground(frames[t], pha[t], out=fgr[t], params=params)
+
+
+# ---- the same method in PyTorch (GPU) ------------------------------------------------------------
+
+def estimate_foreground_torch(src, pha, params: ForegroundParams = ForegroundParams()):
+    """The multi-level estimate on tensors, for a network that runs on a GPU (no copy to the
+    host): ``src`` (T,3,H,W) float in [0, 1] (quantised to 8 bits first, as the frames the
+    numba version gets), ``pha`` (T,1,H,W) -> foreground (T,3,H,W) float32 on their device.
+
+    Each level's sweeps are red-black (checkerboard) Gauss-Seidel instead of the numba
+    version's raster order: every pixel of one colour is updated at once from its four
+    neighbours of the other. Same equations, levels, start and flat-pixel rule, so the
+    result differs from :func:`estimate_foreground` only by the sweep order (within 0.01 on
+    average in the soft band, ``tests/post/test_foreground.py``)."""
+    import torch
+
+    img = src.detach().float().clamp(0, 1).mul(255).add_(0.5).floor_().div_(255)
+    alpha = pha.detach().float()
+    T, _, H, W = img.shape
+    dev = img.device
+    F = img[:, :, ::8, ::8].mean((2, 3), keepdim=True)  # the 1x1 start: the frame's mean
+    B = F.clone()
+    levels = _levels(H, W)
+    for i, (h, w) in enumerate(levels):
+        ys = torch.from_numpy(_index_map(h, H)).to(dev)
+        xs = torch.from_numpy(_index_map(w, W)).to(dev)
+        il = img.index_select(2, ys).index_select(3, xs)
+        al = alpha.index_select(2, ys).index_select(3, xs)
+        cy = torch.from_numpy(_index_map(h, F.shape[2])).to(dev)
+        cx = torch.from_numpy(_index_map(w, F.shape[3])).to(dev)
+        F = torch.where(al == 1, il, F.index_select(2, cy).index_select(3, cx))
+        B = torch.where(al == 0, il, B.index_select(2, cy).index_select(3, cx))
+        small = h * w <= params.small_size ** 2
+        iters = params.small_iterations if small else params.big_iterations
+        F, B = _sweeps_torch(il, al, F, B, iters, params, band=params.skip_flat and not small)
+    return F
+
+
+def _shift(x, dy: int, dx: int):
+    """``x`` (T,C,H,W) moved so that each pixel holds its neighbour at (+dy, +dx); zero
+    outside the frame."""
+    import torch.nn.functional as nnf
+
+    H, W = x.shape[2], x.shape[3]
+    p = nnf.pad(x, (1, 1, 1, 1))
+    return p[:, :, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+
+
+_NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0))
+
+
+def _sweeps_torch(img, alpha, F, B, iters: int, p: ForegroundParams, *, band: bool):
+    """``iters`` red-black sweeps of the 2x2 per-pixel systems (see ``_kernels._solve``);
+    with ``band`` only the pixels that are not flat 0/1 along with their 4 neighbours."""
+    import torch
+
+    H, W = alpha.shape[2], alpha.shape[3]
+    inside = torch.ones_like(alpha)
+    weights = []  # per neighbour: reg + grad_w |a - a_n|, 0 past the frame's edge
+    for dy, dx in _NEIGHBOURS:
+        weights.append(_shift(inside, dy, dx) * (p.regularization + p.gradient_weight
+                                                 * (alpha - _shift(alpha, dy, dx)).abs()))
+    total = sum(weights)
+    a0, a1 = alpha, 1 - alpha
+    a00, a11, a01 = a0 * a0 + p.regularization + total, a1 * a1 + p.regularization + total, a0 * a1
+    inv = 1 / (a00 * a11 - a01 * a01)
+    b00, b01, b11 = inv * a11, -inv * a01, inv * a00
+    c0, c1 = a0 * img, a1 * img
+    yy = torch.arange(H, device=alpha.device).view(H, 1)
+    xx = torch.arange(W, device=alpha.device).view(1, W)
+    colour = ((yy + xx) % 2).view(1, 1, H, W)
+    solve = torch.ones_like(alpha, dtype=torch.bool)
+    if band:
+        flat = (alpha == 0) | (alpha == 1)
+        same = torch.stack([(_shift(alpha, dy, dx) == alpha) | (_shift(inside, dy, dx) == 0)
+                            for dy, dx in _NEIGHBOURS]).all(0)
+        solve = ~(flat & same)
+    masks = [solve & (colour == c) for c in (0, 1)]
+    for _ in range(iters):
+        for m in masks:
+            s0, s1 = c0.clone(), c1.clone()
+            for (dy, dx), wgt in zip(_NEIGHBOURS, weights):
+                s0 += wgt * _shift(F, dy, dx)
+                s1 += wgt * _shift(B, dy, dx)
+            F = torch.where(m, (b00 * s0 + b01 * s1).clamp_(0, 1), F)
+            B = torch.where(m, (b01 * s0 + b11 * s1).clamp_(0, 1), B)
+    return F, B
