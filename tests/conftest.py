@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does; before torch is imported
@@ -12,6 +13,8 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
+# tests/io/rvm_clips.py (generated clips, the stand-in network, pixel checks) for every folder
+sys.path.insert(0, str(Path(__file__).parent / "io"))
 
 
 @pytest.fixture(autouse=True, scope="session")

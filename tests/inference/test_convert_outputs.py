@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rvm_clips import (assert_composite, make_clip, png_frames, standin_alpha, standin_model,
-                       stream_info, video_frames)
+from rvm_clips import (assert_composite, asymmetric_image, make_clip, png_frames, standin_alpha,
+                       standin_model, stream_info, video_frames)
 from rvmatte.errors import Cancelled
 from rvmatte.inference.convert import ConversionResult, ProgressInfo, convert_video
 
@@ -80,16 +80,6 @@ def test_foreground_png_rgba_and_16bit_alpha(tmp_path, model):
 @pytest.fixture(scope="module")
 def bg_clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("bg") / "c.mp4", n=5, audio=False)
-
-
-def asymmetric_image(h: int, w: int) -> np.ndarray:
-    """Red on the left, blue on the right, a green ramp down: a swap of R and B, a mirror or
-    a flip changes it."""
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, : w // 2, 0] = 220
-    img[:, w // 2:, 2] = 200
-    img[..., 1] = np.linspace(0, 160, h).astype(np.uint8)[:, None]
-    return img
 
 
 def _background(kind: str, tmp_path, frames: np.ndarray):
