@@ -23,6 +23,7 @@ from .bundled import uses_bundled
 from .downsample import parse_downsample_ratio
 from .errors import InputError, WeightsError
 from .hardware import dtype_name, resolve_device, torch_device  # noqa: F401 - re-exported
+from .models.guidance import guidance_inputs
 
 VARIANTS = ("mobilenetv3", "resnet50")
 REFINERS = ("fast_guided_filter", "deep_guided_filter")
@@ -58,6 +59,9 @@ class ModelSpec:
     downsample: ``"auto"`` (longest side of the working image at most 512 px) or a ratio in
         (0, 1]; stored as ``None`` for auto.
     threads: the model's CPU threads (``None``: PyTorch's count, :mod:`rvmatte.hardware`).
+    guidance: the network's extra inputs (:mod:`rvmatte.models.guidance`): ``None`` (those the
+        weights come with; none for the bundled weights), ``()``, or names out of ``"plate"``,
+        ``"mask"`` (a tuple, or one string ``"plate,mask"``); stored as a tuple or ``None``.
     """
 
     variant: str = "mobilenetv3"
@@ -68,6 +72,7 @@ class ModelSpec:
     backend: str = "auto"
     downsample: Any = None
     threads: Optional[int] = None
+    guidance: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise the frozen fields once
@@ -94,6 +99,11 @@ class ModelSpec:
             if isinstance(self.threads, bool) or int(self.threads) < 1:
                 raise InputError(f"threads must be at least 1, got {self.threads}")
             set_(self, "threads", int(self.threads))
+        if self.guidance is not None:
+            try:
+                set_(self, "guidance", guidance_inputs(self.guidance))
+            except ValueError as e:
+                raise WeightsError(str(e)) from None
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -129,8 +139,8 @@ class ModelSpec:
         return "float16" if self.device_type() == "cuda" else "float32"
 
     def bundled(self) -> bool:
-        """The bundled default weights, as they ship."""
-        return uses_bundled(self.variant, self.weights, self.refiner)
+        """The bundled default weights, as they ship (with no guidance inputs added)."""
+        return not self.guidance and uses_bundled(self.variant, self.weights, self.refiner)
 
     def fingerprint(self) -> dict:
         """What identifies the outputs this model makes (for checkpoints): the network, its
@@ -145,11 +155,12 @@ class ModelSpec:
                 pass
         return {"variant": self.variant, "weights": w, "refiner": self.refiner,
                 "device": self.device, "dtype": self.dtype, "backend": self.backend,
-                "downsample": self.downsample}
+                "downsample": self.downsample,
+                **({"guidance": list(self.guidance)} if self.guidance is not None else {})}
 
     def load_model(self):
         """The PyTorch network of this spec (imports torch)."""
         from .weights import load_model
 
         return load_model(self.variant, refiner=self.refiner, weights=self.weights,
-                          device=self.device, dtype=self.dtype_name())
+                          device=self.device, dtype=self.dtype_name(), guidance=self.guidance)

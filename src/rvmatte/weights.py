@@ -23,6 +23,10 @@ from .models import MattingNetwork, build_model
 
 # Keys that a Deep-Guided-Filter checkpoint has and a Fast-Guided-Filter model lacks.
 _DGF_PREFIX = "refiner."
+# The guidance convolution's keys (rvmatte.models.guidance): a guided model loads a plain
+# checkpoint with them at their zero init, a plain model drops them (without guidance inputs
+# they contribute nothing, so the outputs are the same).
+_GUIDANCE_PREFIX = "guidance."
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -81,10 +85,28 @@ def infer_variant(state_dict: dict[str, torch.Tensor]) -> str:
     raise WeightsError("state dict matches neither the MobileNetV3 nor the ResNet-50 encoder")
 
 
+def infer_guidance(state_dict: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The guidance inputs a state dict was trained with (``()`` for a plain network)."""
+    w = state_dict.get(_GUIDANCE_PREFIX + "conv.weight")
+    if w is None:
+        return ()
+    found = {4: ("plate", "mask"), 3: ("plate",), 1: ("mask",)}.get(int(w.shape[1]))
+    if found is None:
+        raise WeightsError(f"guidance weights with {int(w.shape[1])} input channels match no "
+                           "guidance inputs (plate 3, mask 1, both 4)")
+    return found
+
+
 def load_state_dict(model: MattingNetwork, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
-    """Load strictly; a Fast-Guided-Filter model ignores Deep-Guided-Filter keys it has no use for."""
+    """Load strictly; a Fast-Guided-Filter model ignores Deep-Guided-Filter keys it has no use
+    for, and guidance keys are filled in (zero) or dropped (see ``_GUIDANCE_PREFIX``)."""
     if model.refiner_name == "fast_guided_filter":
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_DGF_PREFIX)}
+    if model.guidance is None:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_GUIDANCE_PREFIX)}
+    elif not any(k.startswith(_GUIDANCE_PREFIX) for k in state_dict):
+        state_dict = {**state_dict, **{k: v for k, v in model.state_dict().items()
+                                       if k.startswith(_GUIDANCE_PREFIX)}}
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -109,7 +131,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 def load_model(variant: str = "mobilenetv3", *, refiner: str | None = None,
                weights: str | os.PathLike | None = "default", device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None) -> MattingNetwork:
+               dtype: str | torch.dtype | None = None, guidance=None) -> MattingNetwork:
     """Build the network and load weights; returned in eval mode.
 
     variant: ``"mobilenetv3"`` or ``"resnet50"``.
@@ -119,8 +141,11 @@ def load_model(variant: str = "mobilenetv3", *, refiner: str | None = None,
         checkpoint (ours or an official RVM ``.pth``; loaded with ``weights_only=True``).
     device: ``None``/``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
     dtype: ``float32`` (default), ``float16`` or ``bfloat16``.
+    guidance: extra inputs (``"plate"``, ``"mask"``; :mod:`rvmatte.models.guidance`). Default:
+        those the weights come with (none for the bundled weights); given for weights without
+        them, the new inputs start at zero and the outputs equal the plain network's.
     """
-    from .models import VARIANTS, REFINER_NAMES
+    from .models import VARIANTS, REFINER_NAMES, guidance_inputs
 
     if variant not in VARIANTS:
         raise WeightsError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -150,7 +175,12 @@ def load_model(variant: str = "mobilenetv3", *, refiner: str | None = None,
             raise WeightsError(f"weights file {weights} has no Deep Guided Filter parameters; "
                                "use refiner='fast_guided_filter'")
         source = str(weights)
-    model = build_model(variant=variant, refiner=refiner or "deep_guided_filter")
+    try:
+        guidance = guidance_inputs(guidance) if guidance is not None else \
+            infer_guidance(state_dict or {})
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
+    model = build_model(variant=variant, refiner=refiner or "deep_guided_filter", guidance=guidance)
     if state_dict is not None:
         load_state_dict(model, state_dict, source=source)
     return model.to(device=_resolve_device(device), dtype=resolve_dtype(dtype)).eval()

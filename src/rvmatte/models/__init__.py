@@ -13,6 +13,7 @@ _LAZY = {
     "MattingNetwork": "matting", "downsample": "matting",
     "MattingOutput": "outputs", "SegmentationOutput": "outputs", "State": "outputs",
     "build_model": "registry", "REFINER_NAMES": "registry", "VARIANTS": "registry",
+    "GUIDANCE_INPUTS": "registry", "guidance_inputs": "guidance",
 }
 
 __all__ = list(_LAZY)

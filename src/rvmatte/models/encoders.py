@@ -18,6 +18,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _stem_plus(conv: nn.Module, bn: nn.Module, act: nn.Module, x: Tensor, extra: Tensor) -> Tensor:
+    """The stem with guidance features added after its BatchNorm, before its activation
+    (:mod:`rvmatte.models.guidance`)."""
+    return act(bn(conv(x)) + extra)
+
+
+class _PerFrame:
+    """``forward`` of both encoders: ``_single`` over the frames of 4-D or 5-D input."""
+
+    def forward(self, x: Tensor, stem_extra: Tensor | None = None) -> list[Tensor]:
+        if stem_extra is None:
+            return per_frame(self._single, x)
+        return per_frame(self._single, x, stem_extra)
+
+
 def _mobilenetv3_large_dilated() -> list[InvertedResidualConfig]:
     # (in, kernel, expanded, out, use_se, activation, stride, dilation, width_mult)
     c = InvertedResidualConfig
@@ -40,14 +55,16 @@ def _mobilenetv3_large_dilated() -> list[InvertedResidualConfig]:
     ]
 
 
-class MobileNetV3LargeEncoder(MobileNetV3):
+class MobileNetV3LargeEncoder(_PerFrame, MobileNetV3):
     """MobileNetV3-Large feature extractor.
 
     ``forward(x)``: ``x`` is ``(N, 3, H, W)`` or ``(B, T, 3, H, W)`` RGB in [0, 1]; returns
-    ``[f1, f2, f3, f4]`` at 1/2, 1/4, 1/8, 1/16 with 16, 24, 40, 960 channels.
+    ``[f1, f2, f3, f4]`` at 1/2, 1/4, 1/8, 1/16 with 16, 24, 40, 960 channels. ``stem_extra``
+    (``stem_channels`` at 1/2, optional) is added to the stem's features (guidance channels).
     """
 
     channels = (16, 24, 40, 960)
+    stem_channels = 16
 
     def __init__(self) -> None:
         super().__init__(inverted_residual_setting=_mobilenetv3_large_dilated(), last_channel=1280)
@@ -62,10 +79,11 @@ class MobileNetV3LargeEncoder(MobileNetV3):
         self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype).view(1, 3, 1, 1))
         self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).view(1, 3, 1, 1))
 
-    def _single(self, x: Tensor) -> list[Tensor]:
+    def _single(self, x: Tensor, stem_extra: Tensor | None = None) -> list[Tensor]:
         x = (x - self.mean) / self.std
         f = self.features
-        x = f[1](f[0](x))
+        x = f[0](x) if stem_extra is None else _stem_plus(*f[0], x, stem_extra)
+        x = f[1](x)
         f1 = x
         x = f[3](f[2](x))
         f2 = x
@@ -75,18 +93,17 @@ class MobileNetV3LargeEncoder(MobileNetV3):
             x = f[i](x)
         return [f1, f2, f3, x]
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return per_frame(self._single, x)
 
-
-class ResNet50Encoder(ResNet):
+class ResNet50Encoder(_PerFrame, ResNet):
     """ResNet-50 feature extractor (layer4 dilated, output stride 16), as in official RVM.
 
     Like the official release, no input normalisation is applied.
-    Returns ``[f1, f2, f3, f4]`` with 64, 256, 512, 2048 channels.
+    Returns ``[f1, f2, f3, f4]`` with 64, 256, 512, 2048 channels; ``stem_extra`` as for
+    MobileNetV3.
     """
 
     channels = (64, 256, 512, 2048)
+    stem_channels = 64
 
     def __init__(self) -> None:
         super().__init__(block=Bottleneck, layers=[3, 4, 6, 3],
@@ -94,15 +111,15 @@ class ResNet50Encoder(ResNet):
         del self.avgpool
         del self.fc
 
-    def _single(self, x: Tensor) -> list[Tensor]:
-        f1 = self.relu(self.bn1(self.conv1(x)))
+    def _single(self, x: Tensor, stem_extra: Tensor | None = None) -> list[Tensor]:
+        if stem_extra is None:
+            f1 = self.relu(self.bn1(self.conv1(x)))
+        else:
+            f1 = _stem_plus(self.conv1, self.bn1, self.relu, x, stem_extra)
         f2 = self.layer1(self.maxpool(f1))
         f3 = self.layer2(f2)
         f4 = self.layer4(self.layer3(f3))
         return [f1, f2, f3, f4]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return per_frame(self._single, x)
 
 
 ENCODERS: dict[str, type[nn.Module]] = {
