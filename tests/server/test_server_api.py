@@ -325,22 +325,31 @@ def test_token(make_client, clip, tmp_path):
     assert c.get("/api/jobs").status_code == 200
 
 
-def test_preview(make_client, clip):
+def test_preview(make_client, clip, tmp_path):
     from io import BytesIO
 
+    import numpy as np
     from PIL import Image
 
-    c = make_client(CopyRunner())
+    from rvm_clips import assert_composite, standin_weights
+
+    # the stand-in network: alpha 0 on the clip's background, 1 on its box
+    c = make_client(CopyRunner(), weights=str(standin_weights(tmp_path)))
     up = c.post("/api/uploads", files={"file": ("v.mp4", clip.read_bytes())}).json()
     url = f"/api/uploads/{up['id']}/preview"
-    r = c.get(url, params={"background": "#ff0000", "ratio": "0.5"})
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    im = Image.open(BytesIO(r.content))
-    assert im.size == (96, 64) and im.mode == "RGB"
-    im = Image.open(BytesIO(c.get(url, params={"background": "transparent"}).content))
-    assert im.mode == "RGBA"
-    im = Image.open(BytesIO(c.get(url, params={"view": "alpha"}).content))
-    assert im.mode == "L"
+
+    def image(**params):
+        r = c.get(url, params={"ratio": "0.5", **params})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+        return Image.open(BytesIO(r.content))
+
+    comp, rgba, alpha = (image(background="#ff0000"), image(background="transparent"),
+                         image(view="alpha"))
+    assert comp.size == (96, 64) and comp.mode == "RGB"
+    assert rgba.mode == "RGBA" and alpha.mode == "L"
+    comp, rgba, alpha = np.asarray(comp), np.asarray(rgba), np.asarray(alpha)
+    assert (alpha == 0).any() and (alpha == 255).any() and np.array_equal(rgba[..., 3], alpha)
+    assert_composite(comp, rgba[..., :3], alpha, (255, 0, 0))  # the red is where alpha is not
     error_of(c.get(url, params={"view": "x"}), 422)
     error_of(c.get(url, params={"background": "/etc/passwd"}), 422)
     assert "select" in error_of(c.get(url, params={"select": "1,2,3"}), 422)["message"]

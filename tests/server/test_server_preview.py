@@ -76,3 +76,58 @@ def test_preview_is_the_jobs_first_frame(make_client, textured, tmp_path, backgr
     if preview.ndim == 2:  # the alpha video: gray, stored as luma
         served = served[..., 0]
     assert np.abs(served.astype(int) - preview.astype(int)).mean() < 4
+
+
+@pytest.fixture(scope="module")
+def standin_pth(tmp_path_factory) -> Path:
+    from rvm_clips import standin_weights
+
+    return standin_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.mark.parametrize("background, ratio", [
+    ("#ff0000", "0.5"),    # the fused CPU path (a colour, ratio < 1)
+    ("#3366cc", "1"),      # the tensor path
+    ("image", "auto"),     # an uploaded, asymmetric image
+    ("blur:4", "0.5"),
+])
+def test_preview_composite_is_the_matte_over_the_background(make_client, clip, standin_pth,
+                                                            background, ratio):
+    """The preview (PNG, lossless) is fgr * alpha + bg * (1 - alpha) within 2 levels, with
+    fgr and alpha from the transparent and alpha previews of the same frame, the stand-in
+    network's matte (0 on the clip's background, 1 on its box) and the background the
+    request named."""
+    import torch
+
+    from rvm_clips import asymmetric_image, assert_composite, video_frames
+    from rvmatte.io.compose import BlurBackground, parse_color
+
+    c = make_client(weights=str(standin_pth))
+    up = c.post("/api/uploads", files={"file": ("v.mp4", clip.read_bytes())}).json()
+    url = f"/api/uploads/{up['id']}/preview"
+
+    def preview(**params) -> np.ndarray:
+        r = c.get(url, params={"ratio": ratio, "frame": 2, **params})
+        assert r.status_code == 200, r.text
+        return png_array(r.content)
+
+    rgba, alpha = preview(background="transparent"), preview(view="alpha")
+    assert rgba.shape == (64, 96, 4) and np.array_equal(rgba[..., 3], alpha)
+    assert (alpha == 0).mean() > 0.5 and (alpha == 255).mean() > 0.05
+    frame = video_frames(clip)[1][2]
+    params = {"background": background}
+    if background == "image":
+        bg = asymmetric_image(64, 96)
+        buf = io.BytesIO()
+        Image.fromarray(bg).save(buf, "PNG")
+        img = c.post("/api/uploads", files={"file": ("bg.png", buf.getvalue())},
+                     data={"kind": "image"}).json()
+        params["background_upload"] = img["id"]
+    elif background.startswith("blur"):
+        src = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+        bg = BlurBackground(4).get(src, 0)[0].permute(1, 2, 0).numpy() * 255
+    else:
+        bg = np.broadcast_to(parse_color(background), frame.shape)
+    comp = preview(**params)
+    assert comp.shape == (64, 96, 3)
+    assert_composite(comp, rgba[..., :3], alpha, bg)
