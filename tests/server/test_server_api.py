@@ -222,30 +222,51 @@ def test_upload_size_limit(make_client, clip):
     assert list(c.app.state.manager.uploads_dir.iterdir()) == []
 
 
-def test_no_path_traversal(make_client, clip, tmp_path):
-    c = make_client(CopyRunner(), data_dir=tmp_path / "srv" / "data")
+def test_no_path_traversal(make_server, clip, tmp_path):
+    import http.client
+
+    import httpx
+
+    def raw_get(path: str) -> tuple[int, bytes]:
+        """GET ``path`` exactly as written: httpx (and TestClient) normalise ``..`` segments
+        and some escapes away before sending, so those never reached the server."""
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    srv = make_server(CopyRunner(), data_dir=tmp_path / "srv" / "data")
     outside = tmp_path / "srv"
     before = sorted(p.name for p in outside.iterdir())
-    for evil in ("../../evil.mp4", "..\\..\\evil.mp4", "/etc/evil.mp4", "../jobs.sqlite3"):
-        r = submit(c, clip, name=evil)
-        assert r.status_code == 201, r.text
-        job = wait_state(c, r.json()["id"])
-        assert "/" not in job["filename"] and "\\" not in job["filename"]
-        assert not job["filename"].startswith(".")
-        cd = c.get(job["results"]["composite"]).headers["content-disposition"]
-        assert ".." not in cd and "/" not in cd
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for evil in ("../../evil.mp4", "..\\..\\evil.mp4", "/etc/evil.mp4", "../jobs.sqlite3"):
+            r = submit(c, clip, name=evil)
+            assert r.status_code == 201, r.text
+            job = wait_state(c, r.json()["id"])
+            assert "/" not in job["filename"] and "\\" not in job["filename"]
+            assert not job["filename"].startswith(".")
+            cd = c.get(job["results"]["composite"]).headers["content-disposition"]
+            assert ".." not in cd and "/" not in cd
     assert sorted(p.name for p in outside.iterdir()) == before  # nothing written next to data
     assert not Path("/etc/evil.mp4").exists()
-    stored = [p.name for p in c.app.state.manager.uploads_dir.iterdir()]
+    stored = [p.name for p in srv.app.state.manager.uploads_dir.iterdir()]
     assert stored and all(len(Path(n).stem) == 32 for n in stored)  # server-chosen names
+    assert (outside / "data" / "jobs.sqlite3").exists()  # what the URLs below go after
+    secrets = (b"SQLite format 3", b"root:", b"def create_app", b"import ")
+    # sent raw: the server itself sees the dot segments and the escapes
     for url in ("/api/jobs/..%2F..%2Fjobs.sqlite3", "/api/jobs/../../etc/passwd",
                 "/api/jobs/%2e%2e/result", f"/api/jobs/{job['id']}/result/..%2F..%2Fjobs.sqlite3",
+                f"/api/jobs/{job['id']}/result/../../../jobs.sqlite3",
                 "/api/uploads/..%2Fjobs.sqlite3/preview",
-                "/api/jobs/%2e%2e%2f%2e%2e%2fjobs.sqlite3",
-                "/static/..%2Fapp.py", "/static/../app.py"):
-        r = c.get(url)
-        assert r.status_code == 404, (url, r.status_code)
-        assert b"sqlite" not in r.content.lower() or b"error" in r.content
+                "/api/jobs/%2e%2e%2f%2e%2e%2fjobs.sqlite3", "/static/..%2Fapp.py",
+                "/static/../app.py", "/static/../../server/app.py", "/../../etc/passwd",
+                "/static/%2e%2e/app.py"):
+        status, body = raw_get(url)
+        assert status in (400, 404), (url, status, body[:200])
+        assert not any(s in body for s in secrets), (url, body[:200])
 
 
 def test_result_not_ready_and_cancel(make_client, clip):
