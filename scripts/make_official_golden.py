@@ -137,6 +137,33 @@ def git_commit(checkout: Path) -> str:
         return ""
 
 
+def metadata(commit: str, argv: list[str]) -> dict:
+    """The sidecar: where the outputs come from, what made them and the call sequence."""
+    import torch
+    import torchvision
+
+    from rvmatte.weights import BUNDLED
+
+    return {
+        "official_repository": "https://github.com/PeterL1n/RobustVideoMatting",
+        "official_commit": commit,
+        "official_code_changes": "none",
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "threads": 1,
+        "weights": {"file": BUNDLED["mobilenetv3"].filename, "sha256": BUNDLED["mobilenetv3"].sha256},
+        "dgf_seed": DGF_SEED,
+        "clip": str(CLIP.relative_to(ROOT)),
+        "frames": f"first {FRAMES}, scaled to {SIZE[0]}x{SIZE[1]} by PyAV to_ndarray (rgb24)",
+        "command": " ".join(["python", "scripts/make_official_golden.py", *argv]),
+        "runs": [{"name": n, "refiner": r, "downsample_ratio": s, "calls": c} for n, r, s, c in RUNS],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkout", type=Path, help="an official RobustVideoMatting checkout")
@@ -153,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import torch
-    import torchvision
 
     from rvmatte.weights import BUNDLED, bundled_path, read_checkpoint, sha256_file
 
@@ -176,24 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             arrays.update({f"{name}/param/{k}": v.numpy() for k, v in dgf.items()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
-    meta = {
-        "official_repository": "https://github.com/PeterL1n/RobustVideoMatting",
-        "official_commit": commit,
-        "official_code_changes": "none",
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "machine": platform.machine(),
-        "threads": 1,
-        "weights": {"file": BUNDLED["mobilenetv3"].filename, "sha256": BUNDLED["mobilenetv3"].sha256},
-        "dgf_seed": DGF_SEED,
-        "clip": str(CLIP.relative_to(ROOT)),
-        "frames": f"first {FRAMES}, scaled to {SIZE[0]}x{SIZE[1]} by PyAV to_ndarray (rgb24)",
-        "command": "python scripts/make_official_golden.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "runs": [{"name": n, "refiner": r, "downsample_ratio": s, "calls": c} for n, r, s, c in RUNS],
-    }
+    meta = metadata(commit, argv if argv is not None else sys.argv[1:])
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes) and {args.out.with_suffix('.json').name}")
     return 0
