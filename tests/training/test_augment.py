@@ -24,7 +24,6 @@ GEOMETRIC = {
     "motion_blur": lambda r, x: A.motion_blur(r, x)[0],
     "random_pause": lambda r, x: A.random_pause(r, x)[0],
     "sharpen": lambda r, x: A.sharpen(3.0, x)[0],
-    "hflip": lambda r, x: x.flip(-1),
 }
 
 
@@ -34,6 +33,66 @@ def test_geometric_ops_keep_fgr_and_alpha_aligned(name):
     fp = torch.cat([fgr, pha], 1)  # how MotionAugmentation applies geometry
     out = GEOMETRIC[name](np.random.default_rng(3), fp)
     assert torch.allclose(out[:, 0], out[:, 3], atol=1e-6)
+
+
+def _lopsided(T=3, H=24, W=32):
+    """A clip whose person stands on the left (alpha 1 there, the foreground's first channel
+    equal to it) over a background bright on the left: a mirror of either shows."""
+    pha = torch.zeros(T, 1, H, W)
+    pha[..., : W // 3] = 1.0
+    fgr = torch.cat([pha, torch.rand(T, 2, H, W, generator=torch.Generator().manual_seed(0))], 1)
+    bgr = torch.linspace(1, 0, W).expand(T, 3, H, W).clone()
+    return fgr, pha, bgr
+
+
+def _left_heavy(x):
+    """Per frame: is the first channel's mass on the left half?"""
+    W = x.shape[-1]
+    return (x[:, 0, :, : W // 2].sum((1, 2)) > x[:, 0, :, W // 2:].sum((1, 2))).tolist()
+
+
+def test_hflip_mirrors_whole_clips_and_p0_never_flips():
+    """MotionAugmentation's flip (everything else off, crop = the whole frame): p=1 mirrors
+    every frame of foreground and alpha together, and the background, and nothing else
+    changes; p=0 never flips; p=0.5 flips the person and the background independently,
+    always the whole clip at once."""
+    def aug(p):
+        return A.MotionAugmentation((24, 32), 0, 0, 0, 0, 0, 0, 0, p_hflip=p, p_pause=0,
+                                    static_affine=False, aspect_ratio=(1, 1))
+
+    fgr, pha, bgr = _lopsided()
+    kept = aug(0)(fgr, pha, bgr, np.random.default_rng(0))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(kept, (fgr, pha, bgr)))
+    flipped = aug(1)(fgr, pha, bgr, np.random.default_rng(0))
+    for got, want in zip(flipped, (fgr, pha, bgr)):
+        assert torch.allclose(got, want.flip(-1), atol=1e-6)
+    seen = set()
+    for seed in range(40):
+        for p in (0, 0.5):
+            f, a, b = aug(p)(fgr, pha, bgr, np.random.default_rng(seed))
+            person, back = _left_heavy(a), _left_heavy(b)
+            assert len(set(person)) == 1 and len(set(back)) == 1  # every frame alike
+            assert _left_heavy(f) == person and torch.equal(f[:, 0], a[:, 0])
+            if p == 0:
+                assert person[0] and back[0]
+            else:
+                seen.add((person[0], back[0]))
+    assert seen == {(True, True), (True, False), (False, True), (False, False)}
+
+
+def test_segmentation_hflip_moves_image_and_mask_together():
+    fgr, pha, _ = _lopsided()
+    outcomes = set()
+    for seed in range(20):
+        aug = A.SegmentationAugmentation((24, 32), jitter=(0, 0, 0, 0), p_grayscale=0,
+                                         crop_scale=(1, 1))
+        img, seg = aug(fgr, pha, np.random.default_rng(seed))
+        assert _left_heavy(img) == _left_heavy(seg) and len(set(_left_heavy(seg))) == 1
+        outcomes.add(_left_heavy(seg)[0])
+    assert outcomes == {True, False}
+    never = A.SegmentationAugmentation((24, 32), p_hflip=0, crop_scale=(1, 1))
+    assert all(_left_heavy(never(fgr, pha, np.random.default_rng(s))[1]) == [True] * 3
+               for s in range(10))
 
 
 @pytest.mark.parametrize("name", ["motion_color_jitter", "motion_noise", "grayscale"])
