@@ -173,7 +173,10 @@ def test_ddp_two_gloo_processes(tmp_path):
 
 @pytest.mark.parametrize("name", ["stage1", "stage2", "stage3", "stage4", "finetune"])
 def test_every_preset_runs_at_smoke_scale(name, tmp_path):
-    """Each preset's structure (passes, datasets, frozen modules, init) at 64/128 px, 2 steps."""
+    """Each preset's structure at 64/128 px, 2 steps: its passes and datasets; the modules
+    its learning rates freeze (lr 0: parameters and BatchNorm statistics unchanged, no
+    gradient) and train (changed); its initialisation (``init=None``: the seeded random
+    network; ``"bundled"``: the shipped weights, the refiner at its init), before any step."""
     data = {"matting": {"stage4": "imagematte", "finetune": "videomatte"}.get(name, "synthetic"),
             "imagematte_train": str(FIXTURES / "imagematte"),
             "videomatte_train": str(FIXTURES / "videomatte"),
@@ -182,14 +185,52 @@ def test_every_preset_runs_at_smoke_scale(name, tmp_path):
             "synthetic_train": str(FIXTURES / "synthetic"), "num_workers": 0,
             "coco_panoptic": str(FIXTURES / "coco_panoptic"), "spd": str(FIXTURES / "spd"),
             "youtubevis": str(FIXTURES / "youtubevis")}
+    from rvmatte.models import build_model
     from rvmatte.training.config import PRESETS
+    from rvmatte.training.engine import _group
+    from rvmatte.weights import bundled_path, read_checkpoint
+
     p = PRESETS[name]
     cfg = tiny_config(tmp_path, preset=name, max_steps=2, size_hr_min=128, size_hr_max=128,
                       seq_length_hr=2, data=data, lr_backbone=p.lr_backbone, lr_aspp=p.lr_aspp,
                       lr_decoder=p.lr_decoder)
     if not p.segmentation:
         cfg.data.coco_panoptic = cfg.data.spd = cfg.data.youtubevis = None
-    result = train(cfg, log=_quiet)
+    t = Trainer(cfg, log=_quiet)
+    lrs = {"backbone": p.lr_backbone, "aspp": p.lr_aspp, "decoder": p.lr_decoder,
+           "refiner": p.lr_refiner}
+    prefixes = {"backbone": ("backbone.",), "aspp": ("aspp.",), "refiner": ("refiner.",),
+                "decoder": ("decoder.", "project_mat.", "project_seg.")}
+    assert t.model.refiner_name == p.refiner
+    groups = {g: mods for g, mods in _group(t.model).items() if g in lrs}
+    for g, mods in groups.items():  # lr 0 freezes, a learning rate trains
+        params = [x for m in mods for x in m.parameters()]
+        assert all(x.requires_grad == (lrs[g] > 0) for x in params), g
+        assert all((m in t.frozen) == (lrs[g] == 0) for m in mods), g
+    # the start: the seeded random network, or the shipped weights (refiner at its init)
+    torch.manual_seed(cfg.seed)
+    fresh = build_model(variant=cfg.variant, refiner=cfg.refiner).state_dict()
+    start = dict(fresh)
+    if p.init == "bundled":
+        shipped = read_checkpoint(bundled_path(cfg.variant))
+        start.update({k: v for k, v in shipped.items() if k in start})
+    assert p.init in (None, "bundled")
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    assert all(torch.equal(before[k], start[k]) for k in start)
+    try:
+        result = t.run()
+    finally:
+        t.close()
     assert result["steps"] == 2 and result["last_loss"] == result["last_loss"]
+    after = torch.load(latest_checkpoint(tmp_path), weights_only=True)["model"]
+    for g, pre in prefixes.items():
+        keys = [k for k in before if k.startswith(pre) and before[k].is_floating_point()]
+        if not keys:
+            continue  # the Fast Guided Filter has no parameters
+        moved = {k: float((after[k] - before[k]).abs().max()) for k in keys}
+        if lrs[g] == 0:  # frozen: weights and BatchNorm statistics as they started
+            assert max(moved.values()) == 0, (g, max(moved, key=moved.get))
+        else:
+            assert max(moved.values()) > 0, g
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert ("hr_total" in rows[-1]) == p.train_hr
