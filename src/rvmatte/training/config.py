@@ -32,7 +32,8 @@ from typing import Any, Optional
 
 from ..errors import InputError
 
-__all__ = ["DataConfig", "TrainConfig", "PRESETS", "preset", "load_config", "apply_overrides"]
+__all__ = ["DataConfig", "GuidanceSynthesis", "TrainConfig", "PRESETS", "preset", "load_config",
+           "apply_overrides"]
 
 
 @dataclass
@@ -57,6 +58,29 @@ class DataConfig:
     spd: Optional[str] = None                   # img/, seg/
     num_workers: int = 4
     background_video_frames: int = 100          # DVM: first 100 frames of each clip
+
+
+@dataclass
+class GuidanceSynthesis:
+    """How a guided model's inputs are made from each training sample
+    (:mod:`rvmatte.training.guidance`). Pixel sizes are at the training crop's resolution."""
+
+    p_none: float = 0.25             # a clip trained without any guidance (all zeros)
+    p_missing: float = 0.15          # each input left out (zeros) on its own
+    # plate: the clip's background as a separately taken photo of the empty scene would be
+    p_static_plate: float = 0.5      # one frame's background for the whole clip
+    max_shift_px: float = 3.0        # misalignment: translation, rotation and scale
+    max_rotation_deg: float = 1.0
+    max_scale: float = 0.01
+    exposure: float = 0.25           # overall gain in [1/(1+e), 1+e]
+    white_balance: float = 0.06      # per-channel gain in [1-w, 1+w]
+    max_noise_std: float = 0.02      # Gaussian noise, std up to this
+    # mask: the ground-truth alpha as a segmenter or the person tracker would give it
+    threshold_min: float = 0.2       # binarised at a threshold in [min, max]
+    threshold_max: float = 0.8
+    max_morph_px: int = 4            # then eroded or dilated by up to this many pixels
+    max_blur_px: int = 2             # then box-blurred with a radius up to this
+    p_drop_frame: float = 0.1        # a frame's mask missing (all zeros)
 
 
 @dataclass
@@ -85,6 +109,11 @@ class TrainConfig:
     lr_aspp: float = 2e-4
     lr_decoder: float = 2e-4
     lr_refiner: float = 0.0
+    # Guidance inputs (issue 19): [] (the plain network), or names out of "plate", "mask"
+    # (a list, or one string "plate,mask"); their zero-initialised convolution's learning rate.
+    guidance: list = field(default_factory=list)
+    lr_guidance: float = 1e-4
+    guidance_synthesis: GuidanceSynthesis = field(default_factory=GuidanceSynthesis)
     epochs: float = 15
     max_steps: Optional[int] = None             # overrides epochs when set
     time_limit_min: Optional[float] = None      # stop (with a checkpoint) after this long
@@ -111,6 +140,14 @@ def _stage(name: str, **kw: Any) -> TrainConfig:
     return TrainConfig(name=name, **kw)
 
 
+# Fine-tuning on one's own footage (e.g. from `rvmatte prepare-greenscreen`): start from
+# the bundled weights, small learning rates, short clips, no segmentation data needed.
+_FINETUNE = _stage("finetune", data=DataConfig(matting="videomatte"), init="bundled",
+                   refiner="fast_guided_filter", seq_length_lr=8, size_lr_min=256,
+                   size_lr_max=512, lr_backbone=5e-6, lr_aspp=1e-5, lr_decoder=2e-5,
+                   lr_refiner=0.0, epochs=2, segmentation=False, checkpoint_every=200,
+                   validate_every=200)
+
 PRESETS: dict[str, TrainConfig] = {
     "stage1": _stage("stage1", seq_length_lr=15, lr_backbone=1e-4, lr_aspp=2e-4,
                      lr_decoder=2e-4, lr_refiner=0.0, epochs=15),
@@ -122,13 +159,11 @@ PRESETS: dict[str, TrainConfig] = {
     "stage4": _stage("stage4", data=DataConfig(matting="imagematte"), seq_length_lr=40,
                      train_hr=True, seq_length_hr=6, lr_backbone=1e-5, lr_aspp=1e-5,
                      lr_decoder=5e-5, lr_refiner=2e-4, epochs=5),
-    # Fine-tuning on one's own footage (e.g. from `rvmatte prepare-greenscreen`): start from
-    # the bundled weights, small learning rates, short clips, no segmentation data needed.
-    "finetune": _stage("finetune", data=DataConfig(matting="videomatte"), init="bundled",
-                       refiner="fast_guided_filter", seq_length_lr=8, size_lr_min=256,
-                       size_lr_max=512, lr_backbone=5e-6, lr_aspp=1e-5, lr_decoder=2e-5,
-                       lr_refiner=0.0, epochs=2, segmentation=False, checkpoint_every=200,
-                       validate_every=200),
+    "finetune": _FINETUNE,
+    # Fine-tuning with guidance inputs (issue 19): the finetune recipe on a network that also
+    # takes a plate and a person mask; from the bundled weights, whose output it starts equal to.
+    "guided": dataclasses.replace(_FINETUNE, name="guided", data=DataConfig(matting="videomatte"),
+                                  guidance=["plate", "mask"]),
     # Train only the Deep Guided Filter on top of frozen weights (how the shipped DGF was made).
     "dgf": _stage("dgf", data=DataConfig(matting="synthetic"), init="bundled",
                   train_lr_pass=False, train_hr=True, seq_length_hr=2, size_hr_min=512,
@@ -141,7 +176,9 @@ def preset(name: str) -> TrainConfig:
     """A fresh copy of the preset ``name``."""
     if name not in PRESETS:
         raise InputError(f"unknown training preset {name!r}; choose from {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], data=dataclasses.replace(PRESETS[name].data))
+    p = PRESETS[name]
+    return dataclasses.replace(p, data=dataclasses.replace(p.data), guidance=list(p.guidance),
+                               guidance_synthesis=dataclasses.replace(p.guidance_synthesis))
 
 
 def _coerce(value: Any, current: Any, key: str) -> Any:

@@ -31,10 +31,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import InputError, WeightsError
-from ..models import MattingNetwork, build_model
+from ..models import MattingNetwork, build_model, guidance_inputs
 from . import augment as A
 from . import data as D
 from .config import TrainConfig, to_dict
+from .guidance import synthesize
 from .losses import matting_loss, segmentation_loss
 
 __all__ = ["Trainer", "StepSampler", "train", "latest_checkpoint", "load_init_weights"]
@@ -113,10 +114,11 @@ class _Wrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, src: Tensor, downsample_ratio: float = 1.0, segmentation: bool = False):
+    def forward(self, src: Tensor, downsample_ratio: float = 1.0, segmentation: bool = False,
+                **guidance: Tensor):
         if segmentation:
             return self.model.segment(src, downsample_ratio=downsample_ratio).seg
-        out = self.model(src, downsample_ratio=downsample_ratio)
+        out = self.model(src, downsample_ratio=downsample_ratio, **guidance)
         return out.fgr, out.pha
 
 
@@ -127,6 +129,7 @@ def load_init_weights(model: MattingNetwork, init: Optional[str],
     from ..weights import bundled_path, read_checkpoint
 
     missing: list[str] = [k for k in model.state_dict()]
+    kept_init = ("refiner.", "guidance.")  # missing from a checkpoint: kept at their init
     if backbone_weights:
         sd = read_checkpoint(backbone_weights)
         sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "fc."))}
@@ -147,12 +150,14 @@ def load_init_weights(model: MattingNetwork, init: Optional[str],
         sd = read_checkpoint(path)
         if model.refiner_name == "fast_guided_filter":
             sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
+        if model.guidance is None:  # a guided checkpoint without its inputs: the same network
+            sd = {k: v for k, v in sd.items() if not k.startswith("guidance.")}
         try:
             res = model.load_state_dict(sd, strict=False)
         except RuntimeError as e:
             raise WeightsError(f"weights {path} do not fit the {model.variant} model: "
                                f"{' '.join(str(e).split())[:300]}") from None
-        bad = [k for k in res.missing_keys if not k.startswith("refiner.")] + list(res.unexpected_keys)
+        bad = [k for k in res.missing_keys if not k.startswith(kept_init)] + list(res.unexpected_keys)
         if bad:
             raise WeightsError(f"weights {path} do not fit the {model.variant} model "
                                f"(e.g. key {bad[0]!r})")
@@ -163,7 +168,8 @@ def load_init_weights(model: MattingNetwork, init: Optional[str],
 def _group(model: MattingNetwork) -> dict[str, list[nn.Module]]:
     return {"backbone": [model.backbone], "aspp": [model.aspp],
             "decoder": [model.decoder, model.project_mat, model.project_seg],
-            "refiner": [model.refiner]}
+            "refiner": [model.refiner],
+            "guidance": [model.guidance] if model.guidance is not None else []}
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Optional[Path]:
@@ -254,6 +260,10 @@ class Trainer:
             raise InputError("size_*_min must not exceed size_*_max")
         if c.train_hr and min(c.size_hr_min * c.downsample_ratio, c.size_lr_min) < 32:
             raise InputError("sizes too small: the network needs >= 32 px at working resolution")
+        try:
+            self.guidance = guidance_inputs(c.guidance)
+        except ValueError as e:
+            raise InputError(f"config key 'guidance': {e}") from None
 
     def _init_distributed(self, device: Optional[str]) -> None:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -273,10 +283,10 @@ class Trainer:
     def _init_model(self) -> None:
         c = self.cfg
         torch.manual_seed(c.seed)  # same random init on every rank
-        model = build_model(variant=c.variant, refiner=c.refiner)
+        model = build_model(variant=c.variant, refiner=c.refiner, guidance=self.guidance)
         self.random_keys = load_init_weights(model, c.init, c.backbone_weights)
         lrs = {"backbone": c.lr_backbone, "aspp": c.lr_aspp, "decoder": c.lr_decoder,
-               "refiner": c.lr_refiner}
+               "refiner": c.lr_refiner, "guidance": c.lr_guidance}
         self.frozen: list[nn.Module] = []
         groups = []
         for name, mods in _group(model).items():
@@ -449,8 +459,8 @@ class Trainer:
 
     # -- one pass ------------------------------------------------------------------------------
 
-    def _crop_gen(self, tag: str) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.seed, self.step, self.rank, _STREAMS[tag]])
+    def _crop_gen(self, tag: str, *salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, self.step, self.rank, _STREAMS[tag], *salt])
 
     @staticmethod
     def _random_crop(rng: np.random.Generator, lo: int, hi: int, *xs: Tensor) -> list[Tensor]:
@@ -489,8 +499,12 @@ class Trainer:
         fgr, pha, bgr = self._to_device(*batch)
         fgr, pha, bgr = self._random_crop(self._crop_gen(tag), lo, hi, fgr, pha, bgr)
         src = fgr * pha + bgr * (1 - pha)
+        guidance = {}
+        if self.guidance:  # the plate from this composite's background, the mask from its alpha
+            guidance = synthesize(self._crop_gen(tag, 1), bgr, pha, self.guidance,
+                                  c.guidance_synthesis)
         with self._autocast():
-            pred_fgr, pred_pha = self.net(src, downsample_ratio=ratio)
+            pred_fgr, pred_pha = self.net(src, downsample_ratio=ratio, **guidance)
         loss = matting_loss(pred_fgr, pred_pha, fgr, pha)
         self._optimize(loss["total"])
         if self.rank == 0 and c.image_log_every and self.step % c.image_log_every == 0:
