@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -146,7 +147,8 @@ def _quiet(msg):
 
 def test_guided_smoke_run_trains_the_guidance_weights(tmp_path):
     cfg = tiny_config(tmp_path, preset="guided", max_steps=3, lr_guidance=1e-3,
-                      segmentation=False, guidance_synthesis={"p_none": 0.0, "p_missing": 0.0})
+                      segmentation=False, guidance_synthesis={"p_none": 0.0, "p_missing": 0.0},
+                      validate_every=3, valid_clips=1)
     assert cfg.init == "bundled" and cfg.guidance == ["plate", "mask"]
     t = Trainer(cfg, log=_quiet)
     try:
@@ -164,6 +166,9 @@ def test_guided_smoke_run_trains_the_guidance_weights(tmp_path):
     assert not torch.equal(before["decoder.decode0.conv.0.weight"], after["decoder.decode0.conv.0.weight"])
     ckpt = torch.load(result["checkpoint"], weights_only=True)
     assert "guidance.conv.weight" in ckpt["model"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["tag"] == "valid"]
+    assert valid and {"mad", "guided_mad"} <= set(valid[0])  # scored without and with guidance
 
 
 def test_guided_resume_is_bit_identical(tmp_path):

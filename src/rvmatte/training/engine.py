@@ -15,6 +15,7 @@ the same hardware, thread count and world size).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -205,6 +206,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _clip_scores(metrics, p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    """One clip's mean scores, predicted alpha ``p`` against true ``t`` (both (T, H, W))."""
+    if metrics is not None:
+        scorer = metrics.ClipScorer(metrics=("mad", "mse", "grad", "dtssd"))
+        for k in range(p.shape[0]):
+            scorer.add(p[k], t[k])
+        return scorer.means()
+    # paper scaling: MAD, MSE x 1e3
+    return {"mad": float(np.abs(p - t).mean() * 1e3), "mse": float(((p - t) ** 2).mean() * 1e3)}
 
 
 def _metrics_module():
@@ -539,7 +551,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """MAD/MSE/Grad/dtSSD (rvmatte.metrics when scipy is installed, else MAD/MSE here)."""
+        """MAD/MSE/Grad/dtSSD (rvmatte.metrics when scipy is installed, else MAD/MSE here).
+        A guided network is scored without guidance and, as ``guided_*``, with synthesised
+        guidance (seeded per clip, the same at every validation)."""
         if self.valid is None:
             return {}
         self.model.eval()
@@ -549,18 +563,19 @@ class Trainer:
         for i in range(n):
             fgr, pha, bgr = (x[None].to(self.device) for x in self.valid[(i, 12345)])
             src = fgr * pha + bgr * (1 - pha)
-            with self._autocast():
-                out = self.model(src, downsample_ratio=self.valid_ratio)
-            p = out.pha[0, :, 0].float().cpu().numpy()
             t = pha[0, :, 0].float().cpu().numpy()
-            if metrics is not None:
-                scorer = metrics.ClipScorer(metrics=("mad", "mse", "grad", "dtssd"))
-                for k in range(p.shape[0]):
-                    scorer.add(p[k], t[k])
-                clip_means.append(scorer.means())
-            else:  # paper scaling: MAD, MSE x 1e3
-                clip_means.append({"mad": float(np.abs(p - t).mean() * 1e3),
-                                   "mse": float(((p - t) ** 2).mean() * 1e3)})
+            runs = {"": {}}
+            if self.guidance:  # every input given (no clip or input left out)
+                every = dataclasses.replace(self.cfg.guidance_synthesis, p_none=0.0, p_missing=0.0)
+                runs["guided_"] = synthesize(np.random.default_rng([12345, i]), bgr, pha,
+                                             self.guidance, every)
+            scores = {}
+            for prefix, guidance in runs.items():
+                with self._autocast():
+                    out = self.model(src, downsample_ratio=self.valid_ratio, **guidance)
+                p = out.pha[0, :, 0].float().cpu().numpy()
+                scores.update({prefix + k: v for k, v in _clip_scores(metrics, p, t).items()})
+            clip_means.append(scores)
         self._set_train_mode()
         return {k: float(np.mean([m[k] for m in clip_means])) for k in clip_means[0]}
 
