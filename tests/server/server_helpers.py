@@ -218,3 +218,63 @@ def orphans(data_dir: Path) -> list[str]:
                   if p.resolve() not in wanted and not (p.is_dir() and any(
                       w.is_relative_to(p.resolve()) for w in wanted))]
     return found
+
+
+LAUNCHER = Path(__file__).with_name("slow_server.py")
+
+
+def start_server(data_dir: Path, port: int, log: Path, *options: str):
+    """``slow_server.py`` in a process of its own (a new session: :func:`stop_server` or a
+    ``kill -9`` of its group ends it); returns the ``Popen`` once ``/api/health`` answers."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest._one_torch_thread
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port),
+                             *options], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code in (
+                    200, 503):
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"server did not start: {log.read_text()}")
+
+
+def stop_server(proc, sig=None) -> None:
+    """SIGTERM (a graceful stop; ``sig`` to send another) and wait; SIGKILL if it hangs."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig or signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def wait_job(url: str, job_id: str, until=lambda job: job["state"] in (
+        "done", "failed", "cancelled"), timeout: float = 120.0) -> dict:
+    """Poll ``GET /api/jobs/{id}`` of the server at ``url`` until ``until(job)``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=10).json()
+        if until(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id}: {job}")
+        time.sleep(0.05)

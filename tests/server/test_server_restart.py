@@ -1,11 +1,11 @@
-"""A server killed mid-job (SIGKILL) resumes the job from its checkpoint after a restart."""
+"""Restarts with real server processes: a server killed mid-job (SIGKILL) resumes the job from
+its checkpoint; graceful stops (SIGTERM) do not count toward the limit of interruptions, kills
+do."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,39 +13,10 @@ import av
 import httpx
 import pytest
 
-from server_helpers import free_port, make_clip
+from server_helpers import free_port, make_clip, orphans, start_server, stop_server, wait_job
 
 pytest.importorskip("rvmatte.inference.convert")
-LAUNCHER = Path(__file__).with_name("slow_server.py")
-
-
-def start(data_dir: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest._one_torch_thread
-    proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port), *options],
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop(proc)
-    raise AssertionError(f"server did not start: {log.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+start, stop = start_server, stop_server
 
 
 @pytest.mark.slow
@@ -91,6 +62,7 @@ def test_restart_resumes_unfinished_job(tmp_path):
             out.write_bytes(resp.content)
             with av.open(str(out)) as c:
                 assert sum(1 for _ in c.decode(video=0)) == 16
+        assert orphans(data) == []  # the resume data went with the job's end
     finally:
         stop(proc)
 
@@ -123,5 +95,77 @@ def test_stop_with_a_page_following_its_jobs(tmp_path):
         reader.join(5)
         assert not reader.is_alive()  # the stream ended with the server
         assert "graceful shutdown exceeded" not in log.read_text()
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_graceful_restarts_do_not_count_as_interruptions(tmp_path):
+    """Four SIGTERMs during one job (more than the three interruptions a job is allowed):
+    each requeues it, the next start resumes it, and it finishes."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=32)
+    data, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = start(data, port, log, "--no-preload")
+    try:
+        r = httpx.post(f"{url}/api/jobs", files={"file": ("clip.mp4", clip.read_bytes())},
+                       data={"ratio": "0.25"}, timeout=30)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        for stop_no in range(1, 5):
+            # running, with progress of this run (a restart starts at 0)
+            job = wait_job(url, job_id, lambda j: j["state"] != "queued"
+                           and j["progress"]["done"] >= 1)
+            assert job["state"] == "running", (job, log.read_text()[-3000:])
+            stop(proc)  # SIGTERM: a graceful stop (uvicorn exits by the same signal)
+            assert log.read_text().count("Application shutdown complete") == stop_no
+            proc = start(data, port, log, "--no-preload")
+            job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
+            assert job["state"] in ("queued", "running") and job["error"] is None, job
+        job = wait_job(url, job_id)
+        assert job["state"] == "done", (job, log.read_text()[-3000:])
+        assert job["attempts"] == 5 and job["resumed_from"] is not None  # resumed
+        with av.open(str(_download(url, job_id, tmp_path))) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 32
+        assert orphans(data) == []
+    finally:
+        stop(proc)
+
+
+def _download(url: str, job_id: str, tmp_path: Path) -> Path:
+    resp = httpx.get(f"{url}/api/jobs/{job_id}/result", timeout=30)
+    assert resp.status_code == 200
+    out = tmp_path / "result.mp4"
+    out.write_bytes(resp.content)
+    return out
+
+
+@pytest.mark.slow
+def test_three_kills_during_a_job_give_up(tmp_path):
+    """A job during which the server is killed (SIGKILL) three times fails with the reason;
+    the server still serves new jobs, and nothing of the failed job stays on disk."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=24)
+    data, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    options = ("--copy", "--delay", "0.5")
+    proc = start(data, port, log, *options)
+    try:
+        r = httpx.post(f"{url}/api/jobs", files={"file": ("clip.mp4", clip.read_bytes())},
+                       timeout=30)
+        job_id = r.json()["id"]
+        for kill_no in range(1, 4):
+            job = wait_job(url, job_id, lambda j: j["state"] == "running"
+                           and j["progress"]["done"] >= 1)
+            assert job["attempts"] == kill_no
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            proc = start(data, port, log, *options)
+        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
+        assert job["state"] == "failed", job
+        assert job["error"] == "the server stopped during this job 3 times; giving up"
+        r = httpx.post(f"{url}/api/jobs", files={"file": ("clip.mp4", clip.read_bytes())},
+                       data={"ratio": "0.5"}, timeout=30)
+        assert wait_job(url, r.json()["id"])["state"] == "done"
+        assert orphans(data) == []
     finally:
         stop(proc)
