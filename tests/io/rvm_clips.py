@@ -116,8 +116,11 @@ def truncated_faststart_mp4(folder, n: int = 60) -> Path:
 
 def make_clip(path, *, w=64, h=48, n=8, rate=Fraction(25), audio=True, codec="libx264",
               pix_fmt="yuv420p", pts=None, time_base=None, rotation=None,
-              audio_rate=44100) -> Path:
-    """Write a clip; ``pts`` (list, in ``time_base``) makes it VFR."""
+              audio_rate=44100, image=None, sound=None) -> Path:
+    """Write a clip; ``pts`` (list, in ``time_base``) makes it VFR. ``image(i, w, h)`` draws
+    frame ``i`` (default :func:`frame_image`); ``sound(c, a, seconds, fmt)`` writes the audio
+    (default :func:`write_tone`)."""
+    image, sound = image or frame_image, sound or write_tone
     path = Path(path)
     c = av.open(str(path), "w")
     v = c.add_stream(codec, rate=rate)
@@ -136,7 +139,7 @@ def make_clip(path, *, w=64, h=48, n=8, rate=Fraction(25), audio=True, codec="li
         a = c.add_stream(acodec, rate=arate)
         a.layout = "mono"
     for i in range(n):
-        f = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")
+        f = av.VideoFrame.from_ndarray(image(i, w, h), format="rgb24")
         f.pts = pts[i] if pts is not None else i
         if time_base is not None:
             f.time_base = time_base
@@ -147,7 +150,7 @@ def make_clip(path, *, w=64, h=48, n=8, rate=Fraction(25), audio=True, codec="li
     if a is not None:
         seconds = (float((pts[-1] + (pts[-1] - pts[-2])) * time_base) if pts is not None
                    else n / float(rate))
-        write_tone(c, a, seconds, fmt="flt" if path.suffix == ".webm" else "fltp")
+        sound(c, a, seconds, "flt" if path.suffix == ".webm" else "fltp")
     c.close()
     return path
 
@@ -189,26 +192,16 @@ def make_click_clip(path, *, n=20, rate=25, click_frame=12, w=64, h=48,
                     audio_rate=44100) -> Path:
     """A clip whose audio is silent but for one click at ``click_frame / rate`` seconds, the
     moment frame ``click_frame`` is shown -- the one frame painted :data:`MARKER` (the others
-    dark with a bright moving box, :func:`frame_image` darkened). Audio and video last
-    ``n / rate`` s."""
-    path = Path(path)
-    c = av.open(str(path), "w")
-    v = c.add_stream("libx264", rate=rate)
-    v.width, v.height, v.pix_fmt = w, h, "yuv420p"
-    v.options = {"preset": "ultrafast", "crf": "12"}
-    a = c.add_stream("aac", rate=audio_rate)
-    a.layout = "mono"
-    for i in range(n):
-        img = np.full((h, w, 3), MARKER, np.uint8) if i == click_frame else frame_image(i, w, h)
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts = i
-        for p in v.encode(f):
-            c.mux(p)
-    for p in v.encode():
-        c.mux(p)
-    write_click(c, a, n / rate, click_frame / rate)
-    c.close()
-    return path
+    are :func:`frame_image`'s). Audio and video last ``n / rate`` s."""
+
+    def image(i, w, h):
+        return np.full((h, w, 3), MARKER, np.uint8) if i == click_frame else frame_image(i, w, h)
+
+    def sound(c, a, seconds, fmt):
+        write_click(c, a, seconds, click_frame / rate, fmt)
+
+    return make_clip(path, n=n, rate=Fraction(rate), w=w, h=h, audio_rate=audio_rate,
+                     image=image, sound=sound)
 
 
 def click_time(path, threshold: float = 0.3) -> float:
