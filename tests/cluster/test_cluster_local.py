@@ -121,6 +121,19 @@ def test_split_of_a_range_keeps_timestamps_and_audio(tmp_path, start, end):
     assert a["samples"] == b["samples"] and a["start"] == b["start"]
 
 
+def test_bad_numbers_of_actors_are_one_line(tmp_path, capsys):
+    clip = make_clip(tmp_path / "c.mp4", w=64, h=48, n=4, audio=False)
+    for bad in (-1, True, 1.5):
+        with pytest.raises(InputError, match="invalid number of actors"):
+            convert_many([clip], tmp_path / "o", spec=SPEC, actors=bad)
+    from rvmatte.cli import main
+
+    assert main(["convert", str(clip), "-o", str(tmp_path / "o"), "--actors", "-2"]) != 0
+    err = capsys.readouterr().err
+    assert "invalid number of actors" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_split_plan_parts_cover_the_range(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", w=64, h=48, n=50, audio=False)
     info = probe(clip)

@@ -84,10 +84,28 @@ def test_clips_through_the_cluster_equal_local_and_a_bad_one_is_reported(cluster
     assert [r["status"] for r in again.records].count("skipped") == 4
 
 
-def test_a_worker_killed_mid_task_is_retried_and_resumed(cluster, tmp_path):
+def test_an_actor_pool_keeps_its_processes_and_equals_local(cluster, media, tmp_path):
+    """``actors=2``: the four clips go to two long-lived actors (at most two worker
+    processes convert them, each keeping its model), with the local conversions' alpha."""
+    from rvmatte.cluster.remote import pool_size
+
+    clips, refs = media
+    out = tmp_path / "out"
+    res = convert_many(clips, out, alpha=out, spec=SPEC, cluster=cluster.address, actors=2)
+    assert [r["status"] for r in res.records] == ["done"] * 4
+    assert len({r["node"] for r in res.records}) <= 2  # host:pid of the converting process
+    for c in clips:
+        assert np.array_equal(alpha_of(out / f"{c.stem}_alpha.mp4"), refs[c.name])
+    assert pool_size(None, 0) == 0 and pool_size(3, 0) == 3
+    assert pool_size(None, 1) == 1  # GPU tasks, no GPU in this cluster: still one actor
+
+
+@pytest.mark.parametrize("actors", [None, 1], ids=["task", "actor"])
+def test_a_worker_killed_mid_task_is_retried_and_resumed(cluster, tmp_path, actors):
     """SIGKILL of the worker converting a clip, once it holds a checkpoint: Ray runs the task
-    again, which resumes from the checkpoint; the output is complete and equal to an
-    uninterrupted run, and nothing half-written was ever at the output's path."""
+    again (or restarts the actor and makes its call again), which resumes from the
+    checkpoint; the output is complete and equal to an uninterrupted run, and nothing
+    half-written was ever at the output's path."""
     clip = make_clip(tmp_path / "long.mp4", w=128, h=64, n=600, audio=True)
     out = tmp_path / "out"
     ckpt = out / "long_alpha.mp4.rvmatte-resume" / "job.json"
@@ -101,7 +119,7 @@ def test_a_worker_killed_mid_task_is_retried_and_resumed(cluster, tmp_path):
                 os.kill(state["pid"], signal.SIGKILL)
 
     res = convert_many([clip], None, alpha=out, spec=SPEC, cluster=cluster.address,
-                       segment_frames=10, progress=progress)
+                       segment_frames=10, progress=progress, actors=actors)
     (r,) = res.records
     assert killed, "the clip was converted before the test could kill its worker"
     assert r["status"] == "done", r["error"]

@@ -140,12 +140,17 @@ def _add_cluster_options(p) -> None:
                         "the first output folder)")
     c.add_argument("--max-retries", type=int, default=3, metavar="N",
                    help="times a task runs again after its worker died (resuming)")
+    c.add_argument("--actors", type=int, default=None, metavar="N",
+                   help="convert on N long-lived Ray actors that keep the model loaded from "
+                        "one video to the next (default: one per GPU share with "
+                        "--gpus-per-task, else a task per video; 0: always tasks)")
 
 
 def _is_many(args) -> bool:
     """Several inputs, or any cluster option: the batch of :func:`rvmatte.cluster.convert_many`."""
     return (len(args.inputs) > 1 or args.cluster is not None or args.split is not None
-            or args.split_seconds is not None or args.manifest is not None)
+            or args.split_seconds is not None or args.manifest is not None
+            or args.actors is not None)
 
 
 def _is_batch(path: Path) -> bool:
@@ -256,7 +261,8 @@ def _run_many(args, spec, common: dict, say) -> int:
                        gpus_per_task=args.gpus_per_task, split=args.split,
                        split_seconds=args.split_seconds, warmup=args.warmup,
                        manifest=_manifest_path(args), progress=common["progress"],
-                       max_retries=args.max_retries, overwrite=args.overwrite, **options)
+                       max_retries=args.max_retries, actors=args.actors,
+                       overwrite=args.overwrite, **options)
     for r in res.records:
         name = Path(r["input"]).name
         if r["status"] == "failed":

@@ -308,7 +308,8 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
                  split: Optional[int] = None, split_seconds: Optional[float] = None,
                  warmup: int = sp.DEFAULT_WARMUP, manifest=None, progress: Any = None,
                  max_retries: int = 3, overwrite: bool = False,
-                 cancel: Optional[threading.Event] = None, **options: Any) -> ManyResult:
+                 cancel: Optional[threading.Event] = None, actors: Optional[int] = None,
+                 **options: Any) -> ManyResult:
     """Convert many videos, each as a task of a Ray cluster (or one after another here).
 
     inputs: video files and/or folders of videos. output_dir / alpha / foreground: a folder
@@ -328,6 +329,9 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
     manifest: a JSON Lines file written as clips finish (input, outputs, frames, seconds,
         status, error, ...). progress: True (a bar on stderr) or a callable taking
         :class:`ClusterProgress`. max_retries: runs of a task after its worker died.
+    actors: conversions run on a pool of that many long-lived Ray actors that keep the model
+        loaded between clips; default (None): one per GPU share for GPU tasks, none (a task
+        per conversion) for CPU tasks.
     overwrite: convert again clips whose outputs exist (else they are skipped; clips with a
         checkpoint or finished parts are resumed). cancel: a ``threading.Event``.
     options: ``convert_video`` keywords (background, codec, quality, start, end,
@@ -342,6 +346,9 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
     splitting = split is not None or split_seconds is not None
     if isinstance(warmup, bool) or int(warmup) < 0:
         raise InputError(f"invalid warm-up {warmup!r}: must be 0 or more frames")
+    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int)
+                               or actors < 0):
+        raise InputError(f"invalid number of actors {actors!r}: 0 or more")
     spec = ModelSpec.of(spec)
     # Absolute paths: a worker's working folder is not the driver's.
     paths = [p.absolute() for p in expand_inputs(inputs)]
@@ -351,7 +358,7 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
     tally = Tally(len(paths))
     t0 = time.perf_counter()
     executor, started = _executor(cluster, tally, cancel, cpus=cpus_per_task,
-                                  gpus=gpus_per_task, retries=max_retries)
+                                  gpus=gpus_per_task, retries=max_retries, actors=actors)
     result = ManyResult(manifest=str(manifest) if manifest else None)
     book, markers = None, {}
     try:
@@ -377,14 +384,15 @@ def convert_many(inputs, output_dir=None, *, alpha=None, foreground=None,
     return result
 
 
-def _executor(cluster, tally, cancel, *, cpus, gpus, retries):
+def _executor(cluster, tally, cancel, *, cpus, gpus, retries, actors):
     """``(executor, whether Ray was connected here)``."""
     if cluster is None:
         return LocalExecutor(tally, cancel), False
     remote = load_remote()
     started = remote.connect(str(cluster))
     try:
-        return remote.RayExecutor(cpus=cpus, gpus=gpus, retries=retries), started
+        return remote.RayExecutor(cpus=cpus, gpus=gpus, retries=retries,
+                                  actors=actors), started
     except BaseException:
         if started:
             remote.disconnect()

@@ -8,6 +8,10 @@ and a CPU node several. A task whose worker process dies (killed, out of memory,
 gone) is submitted again by Ray up to ``max_retries`` times, on any node; the new attempt
 resumes from the checkpoint the dead one left on the shared storage. A user's error is not
 retried: it comes back as a failed record.
+
+GPU conversions go instead to a pool of long-lived :class:`Converter` actors (one per GPU
+share), which keep the loaded model from one clip to the next; a killed actor is restarted by
+Ray and its call made again, resuming the same way.
 """
 
 from __future__ import annotations
@@ -116,6 +120,20 @@ _CONVERT = {(name, gpu): ray.remote(max_calls=1 if gpu else 0)(fn)
             for name, fn in (("clip", _clip), ("part", _part)) for gpu in (False, True)}
 
 
+@ray.remote
+class Converter:
+    """A long-lived worker of the actor pool: it converts clips and parts one after another in
+    one process, which keeps its loaded model (:func:`rvmatte.cluster.work.session`) and, on a
+    GPU, its CUDA context. Restarted by Ray when its process dies; the call it was running is
+    then made again on the new process and resumes from the checkpoint."""
+
+    def clip(self, job, hub, key):
+        return _clip(job, hub, key)
+
+    def part(self, job, plan, index, hub, key):
+        return _part(job, plan, index, hub, key)
+
+
 def _here():
     """The driver's node, softly (a worker node leaving then does not take the batch's
     progress along); Ray's default where the driver is not a node (Ray Client)."""
@@ -132,9 +150,16 @@ class RayExecutor:
 
     cpus / gpus: resources of each conversion task (plans and joins, which only read
     timestamps or remux, take at most one CPU and no GPU). retries: how often Ray runs a task
-    again after its worker died."""
+    again after its worker died (or its actor).
 
-    def __init__(self, *, cpus: float = 1, gpus: float = 0, retries: int = 3) -> None:
+    actors: the conversions (clips and parts) go to a pool of at most that many
+    :class:`Converter` actors, each holding its model from one clip to the next, instead of
+    one task each; ``None``: a pool of one actor per GPU share (``gpus``) of the cluster for
+    GPU tasks (a GPU task's process is not reused: each would load the model again), none
+    for CPU tasks (whose processes Ray reuses anyway); 0: no pool."""
+
+    def __init__(self, *, cpus: float = 1, gpus: float = 0, retries: int = 3,
+                 actors: Optional[int] = None) -> None:
         self.hub = ProgressHub.options(scheduling_strategy=_here()).remote()
         heavy = dict(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
         light = dict(num_cpus=min(1.0, cpus), num_gpus=0, max_retries=retries,
@@ -143,14 +168,25 @@ class RayExecutor:
                     "part": _CONVERT["part", bool(gpus)].options(**heavy),
                     "plan": _plan.options(**light), "join": _join.options(**light)}
         self.refs: dict = {}
+        self.pool = ActorPool(pool_size(actors, gpus),
+                              dict(num_cpus=cpus, num_gpus=gpus, max_restarts=retries,
+                                   max_task_retries=retries))
 
     def submit(self, tag: tuple, kind: str, *args: Any) -> None:
         if kind in ("clip", "part"):
             args = (*args, self.hub, key_of(tag))
+            if self.pool.size:
+                self.pool.submit(tag, kind, args)
+                self._dispatch()
+                return
         self.refs[self.fns[kind].remote(*args)] = tag
 
+    def _dispatch(self) -> None:
+        for ref, tag in self.pool.dispatch():
+            self.refs[ref] = tag
+
     def pending(self) -> int:
-        return len(self.refs)
+        return len(self.refs) + self.pool.queued()
 
     def wait(self, timeout: float) -> list:
         """``[(tag, result or exception)]`` of the tasks that finished (waits up to
@@ -163,8 +199,11 @@ class RayExecutor:
             tag = self.refs.pop(ref)
             try:
                 out.append((tag, ray.get(ref)))
+                self.pool.done(ref)
             except Exception as e:  # noqa: BLE001 - a worker that died too often, or a bug
                 out.append((tag, e))
+                self.pool.done(ref, lost=isinstance(e, ray.exceptions.RayActorError))
+        self._dispatch()
         return out
 
     def running(self) -> dict:
@@ -176,13 +215,88 @@ class RayExecutor:
 
     def cancel(self) -> None:
         for ref in list(self.refs):
-            ray.cancel(ref)
+            if not self.pool.owns(ref):  # an actor's running call ends with its actor
+                ray.cancel(ref)
         self.refs.clear()
+        self.pool.close()
 
     def close(self) -> None:
+        self.pool.close()
         try:
             ray.kill(self.hub)
         except Exception:  # noqa: BLE001 - already gone with the cluster
+            pass
+
+
+def pool_size(actors: Optional[int], gpus: float) -> int:
+    """The actor pool's size (see :class:`RayExecutor`)."""
+    if actors is not None:
+        if isinstance(actors, bool) or int(actors) < 0:
+            raise RvmatteError(f"invalid number of actors {actors!r}: 0 or more")
+        return int(actors)
+    if not gpus:
+        return 0
+    return max(1, int(ray.cluster_resources().get("GPU", 0) // gpus))
+
+
+class ActorPool:
+    """At most ``size`` :class:`Converter` actors (made when work needs them), each running
+    one conversion at a time; calls wait in a queue for a free actor. An actor lost for good
+    (its restarts used up) is dropped; the next call makes a new one."""
+
+    def __init__(self, size: int, options: dict) -> None:
+        self.size, self.options = size, options
+        self.idle: list = []
+        self.actors: list = []
+        self.busy: dict = {}   # ref -> actor
+        self.waiting: list = []  # (tag, kind, args)
+
+    def submit(self, tag: tuple, kind: str, args: tuple) -> None:
+        self.waiting.append((tag, kind, args))
+
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def owns(self, ref) -> bool:
+        return ref in self.busy
+
+    def dispatch(self) -> list:
+        """Start waiting calls on free (or new) actors: ``[(ref, tag)]``."""
+        started = []
+        while self.waiting:
+            if not self.idle and len(self.actors) < self.size:
+                actor = Converter.options(**self.options).remote()
+                self.actors.append(actor)
+                self.idle.append(actor)
+            if not self.idle:
+                break
+            actor = self.idle.pop()
+            tag, kind, args = self.waiting.pop(0)
+            ref = getattr(actor, kind).remote(*args)
+            self.busy[ref] = actor
+            started.append((ref, tag))
+        return started
+
+    def done(self, ref, lost: bool = False) -> None:
+        actor = self.busy.pop(ref, None)
+        if actor is None:
+            return
+        if lost:
+            self.actors.remove(actor)
+            self._kill(actor)
+        else:
+            self.idle.append(actor)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._kill(actor)
+        self.actors, self.idle, self.busy, self.waiting = [], [], {}, []
+
+    @staticmethod
+    def _kill(actor) -> None:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
             pass
 
 
