@@ -36,10 +36,10 @@ See docs/TRAINING.md for the dataset layouts and the config file format."""
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train or fine-tune the network (presets stage1-4, finetune, dgf)",
+        "train", help="train or fine-tune the network (presets stage1-4, finetune, dgf, guided)",
         description="Train RVM with the paper's recipe, or fine-tune it on your own footage.",
         epilog=EPILOG)
-    p.add_argument("--preset", help="stage1, stage2, stage3, stage4, finetune or dgf")
+    p.add_argument("--preset", help="stage1, stage2, stage3, stage4, finetune, dgf or guided")
     p.add_argument("--config", help="JSON or TOML file of config keys (may name a preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set data.num_workers=8 (repeatable)")
