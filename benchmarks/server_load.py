@@ -26,8 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,67 +38,38 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "tests" / "server" / "slow_server.py"
+sys.path.insert(0, str(LAUNCHER.parent))
+from server_helpers import free_port, make_clip, start_server  # noqa: E402  (the tests' helpers)
 
 
-def make_clip(path: Path, frames: int, size: int = 96, noise: bool = False) -> Path:
-    """An H.264 clip of ``frames`` frames, ``size`` pixels square: a moving square, or (with
-    ``noise``) random pixels at high quality, to make an upload of a given weight."""
+def noise_clip(path: Path, frames: int, size: int = 128) -> Path:
+    """An H.264 clip of random pixels at lossless quality: an upload of a given weight."""
     import av
 
     rng = np.random.default_rng(0)
     with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=12)
+        s = out.add_stream("libx264", rate=12, options={"preset": "ultrafast", "crf": "0"})
         s.width = s.height = size
         s.pix_fmt = "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "0" if noise else "23"}
-        for i in range(frames):
-            if noise:
-                img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            else:
-                img = np.full((size, size, 3), 30, np.uint8)
-                x = (i * 5) % (size - 24)
-                img[20:44, x:x + 24] = (230, 200, 180)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+        for _ in range(frames):
+            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(s.encode())
     return path
 
 
 def heavy_clip(path: Path, megabytes: float) -> Path:
     """A valid clip of about ``megabytes`` MB (noise encodes near-losslessly large)."""
-    frames = max(1, round(megabytes * 1e6 / (128 * 128 * 3 * 0.62)))
-    return make_clip(path, frames, size=128, noise=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return noise_clip(path, max(1, round(megabytes * 1e6 / (128 * 128 * 3 * 0.62))))
 
 
 def start(runner: str, data: Path, port: int, log: Path, max_queued: int) -> subprocess.Popen:
     if runner == "copy":
-        cmd = [sys.executable, str(LAUNCHER), str(data), str(port), "--copy",
-               "--max-queued", str(max_queued), "--retry-after", "1"]
-    else:
-        cmd = [sys.executable, "-m", "rvmatte", "serve", "--data-dir", str(data), "--port",
-               str(port), "--max-queued", str(max_queued), "--min-free-mb", "0",
-               "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit(f"server did not start: {log.read_text()[-2000:]}")
+        return start_server(data, port, log, "--copy", "--max-queued", str(max_queued),
+                            "--retry-after", "1")
+    return start_server(data, port, log, timeout=180, cmd=[
+        sys.executable, "-m", "rvmatte", "serve", "--data-dir", str(data), "--port", str(port),
+        "--max-queued", str(max_queued), "--min-free-mb", "0", "--log-level", "warning"])
 
 
 class Sampler(threading.Thread):
@@ -154,6 +123,15 @@ def probe(url: str, body, *args) -> tuple[dict, object]:
     return prober.ms, out
 
 
+def in_threads(fn, n: int) -> None:
+    """``fn()`` in ``n`` threads at once; returns when all have ended."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def submit_jobs(url: str, clip: bytes, clients: int, jobs: int) -> dict:
     """``jobs`` jobs from ``clients`` threads (503: retried after Retry-After); waits until
     all are finished. Returns counts and the seconds from the first submission to the end."""
@@ -182,11 +160,7 @@ def submit_jobs(url: str, clip: bytes, clients: int, jobs: int) -> dict:
                     time.sleep(float(r.headers.get("Retry-After", 1)))
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(client, clients)
     states = {}
     with httpx.Client(timeout=30) as c:
         for job_id in ids:
@@ -211,11 +185,7 @@ def upload_many(url: str, data: bytes, count: int) -> dict:
             ids.append(r.json()["id"])
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(one, count)
     seconds = time.monotonic() - t0
     for upload_id in ids:
         httpx.delete(f"{url}/api/uploads/{upload_id}", timeout=30)
@@ -250,7 +220,7 @@ def _latency_rows(phases: dict[str, dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    clip = make_clip(work / "clip.mp4", args.frames).read_bytes()
+    clip = make_clip(work / "clip.mp4", args.frames, w=96, h=96).read_bytes()
     heavy = heavy_clip(work / "heavy.mp4", args.upload_mb).read_bytes()
     port, data, log = free_port(), work / "data", work / "server.log"
     url = f"http://127.0.0.1:{port}"

@@ -223,9 +223,11 @@ def orphans(data_dir: Path) -> list[str]:
 LAUNCHER = Path(__file__).with_name("slow_server.py")
 
 
-def start_server(data_dir: Path, port: int, log: Path, *options: str):
-    """``slow_server.py`` in a process of its own (a new session: :func:`stop_server` or a
-    ``kill -9`` of its group ends it); returns the ``Popen`` once ``/api/health`` answers."""
+def start_server(data_dir: Path, port: int, log: Path, *options: str, cmd=None,
+                 timeout: float = 60.0):
+    """``slow_server.py`` (or the command ``cmd``) in a process of its own (a new session:
+    :func:`stop_server` or a ``kill -9`` of its group ends it); returns the ``Popen`` once
+    ``/api/health`` answers (200, or 503: up but degraded)."""
     import signal
     import subprocess
     import sys
@@ -233,10 +235,10 @@ def start_server(data_dir: Path, port: int, log: Path, *options: str):
     import httpx
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see conftest._one_torch_thread
-    proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(data_dir), str(port),
-                             *options], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    cmd = cmd or [sys.executable, str(LAUNCHER), str(data_dir), str(port), *options]
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}: {log.read_text()}")
