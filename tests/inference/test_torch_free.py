@@ -60,13 +60,13 @@ print(json.dumps({{"rc": rc, "gpu": gpu, "torch": "torch" in sys.modules,
 
 
 def test_same_outputs_as_the_fused_path_of_a_session(tmp_path):
-    """The session convert_video makes itself (torch-free, ``auto`` picks ``fused`` here) and a
-    given ``Matter(backend="fused")``: the same pixels."""
+    """The session convert_video makes itself (torch-free, ``backend="fused"``) and a given
+    ``Matter(backend="fused")``: the same pixels."""
     from rvmatte.inference.convert import convert_video
     from rvmatte.inference.session import Matter
 
     kw = dict(downsample_ratio=0.25, end="5f", background="#3366cc")
-    free = convert_video(SAMPLE, tmp_path / "f", alpha=tmp_path / "fa", **kw)
+    free = convert_video(SAMPLE, tmp_path / "f", alpha=tmp_path / "fa", backend="fused", **kw)
     matter = Matter(backend="fused")
     assert matter.uint8_path(0.25)
     made = convert_video(SAMPLE, tmp_path / "m", alpha=tmp_path / "ma", model=matter, **kw)

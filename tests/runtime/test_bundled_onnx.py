@@ -16,7 +16,7 @@ CODE = r"""
 import json, sys
 import numpy as np
 from rvmatte.inference.session import Matter
-m = Matter(backend="auto", downsample_ratio=0.5)
+m = Matter(backend="fused", downsample_ratio=0.5)  # auto may pick int8 (test_int8_auto.py)
 frames = np.random.default_rng(0).integers(0, 256, (2, 72, 128, 3), dtype=np.uint8)
 fgr, pha, _ = m.process(frames)
 print(json.dumps({"torchvision": "torchvision" in sys.modules, "built": m._model is not None,
@@ -140,6 +140,12 @@ def test_cli_runs_with_an_unwritable_cache_and_leaves_nothing(tmp_path):
     assert out.returncode == 0, out.stderr[-1500:]
     assert (tmp_path / "c.mp4").stat().st_size > 0
     assert not list((tmp_path / "tmp").glob("rvmatte-onnx-*"))  # the private folder is gone
+    from rvmatte.runtime import int8_wins
+
+    if int8_wins():  # auto's int8 is not made in a temporary folder: fused, said in one line
+        said = [ln for ln in out.stderr.splitlines() if "int8" in ln]
+        assert len(said) == 1 and said[0].endswith("using backend fused"), out.stderr[-1500:]
+        assert "Traceback" not in out.stderr
 
 
 def test_a_cache_that_fails_later_or_everywhere(tmp_path, monkeypatch):

@@ -12,14 +12,15 @@ SAMPLE = "sample_talking_head_640x360.mp4"
 
 
 def find_sample() -> Path:
-    """The sample clip: ``examples/`` of the source tree (editable install / checkout)."""
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *here.parents]:
-        cand = base / "examples" / SAMPLE
-        if cand.is_file():
-            return cand
-    raise InputError(f"sample clip examples/{SAMPLE} not found; run from a checkout of rvmatte "
-                     "or pass --input VIDEO")
+    """The sample clip shipped in the package (``rvmatte/assets``; ``examples/`` of the
+    checkout holds the same file), so the demo runs from a pip install."""
+    from importlib import resources
+
+    path = Path(str(resources.files("rvmatte") / "assets" / SAMPLE))
+    if not path.is_file():
+        raise InputError(f"sample clip {path} is missing from this installation; reinstall "
+                         "rvmatte or pass --input VIDEO")
+    return path
 
 
 def register(subparsers) -> None:

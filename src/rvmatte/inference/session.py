@@ -2,13 +2,14 @@
 
 Everything that mattes frames (file conversion, evaluation, the web server, live sources)
 goes through a ``Matter``: :meth:`Matter.step` (device tensors), :meth:`Matter.process`
-(numpy frames, state kept inside) or, on the CPU's ``fused`` backend, :meth:`Matter.matte_uint8`
-(uint8 frames in, uint8 outputs out). It is built from a :class:`~rvmatte.spec.ModelSpec`; the
+(numpy frames, state kept inside) or, on the CPU's ``fused`` and ``int8`` backends,
+:meth:`Matter.matte_uint8` (uint8 frames in, uint8 outputs out). It is built from a :class:`~rvmatte.spec.ModelSpec`; the
 runner for each downsample ratio comes from :func:`rvmatte.runtime.make_runner` (``auto``
-resolved by :func:`rvmatte.runtime.auto_backend`).
+resolved by :func:`rvmatte.runtime.auto_backend`, built by
+:func:`rvmatte.runtime.make_auto_runner`).
 
 This module imports PyTorch only when something needs it: a session of the bundled weights on
-the CPU (``auto``/``fused``/``onnxruntime``) runs without it (:func:`rvmatte.runtime.needs_torch`).
+the CPU (``auto``/``fused``/``int8``/``onnxruntime``) runs without it (:func:`rvmatte.runtime.needs_torch`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 from ..downsample import resolve_downsample_ratio
 from ..hardware import apply_threads, dtype_name, set_threads
 from ..models.outputs import MattingOutput
-from ..runtime import ONNX_BACKENDS, UINT8_BACKENDS, auto_backend, make_runner, needs_torch
+from ..runtime import (ONNX_BACKENDS, UINT8_BACKENDS, auto_backend, make_auto_runner, make_runner,
+                       needs_torch)
 from ..spec import ModelSpec, torch_device
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ class Matter:
             set_threads(self.spec.threads)
         self.ratio = self.spec.downsample  # None: auto per frame size
         self.backend = self.spec.backend
+        self._bundled = model is None and self.spec.bundled()  # auto's int8 rule
         if model is not None:
             p = next(model.parameters())
             self.device_type, self._dtype_name = p.device.type, dtype_name(p.dtype)
@@ -123,7 +126,7 @@ class Matter:
     def backend_for(self, ratio: float) -> str:
         """The concrete backend used at ``ratio`` (resolves ``"auto"``)."""
         if self.backend == "auto":
-            return auto_backend(self.device_type, self._dtype_name, ratio)
+            return auto_backend(self.device_type, self._dtype_name, ratio, bundled=self._bundled)
         return self.backend
 
     def _runner_for(self, ratio: float):
@@ -139,7 +142,11 @@ class Matter:
                 model = None if torchless and self._model is None else self.model
                 if model is not None:
                     apply_threads()
-                self._runners[name] = make_runner(name, model, spec=self.spec)
+                make = make_auto_runner if self.backend == "auto" else make_runner
+                runner = make(name, model, spec=self.spec)
+                if self.backend == "auto":
+                    name = self.backend_for(ratio)  # "fused" where auto's int8 fell back
+                self._runners[name] = runner
         return self._runners[name]
 
     def uint8_path(self, ratio: float) -> bool:

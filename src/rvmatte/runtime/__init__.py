@@ -21,8 +21,9 @@ else the previous call's (four arrays or tensors: each runner takes either). The
 ``int8``              ``fused`` over the network statically quantised to 8 bits
                       (:mod:`rvmatte.runtime.int8`; made once per model and cached)
 
-``auto`` is decided in one place, :func:`auto_backend`. :class:`rvmatte.inference.session.Matter`
-is the only caller of runners. This package imports torch only in the modules that need it
+``auto`` is decided in one place, :func:`auto_backend`, and built by :func:`make_auto_runner`
+(which falls back from ``int8`` to ``fused`` where the int8 network cannot be made).
+:class:`rvmatte.inference.session.Matter` is the only caller of runners. This package imports torch only in the modules that need it
 (``torch_runners``, ``choose``): the CPU's ``fused`` and ``onnxruntime`` runners of the bundled
 weights run without it.
 """
@@ -31,16 +32,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+import sys
+from typing import TYPE_CHECKING, Any, Collection, Optional, Protocol
 
-from ..errors import RvmatteError
+from ..errors import RvmatteError, one_line
 from ..spec import BACKENDS, ModelSpec
 
 if TYPE_CHECKING:
     from ..models import MattingNetwork, MattingOutput
 
 __all__ = ["BACKENDS", "ONNX_BACKENDS", "UINT8_BACKENDS", "Runner", "auto_backend",
-           "make_runner", "needs_torch"]
+           "cpu_flags", "int8_wins", "make_auto_runner", "make_runner", "needs_torch"]
 
 # The backends that run an ONNX export (no PyTorch model needed for the bundled weights once
 # it is cached), and those of them that also take uint8 frames to uint8 outputs (matte_uint8).
@@ -59,13 +61,44 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def auto_backend(device_type: str, dtype: str, ratio: float) -> str:
+# The x86-64 instructions that make 8-bit dot products fast (ONNX Runtime's u8s8 kernels):
+# where /proc/cpuinfo names one, the int8 network beats the float one (docs/SPEED.md, "INT8").
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+# Why ``int8`` could not be made for ``auto`` in this process (then ``auto`` picks ``fused``).
+_int8_failed: list[str] = []
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags from ``cpuinfo`` (Linux); empty where there is no such file."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def int8_wins(flags: Optional[Collection[str]] = None) -> bool:
+    """Whether ``auto`` runs the bundled weights in int8 here: a CPU with VNNI (``flags``, by
+    default :func:`cpu_flags`; on others int8 may be slower than float, not measured) and
+    ``onnx`` installed for the quantiser, and no failure to make it earlier in this process."""
+    flags = cpu_flags() if flags is None else flags
+    return (any(f in flags for f in VNNI_FLAGS) and _installed("onnx")
+            and not _int8_failed)
+
+
+def auto_backend(device_type: str, dtype: str, ratio: float, *, bundled: bool = False,
+                 flags: Optional[Collection[str]] = None) -> str:
     """The backend ``backend="auto"`` picks, by a rule measured on CPUs (docs/SPEED.md).
 
     ``device_type`` ``"cpu"``/``"cuda"``/``"mps"``, ``dtype`` a dtype name. On the CPU in
-    float32 below ratio 1: ``fused`` (needs onnxruntime and numba). At ratio 1, or without
-    numba: ONNX Runtime (quiet 2-core x86_64: 2.1x plain eager at 512x288 / 1, 2.3x at
-    1080p / 0.25); without onnxruntime, ``torch-fast`` (1.85x at 512x288). On CUDA GPUs:
+    float32 below ratio 1 (needs onnxruntime and numba): ``int8`` for the ``bundled`` weights
+    where :func:`int8_wins` (``flags``: the CPU's, for tests; 1.3-1.5x ``fused`` on the 2-core
+    EPYC, quality within 1.2 % of float on the benchmark), else ``fused``. At ratio 1, or
+    without numba: ONNX Runtime (quiet 2-core x86_64: 2.1x plain eager at 512x288 / 1, 2.3x
+    at 1080p / 0.25); without onnxruntime, ``torch-fast`` (1.85x at 512x288). On CUDA GPUs:
     ``cudagraph``. Elsewhere and for other dtypes: eager ``torch``.
     """
     if device_type == "cuda":
@@ -75,8 +108,27 @@ def auto_backend(device_type: str, dtype: str, ratio: float) -> str:
     if _installed("onnxruntime"):
         from . import kernels
 
-        return "fused" if ratio < 1 and kernels.available() else "onnxruntime"
+        if ratio < 1 and kernels.available():
+            return "int8" if bundled and int8_wins(flags) else "fused"
+        return "onnxruntime"
     return "torch-fast"
+
+
+def make_auto_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
+                     spec: Optional[ModelSpec] = None) -> Runner:
+    """:func:`make_runner` for the ``backend`` :func:`auto_backend` picked. ``int8`` is made
+    only in the user cache (not again in every process where it cannot be written); where it
+    cannot be made (no ``onnx``, a read-only cache, the quantiser failing), ``fused`` with one
+    warning line on stderr, and ``auto`` picks ``fused`` for the rest of the process."""
+    if backend != "int8":
+        return make_runner(backend, model, spec=spec)
+    try:
+        return make_runner("int8", model, spec=spec, cache_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional path: the float one
+        _int8_failed.append(one_line(e))
+        print(f"rvmatte: warning: the int8 network cannot be prepared here ({one_line(e)}); "
+              "using backend fused", file=sys.stderr, flush=True)
+    return make_runner("fused", model, spec=spec)
 
 
 def needs_torch(spec: ModelSpec) -> bool:
@@ -102,12 +154,13 @@ def _onnx_source(spec: ModelSpec, model: Optional["MattingNetwork"]) -> dict:
 
 def make_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
                 spec: Optional[ModelSpec] = None, dtype: Any = None,
-                threads: Optional[int] = None) -> Runner:
+                threads: Optional[int] = None, cache_only: bool = False) -> Runner:
     """Build the runner called ``backend`` (a concrete name, not ``auto``).
 
     ``model``: the loaded PyTorch network (needed by the torch backends); without it the ONNX
     Runtime backends open ``spec``'s export. ``dtype`` defaults to the model's (or ``spec``'s);
     ``threads`` to ``spec.threads``, else :func:`rvmatte.hardware.default_threads`.
+    ``cache_only``: ``int8`` only, see :class:`rvmatte.runtime.int8.Int8Quantiser`.
     """
     spec = spec if spec is not None else ModelSpec()
     threads = threads if threads is not None else spec.threads
@@ -121,7 +174,7 @@ def make_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
         raise RvmatteError(f"unknown backend {backend!r}; choose from "
                            f"{', '.join(b for b in BACKENDS if b != 'auto')}")
     if backend in ONNX_BACKENDS:
-        return _make_onnx_runner(backend, model, spec, dtype, threads)
+        return _make_onnx_runner(backend, model, spec, dtype, threads, cache_only)
     if model is None:
         raise RvmatteError(f"backend {backend!r} needs the PyTorch model")
     from . import torch_runners as tr
@@ -137,7 +190,8 @@ def make_runner(backend: str, model: Optional["MattingNetwork"] = None, *,
     return tr.CudaGraphRunner(model, dtype=dt)
 
 
-def _make_onnx_runner(backend: str, model, spec: ModelSpec, dtype: Any, threads) -> Runner:
+def _make_onnx_runner(backend: str, model, spec: ModelSpec, dtype: Any, threads,
+                      cache_only: bool = False) -> Runner:
     source = _onnx_source(spec, model)
     if model is not None:
         device = str(next(model.parameters()).device)
@@ -152,7 +206,8 @@ def _make_onnx_runner(backend: str, model, spec: ModelSpec, dtype: Any, threads)
     if backend == "int8":
         from .int8 import Int8Runner
 
-        return Int8Runner(device=device, dtype=dtype, threads=threads, **source)
+        return Int8Runner(device=device, dtype=dtype, threads=threads, cache_only=cache_only,
+                          **source)
     try:
         from .ort import OnnxRuntimeRunner
     except ImportError as e:  # numpy-only installs: say what to install

@@ -16,13 +16,16 @@ the network's time at these working sizes -- run in int8. Only the network's own
 (``/low/...``) are candidates; anything else in a graph stays float.
 
 The calibration runs the float graph over real frames, frame after frame, carrying the
-recurrent state as in use, and records every tensor's range. Its frames are the bundled
-sample clip (``examples/sample_talking_head_640x360.mp4`` of the source checkout, checked by
-sha256) in :data:`SEQUENCES`, with a seeded choice of frames and exposure: the same recipe
-gives the same file. The quantised file lives in the export cache next to the float one
+recurrent state as in use, and records every tensor's range. Its frames are the sample clip
+shipped in the package (``rvmatte/assets/sample_talking_head_640x360.mp4``, the same file as
+``examples/`` of the checkout, checked by sha256) in :data:`SEQUENCES`, with a seeded choice
+of frames and exposure: the same recipe gives the same file, from a pip install as from a
+checkout. The quantised file lives in the export cache next to the float one
 (:mod:`rvmatte.runtime.cache`), keyed also by :data:`RECIPE_VERSION` and ONNX Runtime's
-version; it is made on first use (about a minute on two cores; the float export it starts
-from needs PyTorch) and reused from then on without torch.
+version; it is made on first use (one line on stderr says so: 12 s per graph on two idle
+cores, more under load; the float export it starts from needs PyTorch) and reused from then on
+without torch. Two processes making it at once take turns (a lock file next to it, where the
+system has ``fcntl``) and each writes through a temporary file renamed into place.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -46,9 +50,12 @@ from .fused import FusedRunner
 # Bump when anything below changes the quantised file (frames, sequences, kept-float nodes,
 # quantisation options): cached files of an older recipe are then made again.
 RECIPE_VERSION = 1
-CALIBRATION_CLIP = "examples/sample_talking_head_640x360.mp4"
+CALIBRATION_CLIP = "sample_talking_head_640x360.mp4"  # in rvmatte/assets (and examples/)
 CALIBRATION_SHA256 = "9de303e99917935dc80efa59975fc3db5b0febbbd043547bc4cdf6ec7f1dbc6b"
 SEED = 20250522
+# Seconds to quantise one graph on two idle cores of the machine of docs/SPEED.md ("INT8"),
+# for the line that announces it; scaled by the load per core.
+SECONDS_PER_GRAPH = 12
 
 
 @dataclass(frozen=True)
@@ -94,11 +101,46 @@ def _ort_version() -> str:
     return "unknown"
 
 
+def expected_seconds() -> int:
+    """About how long quantising one graph takes here (:data:`SECONDS_PER_GRAPH` on two idle
+    cores, longer on fewer cores or under load): for the announcement, not a promise."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return int(round(SECONDS_PER_GRAPH * max(1.0, 2 / cores) * max(1.0, load / cores)))
+
+
+@contextlib.contextmanager
+def _turn(path: Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` (an exclusive ``flock``) while ``path`` is made, so that a second
+    process making the same file waits and then finds it; without ``fcntl`` (Windows) both
+    make it and the last rename wins (the same bytes). ``OSError`` if the folder cannot be
+    written (the cache then falls back, :func:`rvmatte.runtime.cache._find_or_make`)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Int8Quantiser:
     """The int8 derivation of a float export, for :mod:`rvmatte.runtime.cache` (``derived=``):
-    the file's tag, the version in its key, and how to make it."""
+    the file's tag, the version in its key, and how to make it. ``cache_only``: refuse to make
+    it anywhere but the user cache (``backend="auto"``: where the cache cannot be written,
+    ``fused`` is better than quantising again in every process)."""
 
     tag = "int8"
+
+    def __init__(self, *, cache_only: bool = False) -> None:
+        self.cache_only = cache_only
 
     @property
     def version(self) -> str:
@@ -106,35 +148,44 @@ class Int8Quantiser:
 
     def make(self, float_onnx: Callable[[], Path], path: Path, *, graph: str) -> None:
         _quantization()  # before the float export (which needs torch): one clear error
-        src = float_onnx()
-        try:
-            quantize(src, path, graph=graph)
-        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, by name below
-            if type(e).__name__ != "DecodeError":
-                raise
-            # a damaged float export in the cache (a killed write, a full disk): made again,
-            # once, as OnnxRuntimeRunner does for the float graphs
-            Path(src).unlink(missing_ok=True)
-            quantize(float_onnx(), path, graph=graph)
+        folder = cache.cache_dir() / "onnx"
+        if self.cache_only and path.parent.resolve() != folder.resolve():
+            raise RvmatteError(f"the cache {folder} cannot be written")
+        with _turn(path):
+            if path.is_file():
+                return  # another process made it while this one waited
+            print(f"rvmatte: preparing the int8 network once (about {expected_seconds()} s); "
+                  f"cached in {path.parent}", file=sys.stderr, flush=True)
+            src = float_onnx()
+            try:
+                quantize(src, path, graph=graph)
+            except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, by name below
+                if type(e).__name__ != "DecodeError":
+                    raise
+                # a damaged float export in the cache (a killed write, a full disk): made
+                # again, once, as OnnxRuntimeRunner does for the float graphs
+                Path(src).unlink(missing_ok=True)
+                quantize(float_onnx(), path, graph=graph)
 
 
 INT8 = Int8Quantiser()
+INT8_CACHE_ONLY = Int8Quantiser(cache_only=True)
 
 
 # -- calibration ---------------------------------------------------------------------------
 def calibration_clip() -> Path:
-    """The sample clip, from the current folder or the checkout rvmatte runs from, checked by
-    sha256; one clear error if it is not there (it is not part of the pip package)."""
-    for base in (Path.cwd(), *Path(__file__).resolve().parents):
-        path = base / CALIBRATION_CLIP
-        if path.is_file():
-            if hashlib.sha256(path.read_bytes()).hexdigest() != CALIBRATION_SHA256:
-                raise RvmatteError(f"{path} is not the calibration clip rvmatte expects "
-                                   "(sha256 differs)")
-            return path
-    raise RvmatteError(f"backend 'int8' calibrates on {CALIBRATION_CLIP} of the rvmatte source "
-                       "checkout, found neither under the current folder nor the install; run "
-                       "once from a checkout (the result is cached), or use --backend fused")
+    """The sample clip shipped in the package (``rvmatte/assets``), checked by sha256; one
+    clear error if it is missing or altered."""
+    from importlib import resources
+
+    path = Path(str(resources.files("rvmatte") / "assets" / CALIBRATION_CLIP))
+    if not path.is_file():
+        raise RvmatteError(f"backend 'int8' calibrates on {path}, which is missing from this "
+                           "installation; reinstall rvmatte, or use --backend fused")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != CALIBRATION_SHA256:
+        raise RvmatteError(f"{path} is not the calibration clip rvmatte expects (sha256 "
+                           "differs); reinstall rvmatte, or use --backend fused")
+    return path
 
 
 def calibration_frames() -> list[list[np.ndarray]]:
@@ -252,30 +303,39 @@ def quantize(float_onnx: str | os.PathLike, path: str | os.PathLike, *, graph: s
 
 
 def int8_onnx(graph: str, *, variant: str = "mobilenetv3", weights: Any = "default",
-              refiner: Optional[str] = None, model=None, onnx_path=None) -> Path:
+              refiner: Optional[str] = None, model=None, onnx_path=None,
+              cache_only: bool = False) -> Path:
     """The cached int8 file of ``graph`` for a model given as :class:`FusedRunner` takes it:
     the bundled weights by their pinned key (no torch once made), a built ``model`` by a hash
-    of its weights; a user's ``.onnx`` file is refused (rvmatte quantises its own exports)."""
+    of its weights; a user's ``.onnx`` file is refused (rvmatte quantises its own exports).
+    ``cache_only``: see :class:`Int8Quantiser`."""
     if onnx_path is not None:
         raise RvmatteError("backend 'int8' quantises rvmatte's own export of a model, not an "
                            ".onnx file; use --backend onnxruntime for that")
+    derived = INT8_CACHE_ONLY if cache_only else INT8
     if model is None and uses_bundled(variant, weights, refiner):
-        return cache.bundled_onnx(variant, graph=graph, derived=INT8)
+        return cache.bundled_onnx(variant, graph=graph, derived=derived)
     if model is None:
         model = cache._load_model(variant, refiner=refiner, weights=weights, device="cpu")
-    return cache.cached_onnx(model, graph=graph, derived=INT8)
+    return cache.cached_onnx(model, graph=graph, derived=derived)
 
 
 class Int8Runner(FusedRunner):
-    """``Int8Runner(**source, threads=None)``: :class:`~rvmatte.runtime.fused.FusedRunner`
-    (same ``source`` keywords, CPU, float32 in and out) over the int8 graphs."""
+    """``Int8Runner(**source, threads=None, cache_only=False)``:
+    :class:`~rvmatte.runtime.fused.FusedRunner` (same ``source`` keywords, CPU, float32 in and
+    out) over the int8 graphs; ``cache_only`` as for :class:`Int8Quantiser`."""
 
     backend = "int8"
+
+    def __init__(self, *, cache_only: bool = False, **kwargs: Any) -> None:
+        self._cache_only = cache_only  # before FusedRunner opens the first graph
+        super().__init__(**kwargs)
 
     def _open(self, graph: str):
         from .ort import OnnxRuntimeRunner
 
         source = {k: v for k, v in self._source.items() if k != "threads"}
+        source["cache_only"] = self._cache_only
         threads = self._source.get("threads")
         path = int8_onnx(graph, **source)
         try:
