@@ -81,3 +81,22 @@ def test_processor_tensors_choose_the_solver_by_device():
     ForegroundEstimator()(img[None], a[None], want)
     assert np.abs(f_numba[0].permute(1, 2, 0).float().numpy() - want[0]).max() < 1e-3
     assert 0 < (f_torch - f_numba).abs().float().mean() < 0.01  # the other solver, close
+
+
+def test_reused_buffers_carry_nothing_over():
+    """The processor keeps its working arrays from frame to frame (and size to size): each
+    frame's estimate equals a fresh one, bit for bit, whatever came before."""
+    from rvmatte.post.foreground import ForegroundParams
+
+    big, small = _scene(), _scene(48, 64)
+    other = (255 - big[0], 1 - big[1], None)  # another frame of the big size
+    proc = ForegroundEstimator()
+    for img, a, _ in (big, other, small, big, other):
+        got = np.empty((1, *img.shape), np.float32)
+        proc(img[None], a[None], got)
+        assert np.array_equal(got[0], estimate_foreground(img, a))
+    full = ForegroundEstimator(ForegroundParams(skip_flat=False))
+    for img, a, _ in (other, big):
+        got = np.empty((1, *img.shape), np.float32)
+        full(img[None], a[None], got)
+        assert np.array_equal(got[0], estimate_foreground(img, a, params=full.p))

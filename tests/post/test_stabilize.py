@@ -103,3 +103,60 @@ def test_torch_matches_numba():
                             torch.from_numpy(pha)[None, None])
         np.testing.assert_allclose(p2[0, 0].numpy(), p1[0], atol=2e-5)
         np.testing.assert_allclose(f2[0].permute(1, 2, 0).numpy(), f1[0], atol=2e-5)
+
+
+def _reference_step(img, prev, pha, prev_pha, fgr, prev_fgr, p=StabilizeParams()):
+    """One frame of the formula in plain float32 numpy and Python loops, in the kernels'
+    order of operations (the running row sum included): what the numba kernels must equal
+    bit for bit, however they are arranged for speed."""
+    f32 = np.float32
+    H, W = pha.shape
+    r = p.radius
+    d = (np.abs(img.astype(np.int32) - prev).sum(2).astype(f32) * f32(1.0 / (3.0 * 255.0)))
+    hsum = np.empty((H, W), f32)
+    for y in range(H):
+        acc = f32(0)
+        for x in range(min(r, W)):
+            acc = f32(acc + d[y, x])
+        for x in range(W):
+            if x + r < W:
+                acc = f32(acc + d[y, x + r])
+            if x - r - 1 >= 0:
+                acc = f32(acc - d[y, x - r - 1])
+            hsum[y, x] = acc
+    pha, fgr = pha.copy(), fgr.copy()
+    for y in range(H):
+        y0, y1 = max(y - r, 0), min(y + r, H - 1)
+        col = hsum[y0].copy()
+        for yy in range(y0 + 1, y1 + 1):
+            col = col + hsum[yy]
+        for x in range(W):
+            n = f32((y1 - y0 + 1) * (min(x + r, W - 1) - max(x - r, 0) + 1))
+            dd = col[x] / n * f32(1 / p.tau_image)
+            a, q0 = pha[y, x], prev_pha[y, x]
+            da = (a - q0) * f32(1 / p.tau_alpha)
+            q = dd * dd + da * da
+            if q < 1:
+                w = f32(p.w_max) * (f32(1) - q) * (f32(1) - q)
+                pha[y, x] = a + w * (q0 - a)
+                fgr[y, x] = fgr[y, x] + w * (prev_fgr[y, x] - fgr[y, x])
+    return pha, fgr
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_kernels_equal_the_plain_formula_bit_for_bit(threads):
+    """Odd sizes (rows not a multiple of the kernels' groups of 4), any split into bands."""
+    rng = np.random.default_rng(4)
+    base, a = _edge(23, 37, 15)
+    frames = [_noisy(rng, base, 6.0) for _ in range(4)]
+    alphas = [np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1).astype(np.float32) for _ in range(4)]
+    fgrs = [rng.random((23, 37, 3)).astype(np.float32) for _ in range(4)]
+    st = Stabilizer(threads=threads)
+    ref = (alphas[0], fgrs[0])
+    st(frames[0][None], alphas[0][None].copy(), fgrs[0][None].copy())
+    for t in range(1, 4):
+        p, f = alphas[t][None].copy(), fgrs[t][None].copy()
+        st(frames[t][None], p, f)
+        ref = _reference_step(frames[t], frames[t - 1], alphas[t], *ref[:1], fgrs[t], ref[1])
+        assert np.array_equal(p[0], ref[0]) and np.array_equal(f[0], ref[1])
+        assert (p[0] != alphas[t]).any()  # it did hold something

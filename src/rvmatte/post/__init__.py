@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .foreground import ForegroundParams, estimate_foregrounds
+from .foreground import Buffers, ForegroundParams, estimate_foregrounds
 from .stabilize import StabilizeParams, Stabilizer
 
 __all__ = ["PostOptions", "PostChain", "ForegroundEstimator", "Stabilizer",
@@ -73,6 +73,7 @@ class ForegroundEstimator:
         if impl not in ("auto", "torch", "numba"):
             raise ValueError(f"impl must be auto, torch or numba, not {impl!r}")
         self.p, self.impl = params, impl
+        self._buffers = Buffers()
 
     def uses_torch(self, device_type: str) -> bool:
         """Whether :meth:`tensors` solves in PyTorch for tensors on ``device_type``."""
@@ -81,7 +82,7 @@ class ForegroundEstimator:
     def __call__(self, frames: np.ndarray, pha: np.ndarray,
                  fgr: Optional[np.ndarray] = None) -> None:
         if fgr is not None:
-            estimate_foregrounds(frames, pha, fgr, self.p)
+            estimate_foregrounds(frames, pha, fgr, self.p, self._buffers)
 
     def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
         """In PyTorch on the tensors' device, or through the numba kernel on the CPU (a

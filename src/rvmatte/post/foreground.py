@@ -41,9 +41,11 @@ def _k():
 
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | None = None,
-                        params: ForegroundParams = ForegroundParams()) -> np.ndarray:
+                        params: ForegroundParams = ForegroundParams(),
+                        buffers: Buffers | None = None) -> np.ndarray:
     """``image`` uint8 (H,W,3) RGB, ``alpha`` float (H,W) in [0, 1] -> foreground float32
-    (H,W,3) in [0, 1] (written into ``out`` if given)."""
+    (H,W,3) in [0, 1] (written into ``out`` if given). ``buffers``: working arrays kept
+    from call to call (a stream of frames)."""
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8 (H,W,3), got {image.dtype} {image.shape}")
@@ -52,8 +54,23 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | 
         raise ValueError(f"alpha {alpha.shape} does not match the image {image.shape[:2]}")
     if out is None:
         out = np.empty(image.shape, np.float32)
-    _estimate_ml(image, alpha, out, params)
+    _estimate_ml(image, alpha, out, params, buffers or Buffers())
     return out
+
+
+class Buffers:
+    """Working arrays by name, kept while their shape stays: a fresh multi-megabyte array
+    per frame costs its page faults on every frame (about 2,500 per 1080p frame, 6-10 ms
+    of system time, for the estimate's levels)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype)
+        return a
 
 
 def _index_map(n_out: int, n_in: int) -> np.ndarray:
@@ -69,7 +86,7 @@ def _levels(H: int, W: int) -> list[tuple[int, int]]:
 
 
 def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
-                 p: ForegroundParams) -> None:
+                 p: ForegroundParams, buf: Buffers) -> None:
     """The coarse-to-fine loop; each level's passes are numba kernels (:mod:`._kernels`).
     At the last level the frame, alpha and ``out`` are used in place (no copies) and B is
     made only where a solve can read it."""
@@ -80,34 +97,39 @@ def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
     B = F.copy()
     reg, gw = np.float32(p.regularization), np.float32(p.gradient_weight)
     levels = _levels(H, W)
+    idx = buf.get("band", (H * W,), np.int64)
     for i, (h, w) in enumerate(levels):
         last = i == len(levels) - 1
         ys, xs = _index_map(h, H), _index_map(w, W)
         if last:
             img, al, Fl = image, alpha, out
         else:
-            img, al = np.empty((h, w, 3), np.uint8), np.empty((h, w), np.float32)
+            img, al = buf.get(f"img{i}", (h, w, 3), np.uint8), buf.get(f"a{i}", (h, w), np.float32)
             k._nearest(image, img, ys, xs)
             k._nearest_2d(alpha, al, ys, xs)
-            Fl = np.empty((h, w, 3), np.float32)
-        Bl = np.empty((h, w, 3), np.float32)
+            Fl = buf.get(f"F{i}", (h, w, 3), np.float32)
+        Bl = buf.get(f"B{i}", (h, w, 3), np.float32)
         small = h * w <= p.small_size ** 2
-        band = k._band(al, p.skip_flat and not small)
         cy, cx = _index_map(h, F.shape[0]), _index_map(w, F.shape[1])
-        k._level_start(img, al, F, B, Fl, Bl, not last, cy, cx)
         if last:
-            k._fill_b(al, band, B, Bl, cy, cx)
+            band = k._last_level_start(img, al, F, B, Fl, Bl, cy, cx,
+                                       p.skip_flat and not small, idx)
+        else:
+            band = k._band(al, p.skip_flat and not small, idx)
+            k._level_start(img, al, F, B, Fl, Bl, cy, cx)
         k._sweeps(img, al, Fl, Bl, band, p.small_iterations if small else p.big_iterations,
                   reg, gw)
         F, B = Fl, Bl
 
 
 def estimate_foregrounds(frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray,
-                         params: ForegroundParams = ForegroundParams()) -> None:
+                         params: ForegroundParams = ForegroundParams(),
+                         buffers: Buffers | None = None) -> None:
     """``frames`` uint8 (T,H,W,3), ``pha`` float32 (T,H,W): ``fgr`` float32 (T,H,W,3)
     replaced by the estimate, in place."""
+    buffers = buffers or Buffers()
     for t in range(frames.shape[0]):
-        estimate_foreground(frames[t], pha[t], out=fgr[t], params=params)
+        estimate_foreground(frames[t], pha[t], out=fgr[t], params=params, buffers=buffers)
 
 
 # ---- the same method in PyTorch (GPU) ------------------------------------------------------------
