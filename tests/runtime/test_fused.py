@@ -210,7 +210,7 @@ def test_conversion_takes_the_fused_path_and_matches_torch(tmp_path):
     from rvmatte.inference.convert import convert_video
 
     kw = dict(downsample_ratio=0.25, end="12f")
-    auto = Matter(backend="auto", downsample_ratio=0.25)
+    auto = Matter(backend="fused", downsample_ratio=0.25)  # (auto may pick int8: see test_int8)
     convert_video(SAMPLE, tmp_path / "f.mp4", alpha=tmp_path / "fa/%04d.png",
                   foreground=tmp_path / "ff/%04d.png", model=auto, **kw)
     assert "fused" in auto._runners                   # it was the fused path that ran
