@@ -234,3 +234,26 @@ def test_cli_several_inputs_without_a_cluster(tmp_path, capsys):
     assert rc == 0 and "split: warm-up 2 frames per part" in err
     assert len(video_frames(tmp_path / "whole.mp4")[0]) == 6
     assert (tmp_path / "rvmatte-manifest.jsonl").exists()
+
+
+def test_server_jobs_sent_to_a_cluster_keep_their_options(tmp_path):
+    """``serve --cluster``: a job's quality, selection and plate options reach the task's
+    conversion (paths absolute: a worker's working folder is not the server's)."""
+    from types import SimpleNamespace
+
+    from rvmatte.cluster import ClusterRunner
+    from rvmatte.post.people import Selection
+
+    job = SimpleNamespace(input=Path("in.mp4"), outputs={"alpha": Path("a.mp4")},
+                          background="green", downsample_ratio="auto", stabilize=True,
+                          foreground_estimation=True, plate=Path("plate.png"),
+                          select=Selection(mask="mask.png", frame=2))
+    clip = ClusterRunner(SPEC, cluster="local").job(job)
+    o = clip.options
+    assert o["stabilize"] is True and o["refine_foreground"] is True
+    assert o["background_plate"] == str(Path("plate.png").absolute())
+    assert o["select"] == Selection(mask=str(Path("mask.png").absolute()), frame=2)
+    plain = ClusterRunner(SPEC, cluster="local").job(SimpleNamespace(
+        input=Path("in.mp4"), outputs={"alpha": Path("a.mp4")}, background="green",
+        downsample_ratio="auto"))
+    assert plain.options == {"background": "green"}

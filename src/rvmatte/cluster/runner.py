@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -65,6 +66,15 @@ class ClusterRunner:
         if str(job.downsample_ratio) != "auto":
             spec = spec.replace(downsample=float(job.downsample_ratio))
         options: dict = {"background": job.background}
+        # the quality, selection and plate options, where the job has them
+        for key, value in (("stabilize", getattr(job, "stabilize", False)),
+                           ("refine_foreground", getattr(job, "foreground_estimation", False)),
+                           ("select", getattr(job, "select", None)),
+                           ("background_plate", getattr(job, "plate", None))):
+            if key == "select" and value is not None and value.mask is not None:
+                value = replace(value, mask=os.path.abspath(value.mask))
+            if value:
+                options[key] = os.path.abspath(value) if key == "background_plate" else value
         if self.checkpoint_frames is not None:
             options["segment_frames"] = self.checkpoint_frames
         outputs = [(k, os.path.abspath(job.outputs[k])) for k in KINDS

@@ -45,7 +45,9 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
                   ratio: str | None, background_upload: str | None = None,
                   stabilize: bool = False, foreground_estimation: bool = False,
                   select: str | None = None, select_box: str | None = None,
-                  people: int | None = None, select_frame: int | None = None) -> dict[str, Any]:
+                  people: int | None = None, select_frame: int | None = None,
+                  select_mask_upload: str | None = None,
+                  plate_upload: str | None = None) -> dict[str, Any]:
     """Validate job options given as in the CLI; return them as a JSON-able dict.
 
     ``outputs``: comma-separated subset of composite, alpha, foreground (default composite).
@@ -55,11 +57,13 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
     ``ratio``: ``auto`` or a downsample ratio in (0, 1].
     ``stabilize``, ``foreground_estimation``: the quality options of ``rvmatte convert``.
     ``select`` (``"X,Y"``, several separated by ``;``), ``select_box`` (``"X0,Y0,X1,Y1"``),
-    ``people`` (N), ``select_frame`` (N): who is matted, as ``--select`` and its kin (pixels
-    of the video; checked against its size when the job runs).
+    ``people`` (N), ``select_frame`` (N), ``select_mask_upload`` (an uploaded mask image's
+    id, as ``--select-mask``): who is matted, as ``--select`` and its kin (pixels of the
+    video; checked against its size when the job runs).
+    ``plate_upload``: an uploaded image of the empty scene (``--background-plate``).
     """
     post = _post_options(stabilize, foreground_estimation, select, select_box, people,
-                         select_frame)
+                         select_frame, select_mask_upload, plate_upload)
     from ..downsample import parse_downsample_ratio
 
     kinds = [k.strip().lower() for k in (outputs or "composite").split(",") if k.strip()]
@@ -96,13 +100,15 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
 
 
 def _post_options(stabilize: bool, foreground_estimation: bool, select: str | None,
-                  select_box: str | None, people: int | None,
-                  select_frame: int | None) -> dict[str, Any]:
-    """The quality and selection options as stored with a job (only those that are set)."""
+                  select_box: str | None, people: int | None, select_frame: int | None,
+                  select_mask_upload: str | None = None,
+                  plate_upload: str | None = None) -> dict[str, Any]:
+    """The quality, selection and plate options as stored with a job (only those set)."""
     from ..post.people import Selection
 
     points = [p.strip() for p in (select or "").split(";") if p.strip()]
-    sel = Selection.parse(points or None, select_box or None, None, people, select_frame)
+    sel = Selection.parse(points or None, select_box or None, select_mask_upload or None,
+                          people, select_frame)
     out: dict[str, Any] = {}
     if stabilize:
         out["stabilize"] = True
@@ -111,17 +117,23 @@ def _post_options(stabilize: bool, foreground_estimation: bool, select: str | No
     if sel is not None:
         out["select"] = {"points": [list(p) for p in sel.points], "box": sel.box,
                          "people": sel.people, "frame": sel.frame}
+        if select_mask_upload:
+            out["select_mask_upload"] = select_mask_upload
+    if plate_upload:
+        out["plate_upload"] = plate_upload
     return out
 
 
-def _selection(stored: dict[str, Any] | None):
-    """A job's stored ``select`` option as a :class:`~rvmatte.post.people.Selection`."""
+def _selection(stored: dict[str, Any] | None, mask: Optional[Path] = None):
+    """A job's stored ``select`` option as a :class:`~rvmatte.post.people.Selection`
+    (``mask``: the path of its mask upload)."""
     if not stored:
         return None
     from ..post.people import Selection
 
     return Selection(points=tuple(tuple(p) for p in stored["points"]), box=stored["box"],
-                     people=stored["people"], frame=stored["frame"])
+                     mask=None if mask is None else str(mask), people=stored["people"],
+                     frame=stored["frame"])
 
 
 @dataclass
@@ -137,6 +149,7 @@ class JobSpec:
     stabilize: bool = False
     foreground_estimation: bool = False
     select: Any = None                # a rvmatte.post.people.Selection, or None: everyone
+    plate: Optional[Path] = None      # a clean background plate (image), or None
 
 
 ProgressFn = Callable[[Any], None]
@@ -170,7 +183,8 @@ def convert_job(job: JobSpec, spec: ModelSpec, *, progress: Optional[ProgressFn]
         spec=spec, downsample_ratio=UNSET if job.downsample_ratio == "auto"
         else job.downsample_ratio, stabilize=job.stabilize,
         refine_foreground=job.foreground_estimation, select=job.select,
-        overwrite=True, resume=resume, progress=progress, cancel=cancel, **extra)
+        background_plate=_s(job.plate), overwrite=True, resume=resume, progress=progress,
+        cancel=cancel, **extra)
 
 
 class ConvertRunner:
@@ -430,15 +444,23 @@ class JobManager:
         bg = opts["background"]
         background = bg["spec"]
         if bg["kind"] == "image":
-            img = self.store.get_upload(opts["background_upload"] or "")
-            if img is None:
-                raise InputError("the background image of this job is gone")
-            background = str(self.data_dir / img["path"])
+            background = str(self._image(opts, "background_upload", "background image"))
+        mask = self._image(opts, "select_mask_upload", "selection mask")
         return JobSpec(id=job["id"], input=self.data_dir / upload["path"], outputs=outputs,
                        background=background, downsample_ratio=opts["ratio"], workdir=workdir,
                        stabilize=bool(opts.get("stabilize")),
                        foreground_estimation=bool(opts.get("foreground_estimation")),
-                       select=_selection(opts.get("select")))
+                       select=_selection(opts.get("select"), mask),
+                       plate=self._image(opts, "plate_upload", "background plate"))
+
+    def _image(self, opts: dict[str, Any], key: str, what: str) -> Optional[Path]:
+        """The path of the uploaded image a job's option ``key`` names (None: not set)."""
+        if not opts.get(key):
+            return None
+        img = self.store.get_upload(opts[key])
+        if img is None:
+            raise InputError(f"the {what} of this job is gone")
+        return self.data_dir / img["path"]
 
     # -- workers ---------------------------------------------------------------------------
     def _warm(self, warmup: Callable[[], None]) -> None:

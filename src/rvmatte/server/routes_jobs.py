@@ -64,22 +64,36 @@ async def create_job(
     people: Optional[int] = Form(None, ge=1, description="keep the N largest people"),
     select_frame: Optional[int] = Form(None, ge=0, description="the frame the selection "
                                        "refers to (default 0)"),
+    select_mask_file: Optional[UploadFile] = File(None, description="a mask image (white: "
+                                                  "the people to keep) of the selection "
+                                                  "frame (convert --select-mask)"),
+    select_mask_upload: Optional[str] = Form(None, description="or an uploaded mask's id"),
+    plate_file: Optional[UploadFile] = File(None, description="an image of the empty scene "
+                                            "from the same camera "
+                                            "(convert --background-plate)"),
+    plate_upload: Optional[str] = Form(None, description="or an uploaded plate's id"),
 ) -> dict:
     """Queue a conversion. Options are those of ``rvmatte convert``. With an
-    ``X-Rvmatte-Owner`` header the job belongs to that key (see ``GET /api/jobs``)."""
+    ``X-Rvmatte-Owner`` header the job belongs to that key (see ``GET /api/jobs``). Each
+    image (background, selection mask, plate) is sent as a file or as the id of an upload."""
     if (file is None) == (not upload_id):
         raise ApiError(422, "invalid", "send exactly one of: file (the video) or upload_id")
-    if background_file is not None and background_upload:
-        raise ApiError(422, "invalid", "send background_file or background_upload, not both")
+    images = {"background": (background_file, background_upload),
+              "select_mask": (select_mask_file, select_mask_upload),
+              "plate": (plate_file, plate_upload)}
+    for name, (sent, given) in images.items():
+        if sent is not None and given:
+            raise ApiError(422, "invalid", f"send {name}_file or {name}_upload, not both")
     post = dict(stabilize=stabilize, foreground_estimation=foreground_estimation,
                 select=select, select_box=select_box, people=people,
                 select_frame=select_frame)
     # Validate the options before storing anything.
-    parse_options(outputs=outputs, background=background, format=format, ratio=ratio,
-                  background_upload="pending" if (background_file is not None
-                                                  or background_upload) else None, **post)
-    if background_upload:
-        get_upload_or_404(request, background_upload, "image")
+    parse_options(outputs=outputs, background=background, format=format, ratio=ratio, **post,
+                  **{f"{n}_upload": "pending" if (f is not None or u) else None
+                     for n, (f, u) in images.items()})
+    for _, given in images.values():
+        if given:
+            get_upload_or_404(request, given, "image")
     manager = request.app.state.manager
     manager.check_queue()  # a full queue answers before the upload is received
     made = []  # the uploads this request made: a job refused after them takes them back
@@ -89,12 +103,14 @@ async def create_job(
         else:
             up = await save_upload(request, file, "video", owner=scope.owner)
             made.append(up)
-        if background_file is not None:
-            made.append(await save_upload(request, background_file, "image",
-                                          owner=scope.owner))
-            background_upload = made[-1]["id"]
+        ids = {}
+        for name, (sent, given) in images.items():
+            if sent is not None:
+                made.append(await save_upload(request, sent, "image", owner=scope.owner))
+                given = made[-1]["id"]
+            ids[f"{name}_upload"] = given
         opts = parse_options(outputs=outputs, background=background, format=format,
-                             ratio=ratio, background_upload=background_upload, **post)
+                             ratio=ratio, **post, **ids)
         return job_json(await run_in_threadpool(manager.submit, up, opts, owner=scope.owner))
     except BaseException as e:
         for u in made:

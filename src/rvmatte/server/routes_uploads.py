@@ -155,6 +155,10 @@ def preview(request: Request, upload_id: str,
             frame: int = Query(0, ge=0, le=3000, description="frame index"),
             select: Optional[str] = Query(None, description="keep the person at X,Y of this "
                                           "frame (several: X,Y;X,Y), as in POST /api/jobs"),
+            select_mask_upload: Optional[str] = Query(None, description="keep the people "
+                                                      "of this uploaded mask of this frame"),
+            plate_upload: Optional[str] = Query(None, description="an uploaded image of the "
+                                                "empty scene, as in POST /api/jobs"),
             ) -> Response:
     """PNG preview of the matte on one frame, before running the whole video: that
     frame converted as the job would convert it (same model, background and ratio; the
@@ -164,9 +168,13 @@ def preview(request: Request, upload_id: str,
         raise ApiError(422, "invalid", "view must be 'composite' or 'alpha'")
     opts = parse_options(outputs="composite" if view == "composite" else "alpha",
                          background=background, format=None, ratio=ratio,
-                         background_upload=background_upload, select=select)
+                         background_upload=background_upload, select=select,
+                         select_mask_upload=select_mask_upload, plate_upload=plate_upload)
     if opts["background"]["kind"] == "image":
         get_upload_or_404(request, background_upload or "", "image")
+    for given in (select_mask_upload, plate_upload):
+        if given:
+            get_upload_or_404(request, given, "image")
     frames = up["info"].get("frames")
     if frames:  # the last frame for an index past the end, as before
         frame = min(frame, frames - 1)

@@ -21,6 +21,10 @@ from ..errors import OutputError
 # back to "queued" and are resumed from the pipeline's checkpoint.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
+# The job options that name an uploaded image the job needs (beside its video, ``upload_id``):
+# a background image, a clean background plate, a mask of the people to keep.
+IMAGE_UPLOADS = ("background_upload", "plate_upload", "select_mask_upload")
+_USES = " OR ".join(f"json_extract(options, '$.{k}')=?" for k in IMAGE_UPLOADS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -158,19 +162,19 @@ class JobStore:
         False); one transaction, so no job can claim it in between."""
         with self._lock:
             if self._db.execute(
-                    "SELECT 1 FROM jobs WHERE state IN (?,?) AND (upload_id=?"
-                    " OR json_extract(options, '$.background_upload')=?) LIMIT 1",
-                    (QUEUED, RUNNING, upload_id, upload_id)).fetchone():
+                    f"SELECT 1 FROM jobs WHERE state IN (?,?) AND (upload_id=? OR {_USES})"
+                    " LIMIT 1", (QUEUED, RUNNING, upload_id, *[upload_id] * len(IMAGE_UPLOADS))
+                    ).fetchone():
                 return False
             self._db.execute("DELETE FROM uploads WHERE id=?", (upload_id,))
             return True
 
     def unreferenced_uploads(self, older_than: float) -> list[dict[str, Any]]:
         """Uploads created before ``older_than`` that no job still needs."""
+        uses = " OR ".join(f"json_extract(j.options, '$.{k}') = u.id" for k in IMAGE_UPLOADS)
         return self._all(
             "SELECT * FROM uploads u WHERE created_at < ? AND NOT EXISTS ("
-            " SELECT 1 FROM jobs j WHERE j.upload_id = u.id"
-            "  OR json_extract(j.options, '$.background_upload') = u.id)", (older_than,))
+            f" SELECT 1 FROM jobs j WHERE j.upload_id = u.id OR {uses})", (older_than,))
 
     # -- jobs ----------------------------------------------------------------------------
     def add_job(self, *, id: str, upload_id: str, filename: str,
