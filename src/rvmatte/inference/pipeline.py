@@ -32,6 +32,7 @@ from ..errors import Cancelled, InputError, OutputError, RvmatteError
 from ..io.readers import Source
 from ..io.segments import SegmentedOutputs
 from ..io.writers import SEGMENT_FORMAT, SegmentWriter, image_name, write_png
+from ..post import PostChain
 from .checkpoint import Checkpoint, CheckpointDir
 from .finalize import image_dir, image_file
 from .plan import UINT8_NAMES, OutputPlan
@@ -370,10 +371,12 @@ class Pipeline:
                 f"out of GPU memory at {len(idx)} frame(s) of {w}x{h} per call; "
                 "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
 
-    def _post_numpy(self, frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray) -> None:
-        """The post stage on one frame's float outputs (the uint8 path), in place."""
-        for proc in self.post.values():
-            proc(frames, pha, fgr)
+    @property
+    def _post_numpy(self):
+        """The post stage on one frame's float outputs (the uint8 path), in place: the
+        processors as one :class:`~rvmatte.post.PostChain` (whose ``replaces_foreground``
+        the fused runner reads)."""
+        return PostChain(self.post)
 
     # ---- encode stage -------------------------------------------------------------------
     def _writer_args(self, kind: str, index: int, start_pts: int) -> dict:

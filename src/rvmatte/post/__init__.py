@@ -8,7 +8,9 @@ state (saved in conversion checkpoints, so a resumed job writes the same bytes).
 - ``proc.tensors(src, fgr, pha) -> (fgr, pha)``: tensors, ``src``/``fgr`` (T,3,H,W), ``pha``
   (T,1,H,W), on the model's device (the GPU path);
 - ``proc.state_arrays()`` / ``proc.load_state(arrays, like=None)``; ``proc.reset()`` for a
-  new clip.
+  new clip;
+- optional ``proc.replaces_foreground``: true when the numpy call writes all of ``fgr``
+  before reading any (the fused CPU path then does not make the network's foreground).
 
 Processors: :class:`~rvmatte.post.stabilize.Stabilizer` (temporal stabilisation of alpha
 and foreground), :class:`ForegroundEstimator` (foreground colours from frame and alpha,
@@ -75,6 +77,9 @@ class ForegroundEstimator:
         self.p, self.impl = params, impl
         self._buffers = Buffers()
 
+    #: The numpy call overwrites every foreground value without reading one.
+    replaces_foreground = True
+
     def uses_torch(self, device_type: str) -> bool:
         """Whether :meth:`tensors` solves in PyTorch for tensors on ``device_type``."""
         return self.impl == "torch" or (self.impl == "auto" and device_type != "cpu")
@@ -126,6 +131,13 @@ class PostChain:
 
     def __init__(self, processors: dict) -> None:
         self.processors = dict(processors)
+
+    @property
+    def replaces_foreground(self) -> bool:
+        """The first processor replaces the foreground (so the chain never reads the one it
+        is given)."""
+        first = next(iter(self.processors.values()), None)
+        return bool(getattr(first, "replaces_foreground", False))
 
     def __call__(self, frames: np.ndarray, pha: np.ndarray,
                  fgr: Optional[np.ndarray] = None) -> None:

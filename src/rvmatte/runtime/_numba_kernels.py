@@ -173,6 +173,35 @@ def refine_float_u8_rows(src, a, b, fgr, pha, xi0, xi1, xl, yi0, yi1, yl, r0, r1
 
 
 @jit
+def refine_alpha_u8_rows(src, a, b, pha, xi0, xi1, xl, yi0, yi1, yl, r0, r1):
+    # The pha of refine_float_u8_rows alone, the same bits, for a post stage that replaces
+    # the foreground: only the alpha's two coefficient planes are upsampled (coef_row's
+    # operations), the others stay 0. The pixel loop is refine_float_u8_rows' own, foreground
+    # included (into one scratch row): without it, fastmath contracts the alpha's operations
+    # differently (measured: other bits); tests/post/test_fused_post.py holds the two equal.
+    W, w = src.shape[1], a.shape[2]
+    va = np.empty((2, w), np.float32)
+    ua = np.zeros((8, W), np.float32)
+    fgr = np.empty((W, 3), np.float32)
+    one = np.float32(1.0)
+    inv = np.float32(1.0 / 255.0)
+    for y in range(r0, r1):
+        j0, j1, ly = yi0[y], yi1[y], yl[y]
+        for x in range(w):
+            va[0, x] = a[3, j0, x] * (one - ly) + a[3, j1, x] * ly
+            va[1, x] = b[3, j0, x] * (one - ly) + b[3, j1, x] * ly
+        for x in range(W):
+            lx = xl[x]
+            ua[3, x] = va[0, xi0[x]] * (one - lx) + va[0, xi1[x]] * lx
+        for x in range(W):
+            lx = xl[x]
+            ua[7, x] = va[1, xi0[x]] * (one - lx) + va[1, xi1[x]] * lx
+        for x in range(W):
+            r, g, bl = src[y, x, 0] * inv, src[y, x, 1] * inv, src[y, x, 2] * inv
+            pha[y, x], fgr[x, 0], fgr[x, 1], fgr[x, 2] = apply_pixel(ua, x, r, g, bl)
+
+
+@jit
 def compose_rows(pha, fg, bg, comp, rgba, fgr, alpha, comp_yuv, alpha_yuv, r0, r1):
     # The outputs of refine_rows (same arithmetic) from float32 pha (H,W) and fg (H,W,3) in
     # [0, 1] (a post stage's results) instead of the coefficients.

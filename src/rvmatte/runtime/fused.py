@@ -154,7 +154,9 @@ class FusedRunner:
         ``"composite_yuv"`` / ``"alpha_yuv"``: (T,H*3/2,W) 4:2:0 planes for the encoder (even
         sizes; see :class:`rvmatte.runtime.kernels.Refiner`). ``post``: None, or a callable
         ``post(frames (1,H,W,3) uint8, pha (1,H,W), fgr (1,H,W,3))`` changing the network's
-        float32 outputs in place before the uint8 outputs are made (:mod:`rvmatte.post`)."""
+        float32 outputs in place before the uint8 outputs are made (:mod:`rvmatte.post`);
+        where ``post.replaces_foreground`` is true (it writes all of ``fgr`` before reading
+        any), the network's foreground is not made for it."""
         unknown = set(outputs) - set(self._OUTPUTS)
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}")
@@ -162,13 +164,17 @@ class FusedRunner:
         out = {k: np.empty(self._shape(k, T, H, W), np.uint8) for k in outputs}
         if post is not None:
             pha, fgr = np.empty((1, H, W), np.float32), np.empty((1, H, W, 3), np.float32)
+            alpha_only = bool(getattr(post, "replaces_foreground", False))
         for t, (a, b) in enumerate(coefs):
             frame = np.ascontiguousarray(frames[t])
             if post is None:
                 self.refine(frame, a, b, background=background,
                             **{k: v[t] for k, v in out.items()})
                 continue
-            self.refine.floats_u8(frame, a, b, fgr[0], pha[0])
+            if alpha_only:
+                self.refine.alpha_u8(frame, a, b, pha[0])
+            else:
+                self.refine.floats_u8(frame, a, b, fgr[0], pha[0])
             post(frame[None], pha, fgr)
             self.refine.compose(pha[0], fgr[0], background=background,
                                 **{k: v[t] for k, v in out.items()})

@@ -149,6 +149,12 @@ class Refiner:
         H, W = frame.shape[:2]
         self._run(self._k.refine_float_u8_rows, frame, H, W, a, b, (fgr, pha))
 
+    def alpha_u8(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray, pha: np.ndarray) -> None:
+        """The ``pha`` of :meth:`floats_u8` alone (the same values, about half the time), for
+        a post stage that replaces the foreground."""
+        H, W = frame.shape[:2]
+        self._run(self._k.refine_alpha_u8_rows, frame, H, W, a, b, (pha,))
+
     def compose(self, pha: np.ndarray, fgr: np.ndarray, *, background=None,
                 **outputs: Optional[np.ndarray]) -> None:
         """The uint8 outputs of :meth:`__call__` (same names, same arithmetic) from float32

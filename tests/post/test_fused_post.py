@@ -1,0 +1,75 @@
+"""The post stage on the fused CPU path: the shortcuts the runner takes for it change no bit.
+
+A post stage that replaces the foreground (foreground estimation first) gets only the
+network's alpha (``Refiner.alpha_u8``, about half the work of ``floats_u8``); the outputs
+must be those of the full float outputs."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from rvmatte.post import ForegroundEstimator, PostChain, PostOptions, Stabilizer  # noqa: E402
+from rvmatte.post import quality_processors  # noqa: E402
+from rvmatte.runtime import kernels  # noqa: E402
+
+
+def _frame(h, w, seed):
+    """A smooth frame (blobs) with some texture: values across the whole 0..255 range."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
+    base = np.stack([np.sin(7 * xx + 3 * yy + c) for c in range(3)], -1) * 110 + 128
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def _coefficients(hl, wl, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(0, 0.7, (4, hl, wl))).astype(np.float32)
+    b = (rng.random((4, hl, wl)) * 1.4 - 0.2).astype(np.float32)  # the clamps matter
+    return a, b
+
+
+@pytest.mark.parametrize("h,w,hl,wl", [(270, 480, 67, 120), (101, 77, 50, 38), (48, 64, 48, 64)])
+def test_alpha_alone_is_the_float_outputs_alpha_bit_for_bit(h, w, hl, wl):
+    frame = _frame(h, w, h)
+    a, b = _coefficients(hl, wl, w)
+    ref = kernels.Refiner(2)
+    want, fgr, got = (np.empty((h, w), np.float32), np.empty((h, w, 3), np.float32),
+                      np.full((h, w), 7, np.float32))
+    ref.floats_u8(frame, a, b, fgr, want)
+    ref.alpha_u8(frame, a, b, got)
+    ref.close()
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert 0 < (want == 0).mean() < 1 and 0 < ((want > 0) & (want < 1)).mean()
+
+
+def test_chain_says_whether_it_replaces_the_foreground():
+    assert PostChain({"foreground": ForegroundEstimator(), "stabilize": Stabilizer()}) \
+        .replaces_foreground
+    assert not PostChain({"stabilize": Stabilizer()}).replaces_foreground
+    assert not PostChain({"stabilize": Stabilizer(), "foreground": ForegroundEstimator()}) \
+        .replaces_foreground
+    assert not PostChain({}).replaces_foreground
+
+
+@pytest.mark.parametrize("options", [PostOptions(refine_foreground=True),
+                                     PostOptions(stabilize=True, refine_foreground=True)])
+def test_fused_finish_outputs_as_with_the_full_float_outputs(options):
+    """FusedRunner.finish with the chain (alpha only) and with the same processors behind a
+    plain function (no ``replaces_foreground``: the full float outputs): the same bytes."""
+    from rvmatte.runtime.fused import FusedRunner
+
+    runner = FusedRunner.__new__(FusedRunner)  # the full-resolution half only: no network
+    runner.refine = kernels.Refiner(2)
+    frames = np.stack([_frame(90, 160, s) for s in range(3)])
+    coefs = [_coefficients(23, 40, s) for s in range(3)]
+    outs = ("composite_yuv", "alpha_yuv", "rgba", "foreground")
+    fast, full = (PostChain(quality_processors(options)) for _ in range(2))
+    plain = lambda f, p, g: full(f, p, g)  # noqa: E731
+    assert fast.replaces_foreground and not hasattr(plain, "replaces_foreground")
+    for t in range(3):
+        got = runner.finish(frames[t:t + 1], coefs[t:t + 1], outputs=outs, post=fast)
+        want = runner.finish(frames[t:t + 1], coefs[t:t + 1], outputs=outs, post=plain)
+        for k in outs:
+            assert np.array_equal(got[k], want[k]), (t, k)
+    runner.close()
