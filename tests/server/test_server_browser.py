@@ -172,3 +172,51 @@ def test_click_a_person_in_the_preview_to_matte_only_them(open_page, real_server
     assert page.locator("#selection").is_hidden()
     page.wait_for_function(PREVIEW_READY, timeout=60_000)
     assert page.errors == []
+
+
+# the mean of an <img>'s pixels (drawn on a canvas), in levels
+_IMG_MEAN = """(i) => {
+  const c = document.createElement('canvas');
+  c.width = i.naturalWidth; c.height = i.naturalHeight;
+  const g = c.getContext('2d');
+  g.drawImage(i, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let s = 0;
+  for (let k = 0; k < d.length; k += 4) s += d[k];
+  return s / (d.length / 4);
+}"""
+
+
+def test_empty_scene_photo_reaches_preview_and_job(open_page, real_server, tmp_path):
+    """An empty-scene photo (here the first frame itself, so everything in it matches the
+    'plate' and the matte empties) changes the preview's matte and goes with the job;
+    "No photo" takes it back."""
+    clip = short_sample(tmp_path / "talk.mp4", frames=6)
+    with av.open(str(clip)) as c:
+        first = next(c.decode(video=0)).to_image()
+    plate = tmp_path / "empty room.png"
+    first.save(plate)
+    page = open_page(real_server, 1100, 900)
+    page.set_input_files("#file", str(clip))
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    plain = page.locator("#preview-alpha").evaluate(_IMG_MEAN)
+    before = page.get_attribute("#preview-alpha", "src")
+    page.set_input_files("#plate", str(plate))
+    page.locator("#plate-info").wait_for(state="visible", timeout=30_000)
+    assert "empty room.png" in page.inner_text("#plate-info")
+    page.wait_for_function(
+        f"document.querySelector('#preview-alpha').getAttribute('src') !== {before!r}",
+        timeout=60_000)
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    with_plate = page.locator("#preview-alpha").evaluate(_IMG_MEAN)
+    assert plain > 40 and with_plate < 0.25 * plain, (plain, with_plate)
+    page.click("#start")
+    row = page.locator("#jobs li.job[data-state=done]").first
+    row.wait_for(timeout=120_000)
+    assert "empty-scene photo" in row.inner_text()
+    job = page.evaluate("[...state.jobs.values()][0]")
+    assert job["options"]["plate_upload"] == page.evaluate("state.plateUpload")
+    page.click("#plate-clear")
+    assert page.locator("#plate-info").is_hidden() and page.evaluate("state.plateUpload") is None
+    page.wait_for_function(PREVIEW_READY, timeout=60_000)
+    assert page.errors == []

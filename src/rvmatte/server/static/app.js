@@ -8,7 +8,7 @@
 const $ = (sel) => document.querySelector(sel);
 const OWNER_STORAGE = "rvmatte-owner";
 const state = {
-  upload: null, bgUpload: null, previewSeq: 0, previewTimer: null,
+  upload: null, bgUpload: null, plateUpload: null, previewSeq: 0, previewTimer: null,
   jobs: new Map(),      // id -> the job's latest JSON
   gone: new Set(),      // ids deleted here or by the server: a late event must not bring one back
   selected: null,       // the job shown in the "Your video" panel
@@ -194,20 +194,38 @@ function initDropZone() {
   });
 }
 
-async function uploadBackgroundImage(file) {
-  state.bgUpload = null;
+// An image the job needs (the background image, the empty-scene photo): uploaded at once,
+// kept in state[key] as its upload id.
+async function uploadImage(file, key, label) {
+  state[key] = null;
   updateStart();
   const form = new FormData();
   form.append("file", file);
   form.append("kind", "image");
   try {
-    state.bgUpload = (await api("POST", "/api/uploads", form)).id;
+    state[key] = (await api("POST", "/api/uploads", form)).id;
     setMessage("");
     schedulePreview(0);
   } catch (e) {
-    setMessage(`Background image: ${e.message}`);
+    setMessage(`${label}: ${e.message}`);
   }
   updateStart();
+}
+
+async function uploadPlate(file) {
+  $("#plate-info").hidden = true;
+  await uploadImage(file, "plateUpload", "Empty-scene photo");
+  if (state.plateUpload) {
+    setText($("#plate-text"), `Empty-scene photo: ${file.name}`);
+    $("#plate-info").hidden = false;
+  }
+}
+
+function clearPlate() {
+  state.plateUpload = null;
+  $("#plate").value = "";
+  $("#plate-info").hidden = true;
+  schedulePreview(0);
 }
 
 // -- the one-frame preview -------------------------------------------------------------------
@@ -233,6 +251,7 @@ async function loadPreview() {
   const q = new URLSearchParams({ background: o.background, ratio: o.ratio });
   if (o.background === "image") q.set("background_upload", state.bgUpload);
   if (state.select) q.set("select", state.select.join(","));
+  if (state.plateUpload) q.set("plate_upload", state.plateUpload);
   const base = `/api/uploads/${state.upload.id}/preview`;
   setText($("#preview-status"), "Computing the preview of the first frame…");
   try {
@@ -261,6 +280,7 @@ async function startJob() {
   for (const k of o.quality) form.append(k, "true");  // stabilize, foreground_estimation
   if (state.select) form.append("select", state.select.join(","));
   if (o.background === "image") form.append("background_upload", state.bgUpload);
+  if (state.plateUpload) form.append("plate_upload", state.plateUpload);
   $("#start").disabled = true;
   try {
     const job = await api("POST", "/api/jobs", form);
@@ -311,7 +331,8 @@ function updateJobView(view, job) {
   st.className = `state state-${job.state}`;
   if (job.error) st.title = job.error; else st.removeAttribute("title");
   const o = job.options;
-  const extras = [o.stabilize && "steady matte", o.foreground_estimation && "clean edges"];
+  const extras = [o.stabilize && "steady matte", o.foreground_estimation && "clean edges",
+                  o.plate_upload && "empty-scene photo", o.select && "selected people"];
   setText(view.querySelector(".opts"),
           [`${o.outputs.join(", ")}`, o.background, o.format, `ratio ${o.ratio}`,
            ...extras.filter(Boolean)].join(" · "));
@@ -632,8 +653,12 @@ async function followJobs() {
 // -- start -----------------------------------------------------------------------------------
 function initOptions() {
   $("#bg-image").addEventListener("change", (e) => {
-    if (e.target.files.length) uploadBackgroundImage(e.target.files[0]);
+    if (e.target.files.length) uploadImage(e.target.files[0], "bgUpload", "Background image");
   });
+  $("#plate").addEventListener("change", (e) => {
+    if (e.target.files.length) uploadPlate(e.target.files[0]);
+  });
+  $("#plate-clear").addEventListener("click", clearPlate);
   $("#background").addEventListener("change", () => {
     const kind = $("#background").value;
     $("#colour-field").hidden = kind !== "colour";
