@@ -27,11 +27,12 @@ def frame_difference(img, prev, hsum, rowsums, r, r0, r1):
     Both sums are running sums along the row (a chain of dependent additions); four rows
     are walked side by side so that the chains overlap (the same operations per row, the
     same bits as one row at a time)."""
-    W = img.shape[1]
+    H, W = img.shape[0], img.shape[1]
     d = np.empty((4, W), np.float32)
+    flat_img, flat_prev = img.reshape(H, 3 * W), prev.reshape(H, 3 * W)  # loops that vectorise
     for y in range(r0, r1, 4):
         n = min(4, r1 - y)
-        _row_differences(img, prev, d, y, n)
+        _row_differences(flat_img, flat_prev, d, y, n)
         if n == 4:
             _row_sums4(d, hsum, rowsums, y, r)
         else:
@@ -41,15 +42,15 @@ def frame_difference(img, prev, hsum, rowsums, r, r0, r1):
 
 @jit
 def _row_differences(img, prev, d, y, n):
-    """d[i, x] = mean_c |img - prev| / 255 of row y + i, i < n."""
-    W = img.shape[1]
+    """d[i, x] = mean_c |img - prev| / 255 of row y + i, i < n; img, prev (H, W*3)."""
+    W = d.shape[1]
     scale = np.float32(1.0 / (3.0 * 255.0))
     for i in range(n):
         a, b, di = img[y + i], prev[y + i], d[i]
         for x in range(W):
-            v = (abs(np.int32(a[x, 0]) - np.int32(b[x, 0]))
-                 + abs(np.int32(a[x, 1]) - np.int32(b[x, 1]))
-                 + abs(np.int32(a[x, 2]) - np.int32(b[x, 2])))
+            j = 3 * x
+            v = (abs(np.int32(a[j]) - np.int32(b[j])) + abs(np.int32(a[j + 1]) - np.int32(b[j + 1]))
+                 + abs(np.int32(a[j + 2]) - np.int32(b[j + 2])))
             di[x] = np.float32(v) * scale
 
 
@@ -121,6 +122,8 @@ def stabilize_rows(hsum, r, pha, prev_pha, fgr, prev_fgr, w_max, inv_tau_i, inv_
         nx[x] = min(x + r, W - 1) - max(x - r, 0) + 1
     count = np.empty(W, np.float32)
     want_f = fgr.shape[0] > 0
+    flat_f = fgr.reshape(fgr.shape[0], fgr.shape[1] * 3)
+    flat_pf = prev_fgr.reshape(prev_fgr.shape[0], prev_fgr.shape[1] * 3)
     for y in range(r0, r1):
         # the vertical sum row by row (not running), so any split into bands gives the
         # same bits
@@ -135,7 +138,7 @@ def stabilize_rows(hsum, r, pha, prev_pha, fgr, prev_fgr, w_max, inv_tau_i, inv_
             count[x] = np.float32(ny * nx[x])
         _blend_alpha(col, count, pha[y], prev_pha[y], wrow, w_max, inv_tau_i, inv_tau_a)
         if want_f:
-            _blend_foreground(wrow, fgr[y], prev_fgr[y])
+            _blend_foreground(wrow, flat_f[y], flat_pf[y])
 
 
 @jit
@@ -159,14 +162,19 @@ def _blend_alpha(col, count, a_row, p_row, wrow, w_max, inv_tau_i, inv_tau_a):
 
 @jit
 def _blend_foreground(wrow, f_row, p_row):
+    """One row of foreground (``f_row``, ``p_row``: (W*3,)) with the alpha's weights."""
+    zero = np.float32(0.0)
     for x in range(wrow.shape[0]):
         w = wrow[x]
-        for c in range(3):
-            f = f_row[x, c]
-            v = f + w * (p_row[x, c] - f)
-            v = v if w >= np.float32(0.0) else f
-            f_row[x, c] = v
-            p_row[x, c] = v
+        keep = w >= zero
+        j = 3 * x
+        f0, f1, f2 = f_row[j], f_row[j + 1], f_row[j + 2]
+        v0 = f0 + w * (p_row[j] - f0)
+        v1 = f1 + w * (p_row[j + 1] - f1)
+        v2 = f2 + w * (p_row[j + 2] - f2)
+        v0, v1, v2 = (v0, v1, v2) if keep else (f0, f1, f2)
+        f_row[j], f_row[j + 1], f_row[j + 2] = v0, v1, v2
+        p_row[j], p_row[j + 1], p_row[j + 2] = v0, v1, v2
 
 
 # ---- foreground estimation (multi-level, Germer et al. 2020) ---------------------------------
