@@ -160,3 +160,22 @@ def test_kernels_equal_the_plain_formula_bit_for_bit(threads):
         ref = _reference_step(frames[t], frames[t - 1], alphas[t], *ref[:1], fgrs[t], ref[1])
         assert np.array_equal(p[0], ref[0]) and np.array_equal(f[0], ref[1])
         assert (p[0] != alphas[t]).any()  # it did hold something
+
+
+def test_strided_foreground_is_stabilised_in_place():
+    """A foreground that is a strided view (a tensor's permuted memory, as live mode passes)
+    is changed in place, as a contiguous one is."""
+    rng = np.random.default_rng(5)
+    base, a = _edge(20, 28, 10)
+    s1, s2 = Stabilizer(), Stabilizer()
+    for t in range(3):
+        img = _noisy(rng, base)[None]
+        pha = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1).astype(np.float32)[None]
+        fgr = rng.random((1, 20, 28, 3)).astype(np.float32)
+        strided = np.ascontiguousarray(fgr.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        assert not strided.flags.c_contiguous
+        p1, p2 = pha.copy(), pha.copy()
+        s1(img, p1, fgr)
+        s2(img, p2, strided)
+        assert np.array_equal(p1, p2) and np.array_equal(fgr, strided)
+    assert s2.prev_fgr.flags.c_contiguous

@@ -64,7 +64,8 @@ class PostOptions:
 
 
 class ForegroundEstimator:
-    """The processor of :mod:`rvmatte.post.foreground` (stateless: per frame).
+    """The processor of :mod:`rvmatte.post.foreground` (stateless: per frame; it keeps its
+    working arrays from frame to frame, so one stream, one thread at a time).
 
     ``impl``: how :meth:`tensors` solves: ``"auto"`` (PyTorch on the tensors' device when
     that is not the CPU, so a GPU conversion copies nothing to the host; the numba kernel on

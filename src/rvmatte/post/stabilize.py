@@ -94,15 +94,19 @@ class Stabilizer:
                         p.radius)
             fresh = float(self._rows.sum()) / pha.size > p.cut  # row order: any split
         if fresh:  # first frame, new size or scene cut: the network's values as they are
-            self.prev_pha = np.array(pha, np.float32)
+            self.prev_pha = np.array(pha, np.float32, order="C")
             self.prev_fgr = (np.zeros((0, 0, 3), np.float32) if fgr is None
-                             else np.array(fgr, np.float32))
-            self.prev_img = np.array(img, copy=True)
+                             else np.array(fgr, np.float32, order="C"))
+            self.prev_img = np.array(img, order="C")
             return
-        self._bands(k.stabilize_rows, H, self._hsum, p.radius, pha, self.prev_pha,
-                    np.zeros((0, 0, 3), np.float32) if fgr is None else fgr, self.prev_fgr,
-                    np.float32(p.w_max), np.float32(1 / p.tau_image),
+        # the kernel reads the foreground as flat rows: a strided one (a tensor's view, live)
+        # goes through a contiguous copy
+        f = np.zeros((0, 0, 3), np.float32) if fgr is None else np.ascontiguousarray(fgr)
+        self._bands(k.stabilize_rows, H, self._hsum, p.radius, pha, self.prev_pha, f,
+                    self.prev_fgr, np.float32(p.w_max), np.float32(1 / p.tau_image),
                     np.float32(1 / p.tau_alpha))
+        if fgr is not None and f is not fgr:
+            np.copyto(fgr, f)
         np.copyto(self.prev_img, img)
 
     # -- torch ------------------------------------------------------------------------------
@@ -160,6 +164,8 @@ class Stabilizer:
             import torch
 
             arrays = [torch.from_numpy(np.array(a)).to(like.device) for a in arrays]
+        else:
+            arrays = [np.ascontiguousarray(a) for a in arrays]  # the kernels' layout
         self.prev_img, self.prev_pha, self.prev_fgr = arrays
 
 
