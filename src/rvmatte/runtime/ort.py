@@ -97,7 +97,10 @@ class OnnxRuntimeRunner:
                  model: Optional[MattingNetwork] = None, onnx_path: str | os.PathLike | None = None,
                  threads: Optional[int] = None, providers: Optional[Sequence] = None,
                  opset: int = DEFAULT_OPSET, spin: bool = False, pipeline: bool = False,
-                 graph: str = "full") -> None:
+                 graph: str = "full", guidance: Any = None) -> None:
+        if guidance:
+            raise RvmatteError("the ONNX graphs take no guidance inputs (plate, mask): run a "
+                               "guided network with backend torch")
         _, input_names, _ = _graph(graph)
         if pipeline and graph != "full":
             raise ValueError("pipeline=True splits the full graph")
