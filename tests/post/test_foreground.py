@@ -77,7 +77,7 @@ def test_processor_tensors_choose_the_solver_by_device():
     f_numba, p1 = auto.tensors(src, fgr, pha)
     f_torch, p2 = forced.tensors(src, fgr, pha)
     assert p1 is pha and p2 is pha and f_numba.dtype == f_torch.dtype == torch.float16
-    want = np.empty((1, 32, 40, 3), np.float32)
+    want = np.zeros((1, 32, 40, 3), np.float32)  # the network's foreground, as fgr
     ForegroundEstimator()(img[None], a[None], want)
     assert np.abs(f_numba[0].permute(1, 2, 0).float().numpy() - want[0]).max() < 1e-3
     assert 0 < (f_torch - f_numba).abs().float().mean() < 0.01  # the other solver, close
@@ -90,13 +90,38 @@ def test_reused_buffers_carry_nothing_over():
 
     big, small = _scene(), _scene(48, 64)
     other = (255 - big[0], 1 - big[1], None)  # another frame of the big size
-    proc = ForegroundEstimator()
+    proc = ForegroundEstimator(ForegroundParams(network_share=0))  # the estimate alone
     for img, a, _ in (big, other, small, big, other):
         got = np.empty((1, *img.shape), np.float32)
         proc(img[None], a[None], got)
         assert np.array_equal(got[0], estimate_foreground(img, a))
-    full = ForegroundEstimator(ForegroundParams(skip_flat=False))
+    full = ForegroundEstimator(ForegroundParams(skip_flat=False, network_share=0))
     for img, a, _ in (other, big):
         got = np.empty((1, *img.shape), np.float32)
         full(img[None], a[None], got)
         assert np.array_equal(got[0], estimate_foreground(img, a, params=full.p))
+
+
+def test_the_network_foreground_is_mixed_in_by_its_share():
+    """F = (1 - s) estimate + s network, on the numpy (fused) and tensor paths; s = 0 is the
+    estimate alone, and only then does the processor say it replaces the foreground."""
+    import torch
+
+    from rvmatte.post.foreground import ForegroundParams
+
+    img, a, F = _scene(32, 40)
+    net = np.random.default_rng(0).random((1, 32, 40, 3), dtype=np.float32)
+    alone = estimate_foreground(img, a)
+    for share in (0.35, 0.0):
+        p = ForegroundParams(network_share=share)
+        proc = ForegroundEstimator(p)
+        assert proc.replaces_foreground == (share == 0)
+        got = net.copy()
+        proc(img[None], a[None], got)
+        want = (1 - share) * alone + share * net[0]
+        assert np.abs(got[0] - want).max() < 1e-6
+        src = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        t, _ = ForegroundEstimator(p, impl="numba").tensors(
+            src, torch.from_numpy(net).permute(0, 3, 1, 2), torch.from_numpy(a)[None, None])
+        assert np.abs(t[0].permute(1, 2, 0).numpy() - want).max() < 1e-6
+    assert ForegroundParams().network_share == 0.35  # the default mixes

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from rvmatte.post import ForegroundEstimator, PostChain, PostOptions, Stabilizer  # noqa: E402
-from rvmatte.post import quality_processors  # noqa: E402
+from rvmatte.post import ForegroundEstimator, PostChain, Stabilizer  # noqa: E402
+from rvmatte.post.foreground import ForegroundParams  # noqa: E402
 from rvmatte.runtime import kernels  # noqa: E402
 
 
@@ -43,17 +43,23 @@ def test_alpha_alone_is_the_float_outputs_alpha_bit_for_bit(h, w, hl, wl):
     assert 0 < (want == 0).mean() < 1 and 0 < ((want > 0) & (want < 1)).mean()
 
 
+def _alone() -> ForegroundEstimator:
+    """The estimate alone (no share of the network's foreground mixed in)."""
+    return ForegroundEstimator(ForegroundParams(network_share=0))
+
+
 def test_chain_says_whether_it_replaces_the_foreground():
-    assert PostChain({"foreground": ForegroundEstimator(), "stabilize": Stabilizer()}) \
-        .replaces_foreground
+    assert PostChain({"foreground": _alone(), "stabilize": Stabilizer()}).replaces_foreground
     assert not PostChain({"stabilize": Stabilizer()}).replaces_foreground
-    assert not PostChain({"stabilize": Stabilizer(), "foreground": ForegroundEstimator()}) \
+    assert not PostChain({"stabilize": Stabilizer(), "foreground": _alone()}) \
         .replaces_foreground
     assert not PostChain({}).replaces_foreground
+    # the default estimator mixes in the network's foreground: it needs it
+    assert not PostChain({"foreground": ForegroundEstimator()}).replaces_foreground
 
 
-@pytest.mark.parametrize("options", [PostOptions(refine_foreground=True),
-                                     PostOptions(stabilize=True, refine_foreground=True)])
+@pytest.mark.parametrize("options", [{"foreground": _alone},
+                                     {"foreground": _alone, "stabilize": Stabilizer}])
 def test_fused_finish_outputs_as_with_the_full_float_outputs(options):
     """FusedRunner.finish with the chain (alpha only) and with the same processors behind a
     plain function (no ``replaces_foreground``: the full float outputs): the same bytes."""
@@ -64,7 +70,7 @@ def test_fused_finish_outputs_as_with_the_full_float_outputs(options):
     frames = np.stack([_frame(90, 160, s) for s in range(3)])
     coefs = [_coefficients(23, 40, s) for s in range(3)]
     outs = ("composite_yuv", "alpha_yuv", "rgba", "foreground")
-    fast, full = (PostChain(quality_processors(options)) for _ in range(2))
+    fast, full = (PostChain({k: make() for k, make in options.items()}) for _ in range(2))
     plain = lambda f, p, g: full(f, p, g)  # noqa: E731
     assert fast.replaces_foreground and not hasattr(plain, "replaces_foreground")
     for t in range(3):

@@ -78,8 +78,11 @@ class ForegroundEstimator:
         self.p, self.impl = params, impl
         self._buffers = Buffers()
 
-    #: The numpy call overwrites every foreground value without reading one.
-    replaces_foreground = True
+    @property
+    def replaces_foreground(self) -> bool:
+        """Whether the numpy call overwrites every foreground value without reading one (no
+        share of the network's foreground kept: then the fused path skips making it)."""
+        return self.p.network_share == 0
 
     def uses_torch(self, device_type: str) -> bool:
         """Whether :meth:`tensors` solves in PyTorch for tensors on ``device_type``."""
@@ -96,14 +99,15 @@ class ForegroundEstimator:
         import torch
 
         if self.uses_torch(src.device.type):
-            from .foreground import estimate_foreground_torch
+            from .foreground import estimate_foreground_torch, mix_torch
 
-            return estimate_foreground_torch(src, pha, self.p).to(fgr.dtype), pha
+            est = estimate_foreground_torch(src, pha, self.p)
+            return mix_torch(est, fgr, self.p).to(fgr.dtype), pha
         img = (src.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
                .permute(0, 2, 3, 1).contiguous().cpu().numpy())
         a = pha[:, 0].detach().float().cpu().numpy()
-        f = np.empty(img.shape, np.float32)
-        estimate_foregrounds(img, np.ascontiguousarray(a), f, self.p)
+        f = np.ascontiguousarray(fgr.detach().float().permute(0, 2, 3, 1).cpu().numpy())
+        estimate_foregrounds(img, np.ascontiguousarray(a), f, self.p, self._buffers)
         return torch.from_numpy(f).permute(0, 3, 1, 2).to(fgr.device, fgr.dtype), pha
 
     def state_arrays(self) -> list:

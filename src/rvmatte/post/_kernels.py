@@ -180,6 +180,15 @@ def _blend_foreground(wrow, f_row, p_row):
 # ---- foreground estimation (multi-level, Germer et al. 2020) ---------------------------------
 
 @jit
+def mix(dst, est, share):
+    """``dst = share * dst + (1 - share) * est`` over flat float32 arrays (the network's
+    foreground and the estimate)."""
+    keep = np.float32(1.0) - share
+    for i in range(dst.shape[0]):
+        dst[i] = share * dst[i] + keep * est[i]
+
+
+@jit
 def _nearest(src, dst, ymap, xmap):
     """Nearest-neighbour resize of (h,w,3) ``src`` into (H,W,3) ``dst`` (source row/column of
     each output row/column in ``ymap``/``xmap``)."""
