@@ -3,13 +3,14 @@
 Everything that mattes frames (file conversion, evaluation, the web server, live sources)
 goes through a ``Matter``: :meth:`Matter.step` (device tensors), :meth:`Matter.process`
 (numpy frames, state kept inside) or, on the CPU's ``fused`` and ``int8`` backends,
-:meth:`Matter.matte_uint8` (uint8 frames in, uint8 outputs out). It is built from a :class:`~rvmatte.spec.ModelSpec`; the
-runner for each downsample ratio comes from :func:`rvmatte.runtime.make_runner` (``auto``
-resolved by :func:`rvmatte.runtime.auto_backend`, built by
-:func:`rvmatte.runtime.make_auto_runner`).
+:meth:`Matter.matte_uint8` (uint8 frames in, uint8 outputs out). It is built from a
+:class:`~rvmatte.spec.ModelSpec`; the runner for each downsample ratio comes from
+:func:`rvmatte.runtime.make_runner` (``auto`` resolved by :func:`rvmatte.runtime.auto_backend`,
+built by :func:`rvmatte.runtime.make_auto_runner`).
 
 This module imports PyTorch only when something needs it: a session of the bundled weights on
-the CPU (``auto``/``fused``/``int8``/``onnxruntime``) runs without it (:func:`rvmatte.runtime.needs_torch`).
+the CPU (``auto``/``fused``/``int8``/``onnxruntime``) runs without it
+(:func:`rvmatte.runtime.needs_torch`).
 """
 
 from __future__ import annotations

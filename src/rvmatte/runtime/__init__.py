@@ -23,13 +23,14 @@ else the previous call's (four arrays or tensors: each runner takes either). The
 
 ``auto`` is decided in one place, :func:`auto_backend`, and built by :func:`make_auto_runner`
 (which falls back from ``int8`` to ``fused`` where the int8 network cannot be made).
-:class:`rvmatte.inference.session.Matter` is the only caller of runners. This package imports torch only in the modules that need it
-(``torch_runners``, ``choose``): the CPU's ``fused`` and ``onnxruntime`` runners of the bundled
-weights run without it.
+:class:`rvmatte.inference.session.Matter` is the only caller of runners. This package imports
+torch only in the modules that need it (``torch_runners``, ``choose``): the CPU's ``fused``,
+``int8`` and ``onnxruntime`` runners of the bundled weights run without it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -68,8 +69,10 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 _int8_failed: list[str] = []
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags from ``cpuinfo`` (Linux); empty where there is no such file."""
+    """The CPU's feature flags from ``cpuinfo`` (Linux; read once); empty where there is no
+    such file."""
     try:
         with open(cpuinfo) as f:
             for line in f:
