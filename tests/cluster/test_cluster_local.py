@@ -90,8 +90,9 @@ def test_split_equals_sequential_where_warmup_reaches_the_start(tmp_path, post):
     joined alpha is identical (lossless), with its timestamps and its one audio track. With
     temporal post-processing too: its state is carried from the warm-up into the part."""
     clip = make_clip(tmp_path / "c.mp4", w=64, h=48, n=30)
+    # split parts run the float network (auto: fused, not int8)
     ref = convert_video(clip, tmp_path / "ref.mkv", alpha=tmp_path / "ref_a.mkv",
-                        codec="ffv1", spec=SPEC, **post)
+                        codec="ffv1", spec=SPEC.replace(backend="fused"), **post)
     res = convert_many([clip], tmp_path / "s.mkv", alpha=tmp_path / "s_a.mkv", codec="ffv1",
                        spec=SPEC, split=3, warmup=30, **post)
     (r,) = res.records
@@ -132,6 +133,22 @@ def test_bad_numbers_of_actors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid number of actors" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_split_parts_run_the_float_network():
+    """``auto`` picks int8 where it wins, but not for a split part: its seam bound holds for
+    the float network (docs/CLUSTER.md)."""
+    from rvmatte.runtime import auto_backend
+
+    s = work.session(SPEC)
+    whole = s.backend_for(0.5)
+    assert whole == auto_backend("cpu", "float32", 0.5, bundled=True)
+    s.float_state = True
+    assert s.backend_for(0.5) == auto_backend("cpu", "float32", 0.5, bundled=False) != "int8"
+    assert work.session(SPEC).backend_for(0.5) == whole  # a new task: the usual rule
+    pinned = work.session(SPEC.replace(backend="int8"))
+    pinned.float_state = True
+    assert pinned.backend_for(0.5) == "int8"  # asked for by name: kept
 
 
 def test_split_plan_parts_cover_the_range(tmp_path):
