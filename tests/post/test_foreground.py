@@ -102,26 +102,42 @@ def test_reused_buffers_carry_nothing_over():
         assert np.array_equal(got[0], estimate_foreground(img, a, params=full.p))
 
 
+def _band(a: np.ndarray) -> np.ndarray:
+    """Where the estimate is solved at full size: alpha not flat 0/1, or a 4-neighbour
+    different."""
+    p = np.pad(a, 1, mode="edge")
+    same = ((p[1:-1, :-2] == a) & (p[1:-1, 2:] == a) & (p[:-2, 1:-1] == a)
+            & (p[2:, 1:-1] == a))
+    return ~(((a == 0) | (a == 1)) & same)
+
+
 def test_the_network_foreground_is_mixed_in_by_its_share():
-    """F = (1 - s) estimate + s network, on the numpy (fused) and tensor paths; s = 0 is the
-    estimate alone, and only then does the processor say it replaces the foreground."""
+    """F = (1 - s) estimate + s network where the estimate is solved (the soft band; the
+    estimate elsewhere), on the numpy (fused) and tensor paths, numba and PyTorch; s = 0 is
+    the estimate alone, and only then does the processor say it replaces the foreground."""
     import torch
 
-    from rvmatte.post.foreground import ForegroundParams
+    from rvmatte.post.foreground import ForegroundParams, estimate_foreground_torch
 
     img, a, F = _scene(32, 40)
     net = np.random.default_rng(0).random((1, 32, 40, 3), dtype=np.float32)
     alone = estimate_foreground(img, a)
+    band = _band(a)[..., None]
+    assert 0.05 < band.mean() < 0.9
+    src = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    net_t, pha_t = torch.from_numpy(net).permute(0, 3, 1, 2), torch.from_numpy(a)[None, None]
     for share in (0.35, 0.0):
         p = ForegroundParams(network_share=share)
         proc = ForegroundEstimator(p)
         assert proc.replaces_foreground == (share == 0)
         got = net.copy()
         proc(img[None], a[None], got)
-        want = (1 - share) * alone + share * net[0]
+        want = np.where(band, (1 - share) * alone + share * net[0], alone)
         assert np.abs(got[0] - want).max() < 1e-6
-        src = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-        t, _ = ForegroundEstimator(p, impl="numba").tensors(
-            src, torch.from_numpy(net).permute(0, 3, 1, 2), torch.from_numpy(a)[None, None])
+        t, _ = ForegroundEstimator(p, impl="numba").tensors(src, net_t, pha_t)
         assert np.abs(t[0].permute(1, 2, 0).numpy() - want).max() < 1e-6
+        tt = estimate_foreground_torch(src, pha_t, p, net_t)[0].permute(1, 2, 0).numpy()
+        alone_t = estimate_foreground_torch(src, pha_t, p)[0].permute(1, 2, 0).numpy()
+        want_t = np.where(band, (1 - share) * alone_t + share * net[0], alone_t)
+        assert np.abs(tt - want_t).max() < 1e-6
     assert ForegroundParams().network_share == 0.35  # the default mixes

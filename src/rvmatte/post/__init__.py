@@ -99,10 +99,9 @@ class ForegroundEstimator:
         import torch
 
         if self.uses_torch(src.device.type):
-            from .foreground import estimate_foreground_torch, mix_torch
+            from .foreground import estimate_foreground_torch
 
-            est = estimate_foreground_torch(src, pha, self.p)
-            return mix_torch(est, fgr, self.p).to(fgr.dtype), pha
+            return estimate_foreground_torch(src, pha, self.p, fgr).to(fgr.dtype), pha
         img = (src.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
                .permute(0, 2, 3, 1).contiguous().cpu().numpy())
         a = pha[:, 0].detach().float().cpu().numpy()

@@ -180,12 +180,23 @@ def _blend_foreground(wrow, f_row, p_row):
 # ---- foreground estimation (multi-level, Germer et al. 2020) ---------------------------------
 
 @jit
-def mix(dst, est, share):
-    """``dst = share * dst + (1 - share) * est`` over flat float32 arrays (the network's
-    foreground and the estimate)."""
-    keep = np.float32(1.0) - share
-    for i in range(dst.shape[0]):
-        dst[i] = share * dst[i] + keep * est[i]
+def gather_band(F, band, keep):
+    """``keep[j] = F[y, x]`` for the band's pixels ``band[j] = (y << 32) | x``."""
+    for j in range(band.shape[0]):
+        y, x = band[j] >> 32, band[j] & 0xFFFFFFFF
+        for c in range(3):
+            keep[j, c] = F[y, x, c]
+
+
+@jit
+def mix_band(F, band, keep, share):
+    """``F[y, x] = (1 - share) F[y, x] + share keep[j]`` over the band's pixels (the
+    estimate and the network's foreground kept by :func:`gather_band`)."""
+    own = np.float32(1.0) - share
+    for j in range(band.shape[0]):
+        y, x = band[j] >> 32, band[j] & 0xFFFFFFFF
+        for c in range(3):
+            F[y, x, c] = own * F[y, x, c] + share * keep[j, c]
 
 
 @jit

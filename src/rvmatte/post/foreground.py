@@ -49,10 +49,13 @@ def _k():
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | None = None,
                         params: ForegroundParams = ForegroundParams(),
-                        buffers: Buffers | None = None) -> np.ndarray:
+                        buffers: Buffers | None = None, mix: bool = False) -> np.ndarray:
     """``image`` uint8 (H,W,3) RGB, ``alpha`` float (H,W) in [0, 1] -> foreground float32
     (H,W,3) in [0, 1] (written into ``out`` if given). ``buffers``: working arrays kept
-    from call to call (a stream of frames)."""
+    from call to call (a stream of frames). ``mix``: ``out`` holds the network's foreground,
+    mixed into the estimate by ``params.network_share`` where the estimate is solved (the
+    soft band; elsewhere the estimate is the frame where alpha is 1, and unused where it is
+    0)."""
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8 (H,W,3), got {image.dtype} {image.shape}")
@@ -60,8 +63,10 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | 
     if alpha.shape != image.shape[:2]:
         raise ValueError(f"alpha {alpha.shape} does not match the image {image.shape[:2]}")
     if out is None:
+        if mix:
+            raise ValueError("mix needs the network's foreground in out")
         out = np.empty(image.shape, np.float32)
-    _estimate_ml(image, alpha, out, params, buffers or Buffers())
+    _estimate_ml(image, alpha, out, params, buffers or Buffers(), mix)
     return out
 
 
@@ -93,7 +98,7 @@ def _levels(H: int, W: int) -> list[tuple[int, int]]:
 
 
 def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
-                 p: ForegroundParams, buf: Buffers) -> None:
+                 p: ForegroundParams, buf: Buffers, mix: bool = False) -> None:
     """The coarse-to-fine loop; each level's passes are numba kernels (:mod:`._kernels`).
     At the last level the frame, alpha and ``out`` are used in place (no copies) and B is
     made only where a solve can read it."""
@@ -119,6 +124,10 @@ def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
         small = h * w <= p.small_size ** 2
         cy, cx = _index_map(h, F.shape[0]), _index_map(w, F.shape[1])
         if last:
+            if mix:  # keep the network's foreground where the estimate will be solved
+                band = k._band(al, p.skip_flat and not small, idx)
+                keep = buf.get("keep", (H * W, 3), np.float32)[:len(band)]
+                k.gather_band(Fl, band, keep)
             band = k._last_level_start(img, al, F, B, Fl, Bl, cy, cx,
                                        p.skip_flat and not small, idx)
         else:
@@ -126,6 +135,8 @@ def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
             k._level_start(img, al, F, B, Fl, Bl, cy, cx)
         k._sweeps(img, al, Fl, Bl, band, p.small_iterations if small else p.big_iterations,
                   reg, gw)
+        if last and mix:
+            k.mix_band(Fl, band, keep, np.float32(p.network_share))
         F, B = Fl, Bl
 
 
@@ -135,19 +146,15 @@ def estimate_foregrounds(frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray,
     """``frames`` uint8 (T,H,W,3), ``pha`` float32 (T,H,W): ``fgr`` float32 (T,H,W,3), the
     network's, replaced by the estimate mixed with it (``params.network_share``), in place."""
     buffers = buffers or Buffers()
-    share = np.float32(params.network_share)
     for t in range(frames.shape[0]):
-        if share == 0:
-            estimate_foreground(frames[t], pha[t], out=fgr[t], params=params, buffers=buffers)
-            continue
-        est = buffers.get("estimate", fgr.shape[1:], np.float32)
-        estimate_foreground(frames[t], pha[t], out=est, params=params, buffers=buffers)
-        _k().mix(fgr[t].reshape(-1), est.reshape(-1), share)
+        estimate_foreground(frames[t], pha[t], out=fgr[t], params=params, buffers=buffers,
+                            mix=params.network_share > 0)
 
 
 # ---- the same method in PyTorch (GPU) ------------------------------------------------------------
 
-def estimate_foreground_torch(src, pha, params: ForegroundParams = ForegroundParams()):
+def estimate_foreground_torch(src, pha, params: ForegroundParams = ForegroundParams(),
+                              fgr=None):
     """The multi-level estimate on tensors, for a network that runs on a GPU (no copy to the
     host): ``src`` (T,3,H,W) float in [0, 1] (quantised to 8 bits first, as the frames the
     numba version gets), ``pha`` (T,1,H,W) -> foreground (T,3,H,W) float32 on their device.
@@ -156,8 +163,9 @@ def estimate_foreground_torch(src, pha, params: ForegroundParams = ForegroundPar
     version's raster order: every pixel of one colour is updated at once from its four
     neighbours of the other. Same equations, levels, start and flat-pixel rule, so the
     result differs from :func:`estimate_foreground` only by the sweep order (within 0.01 on
-    average in the soft band, ``tests/post/test_foreground.py``). Not mixed with the
-    network's foreground (see :func:`mix_torch`)."""
+    average in the soft band, ``tests/post/test_foreground.py``). ``fgr``: the network's
+    foreground, mixed in by ``params.network_share`` where the last level solves, as
+    :func:`estimate_foregrounds` does (None: the estimate alone)."""
     import torch
 
     img = src.detach().float().clamp(0, 1).mul(255).add_(0.5).floor_().div_(255)
@@ -178,7 +186,11 @@ def estimate_foreground_torch(src, pha, params: ForegroundParams = ForegroundPar
         B = torch.where(al == 0, il, B.index_select(2, cy).index_select(3, cx))
         small = h * w <= params.small_size ** 2
         iters = params.small_iterations if small else params.big_iterations
-        F, B = _sweeps_torch(il, al, F, B, iters, params, band=params.skip_flat and not small)
+        F, B, solved = _sweeps_torch(il, al, F, B, iters, params,
+                                     band=params.skip_flat and not small)
+    share = params.network_share
+    if fgr is not None and share > 0:
+        F = torch.where(solved, F * (1 - share) + fgr.float() * share, F)
     return F
 
 
@@ -230,10 +242,5 @@ def _sweeps_torch(img, alpha, F, B, iters: int, p: ForegroundParams, *, band: bo
                 s1 += wgt * _shift(B, dy, dx)
             F = torch.where(m, (b00 * s0 + b01 * s1).clamp_(0, 1), F)
             B = torch.where(m, (b01 * s0 + b11 * s1).clamp_(0, 1), B)
-    return F, B
+    return F, B, solve
 
-
-def mix_torch(est, fgr, params: ForegroundParams = ForegroundParams()):
-    """``est`` mixed with the network's ``fgr`` as :func:`estimate_foregrounds` mixes them."""
-    s = params.network_share
-    return est if s == 0 else est.mul(1 - s).add_(fgr.float(), alpha=s)
