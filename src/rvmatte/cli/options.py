@@ -66,7 +66,9 @@ MODEL_ARGS: dict[str, dict] = {
     "backend": dict(default="auto", choices=BACKENDS,
                     help="how the network runs; auto = the fastest path measured for the "
                          "device and ratio (docs/SPEED.md: on CPUs 'fused' -- ONNX Runtime plus "
-                         "rvmatte's compiled full-resolution kernel -- below ratio 1, else ONNX "
+                         "rvmatte's compiled full-resolution kernel -- below ratio 1, and "
+                         "'int8' -- the same over the bundled network quantised to 8 bits, "
+                         "made once and cached -- instead on CPUs with VNNI; else ONNX "
                          "Runtime; CUDA graphs on NVIDIA GPUs); torch = plain eager PyTorch"),
     "downsample": dict(default="auto", metavar="auto|R",
                        help="downsample ratio in (0, 1] for the network's low-resolution pass; "

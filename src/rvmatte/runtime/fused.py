@@ -10,7 +10,9 @@ Called like the model (:meth:`FusedRunner.__call__`) it returns float tensors as
 backends do. At ratio 1 there is no refiner and it runs the whole exported graph.
 
 ``backend="auto"`` picks it on CPUs in float32 when onnxruntime and numba are installed and
-the ratio is below 1 (docs/SPEED.md has the measurements). File conversion on the CPU
+the ratio is below 1, except for the bundled weights on CPUs with VNNI, where it picks
+``int8`` (this runner over the quantised network, :mod:`rvmatte.runtime.int8`); docs/SPEED.md
+has the measurements. File conversion on the CPU
 builds it without importing PyTorch (:func:`rvmatte.runtime.needs_torch`): the uint8 methods
 take and return numpy arrays only.
 """
