@@ -19,8 +19,13 @@ from rvmatte.inference.convert import convert_video
 BYTE_STABLE = dict(w=192, h=108)
 
 
-def _same_video(a, b):
-    """The same bytes; where not, which frames and rows differ (decoded), for the report."""
+def _same_video(a, b, segment: int = 4):
+    """The same bytes -- or, rarely, one re-encoded segment a few levels off: the RGB ->
+    4:2:0 conversion that PyAV runs in the encoder's thread is not always deterministic
+    (scripts/x264_determinism.py: 0.1-2 % of encodes at 64x48, seen once at 192x108 on a
+    loaded machine, never with the conversion done beforehand). The state's exactness is
+    checked on the lossless PNG outputs; here at most one segment may differ, by <= 6 levels.
+    The report says which frames and rows differ (decoded)."""
     if a.read_bytes() == b.read_bytes():
         return
     import av
@@ -32,8 +37,11 @@ def _same_video(a, b):
     fa, fb = frames(a), frames(b)
     diffs = [(i, np.nonzero(np.abs(x - y).max(axis=(1, 2)))[0], int(np.abs(x - y).max()))
              for i, (x, y) in enumerate(zip(fa, fb)) if not np.array_equal(x, y)]
-    raise AssertionError(f"{a.name} != {b.name}: {len(fa)} / {len(fb)} frames; differing "
-                         f"(frame, rows, max): {[(i, r.tolist(), m) for i, r, m in diffs]}")
+    report = (f"{a.name} != {b.name}: {len(fa)} / {len(fb)} frames; differing "
+              f"(frame, rows, max): {[(i, r.tolist(), m) for i, r, m in diffs]}")
+    assert len(fa) == len(fb), report
+    assert len({i // segment for i, _, _ in diffs}) == 1, report
+    assert max(m for _, _, m in diffs) <= 6, report
 
 
 def _same_pngs(d1, d2, n):
