@@ -140,10 +140,6 @@ def _add_cluster_options(p) -> None:
                         "the first output folder)")
     c.add_argument("--max-retries", type=int, default=3, metavar="N",
                    help="times a task runs again after its worker died (resuming)")
-    c.add_argument("--actors", type=int, default=None, metavar="N",
-                   help="convert on N long-lived Ray actors that keep the model loaded from "
-                        "one video to the next (default: one per GPU share with "
-                        "--gpus-per-task, else a task per video; 0: always tasks)")
 
 
 def _is_many(args) -> bool:

@@ -148,14 +148,20 @@ def add_quiet(parser: argparse.ArgumentParser) -> argparse.Action:
 
 
 def add_task_resources(parser) -> None:
-    """``--cpus-per-task`` / ``--gpus-per-task``: what each conversion declares to a Ray
-    cluster (``--cluster``); the same in every subcommand that can send work there."""
+    """``--cpus-per-task`` / ``--gpus-per-task`` / ``--actors``: what each conversion declares
+    to a Ray cluster (``--cluster``) and where it runs; the same in every subcommand that can
+    send work there."""
     parser.add_argument("--cpus-per-task", type=float, default=1, metavar="N",
                         help="with --cluster: CPUs each conversion task declares (and its "
                              "model threads on the CPU)")
     parser.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
                         help="with --cluster: GPUs each conversion task declares (1: one task "
                              "per GPU; 0.5: two)")
+    parser.add_argument("--actors", type=int, default=None, metavar="N",
+                        help="with --cluster: convert on N long-lived Ray actors that keep the "
+                             "model loaded from one video to the next (default: one per GPU "
+                             "share with --gpus-per-task, else a task per video; 0: always "
+                             "tasks)")
 
 
 def add_post_options(p) -> None:

@@ -103,7 +103,7 @@ def _cluster_runner(args: argparse.Namespace, spec):
     from ..cluster import ClusterRunner
 
     runner = ClusterRunner(spec, cluster=args.cluster, cpus_per_task=args.cpus_per_task,
-                           gpus_per_task=args.gpus_per_task,
+                           gpus_per_task=args.gpus_per_task, actors=args.actors,
                            checkpoint_frames=args.checkpoint_frames)
     runner.connect()
     return runner

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Optional
 
@@ -246,6 +247,7 @@ class ActorPool:
 
     def __init__(self, size: int, options: dict) -> None:
         self.size, self.options = size, options
+        self._lock = threading.Lock()
         self.idle: list = []
         self.actors: list = []
         self.busy: dict = {}   # ref -> actor
@@ -291,6 +293,30 @@ class ActorPool:
         for actor in self.actors:
             self._kill(actor)
         self.actors, self.idle, self.busy, self.waiting = [], [], {}, []
+
+    # -- one call at a time from several threads (the server's workers) ----------------------
+    def lease(self):
+        """An actor for one call: an idle one, or a new one while the pool is not full; None
+        when every actor is busy (the caller then runs a task instead). Thread-safe."""
+        with self._lock:
+            if self.idle:
+                return self.idle.pop()
+            if len(self.actors) < self.size:
+                actor = Converter.options(**self.options).remote()
+                self.actors.append(actor)
+                return actor
+            return None
+
+    def give_back(self, actor, lost: bool = False) -> None:
+        """The leased ``actor`` is free again, or gone for good (killed: ``lost``)."""
+        with self._lock:
+            if actor not in self.actors:
+                return
+            if lost:
+                self.actors.remove(actor)
+                self._kill(actor)
+            else:
+                self.idle.append(actor)
 
     @staticmethod
     def _kill(actor) -> None:

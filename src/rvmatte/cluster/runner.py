@@ -35,10 +35,11 @@ class ClusterRunner:
 
     def __init__(self, spec: ModelSpec, *, cluster: str = "auto", cpus_per_task: float = 1,
                  gpus_per_task: float = 0, checkpoint_frames: Optional[int] = None,
-                 max_retries: int = 3) -> None:
+                 max_retries: int = 3, actors: Optional[int] = None) -> None:
         self.spec = _task_spec(ModelSpec.of(spec), cpus_per_task, gpus_per_task)
         self.cluster, self.checkpoint_frames = cluster, checkpoint_frames
-        self.resources = dict(cpus=cpus_per_task, gpus=gpus_per_task, retries=max_retries)
+        self.resources = dict(cpus=cpus_per_task, gpus=gpus_per_task, retries=max_retries,
+                              actors=actors)
         self._lock = threading.Lock()
         self._ex = None
         self._started = False
@@ -91,10 +92,18 @@ class ClusterRunner:
         clip.markers = work.write_markers({str(Path(p).parent) for _, p in clip.outputs},
                                           uuid.uuid4().hex)
         key = f"server:{job.id}:{time.time()}"
+        # on an actor of the pool (GPU jobs: the model stays loaded), else as a task
+        actor = ex.pool.lease() if ex.pool.size else None
+        lost = False
         try:
-            ref = ex.fns["clip"].remote(clip, ex.hub, key)
-            rec = self._wait(ray, ex, ref, key, progress, cancel)
+            ref = (actor.clip if actor is not None else ex.fns["clip"]).remote(clip, ex.hub, key)
+            rec = self._wait(ray, ex, ref, key, progress, cancel, actor=actor)
+        except BaseException:
+            lost = True  # cancelled (its call cannot be stopped but with it) or died
+            raise
         finally:
+            if actor is not None:
+                ex.pool.give_back(actor, lost=lost)
             work.remove_markers(clip.markers)
         if rec["status"] == "failed":
             raise RvmatteError(rec["error"])
@@ -105,12 +114,13 @@ class ClusterRunner:
                                frames=rec["frames"], record=rec)
 
     @staticmethod
-    def _wait(ray, ex, ref, key: str, progress, cancel) -> dict:
+    def _wait(ray, ex, ref, key: str, progress, cancel, actor=None) -> dict:
         last = None
         while True:
             if cancel is not None and cancel.is_set():
-                ray.cancel(ref)
-                raise Cancelled("job cancelled")
+                if actor is None:
+                    ray.cancel(ref)
+                raise Cancelled("job cancelled")  # an actor's call ends with its actor
             ready, _ = ray.wait([ref], timeout=0.25)
             if ready:
                 try:
