@@ -281,7 +281,12 @@ class ActorPool:
 
     def done(self, ref, lost: bool = False) -> None:
         actor = self.busy.pop(ref, None)
-        if actor is None:
+        if actor is not None:
+            self._release(actor, lost)
+
+    def _release(self, actor, lost: bool) -> None:
+        """``actor`` is free again, or gone for good (killed: ``lost``)."""
+        if actor not in self.actors:
             return
         if lost:
             self.actors.remove(actor)
@@ -310,13 +315,7 @@ class ActorPool:
     def give_back(self, actor, lost: bool = False) -> None:
         """The leased ``actor`` is free again, or gone for good (killed: ``lost``)."""
         with self._lock:
-            if actor not in self.actors:
-                return
-            if lost:
-                self.actors.remove(actor)
-                self._kill(actor)
-            else:
-                self.idle.append(actor)
+            self._release(actor, lost)
 
     @staticmethod
     def _kill(actor) -> None:
