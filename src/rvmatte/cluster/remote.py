@@ -266,13 +266,9 @@ class ActorPool:
         """Start waiting calls on free (or new) actors: ``[(ref, tag)]``."""
         started = []
         while self.waiting:
-            if not self.idle and len(self.actors) < self.size:
-                actor = Converter.options(**self.options).remote()
-                self.actors.append(actor)
-                self.idle.append(actor)
-            if not self.idle:
+            actor = self.lease()
+            if actor is None:
                 break
-            actor = self.idle.pop()
             tag, kind, args = self.waiting.pop(0)
             ref = getattr(actor, kind).remote(*args)
             self.busy[ref] = actor

@@ -68,14 +68,16 @@ class ClusterRunner:
             spec = spec.replace(downsample=float(job.downsample_ratio))
         options: dict = {"background": job.background}
         # the quality, selection and plate options, where the job has them
-        for key, value in (("stabilize", getattr(job, "stabilize", False)),
-                           ("refine_foreground", getattr(job, "foreground_estimation", False)),
-                           ("select", getattr(job, "select", None)),
-                           ("background_plate", getattr(job, "plate", None))):
-            if key == "select" and value is not None and value.mask is not None:
-                value = replace(value, mask=os.path.abspath(value.mask))
-            if value:
-                options[key] = os.path.abspath(value) if key == "background_plate" else value
+        if getattr(job, "stabilize", False):
+            options["stabilize"] = True
+        if getattr(job, "foreground_estimation", False):
+            options["refine_foreground"] = True
+        select, plate = getattr(job, "select", None), getattr(job, "plate", None)
+        if select is not None:
+            options["select"] = select if select.mask is None else replace(
+                select, mask=os.path.abspath(select.mask))
+        if plate:
+            options["background_plate"] = os.path.abspath(plate)
         if self.checkpoint_frames is not None:
             options["segment_frames"] = self.checkpoint_frames
         outputs = [(k, os.path.abspath(job.outputs[k])) for k in KINDS
