@@ -177,6 +177,9 @@ class Pipeline:
         self.segments = {k: list(v) for k, v in start.segments.items()}
         self.state = self._restore_state(start.state)
         self.post = dict(post or {})
+        # the uint8 path's post stage: the processors as one callable (whose
+        # ``replaces_foreground`` the fused runner reads), made once
+        self.post_chain = PostChain(self.post) if self.post else None
         seed = (getattr(matter, "post_seed", None) or {}) if resumed is None else {}
         for name, proc in self.post.items():
             proc.load_state(list(start.post.get(name) or seed.get(name) or []))
@@ -350,7 +353,7 @@ class Pipeline:
         h, w = plan.info.height, plan.info.width
         try:
             if plan.uint8:
-                kw = {"post": self._post_numpy} if self.post else {}
+                kw = {"post": self.post_chain} if self.post_chain is not None else {}
                 made, self.state = m.matte_uint8(frames, self.state, plan.ratio,
                                                  outputs=plan.uint8_outputs,
                                                  background=plan.uint8_background, **kw)
@@ -370,13 +373,6 @@ class Pipeline:
             raise RvmatteError(
                 f"out of GPU memory at {len(idx)} frame(s) of {w}x{h} per call; "
                 "use --seq-chunk 1, a smaller --downsample, or --device cpu") from None
-
-    @property
-    def _post_numpy(self):
-        """The post stage on one frame's float outputs (the uint8 path), in place: the
-        processors as one :class:`~rvmatte.post.PostChain` (whose ``replaces_foreground``
-        the fused runner reads)."""
-        return PostChain(self.post)
 
     # ---- encode stage -------------------------------------------------------------------
     def _writer_args(self, kind: str, index: int, start_pts: int) -> dict:
