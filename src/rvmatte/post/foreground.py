@@ -34,9 +34,10 @@ class ForegroundParams:
     # The share of the network's own foreground kept in the result: F = (1 - s) estimate +
     # s network. Their errors differ (the estimate inherits the alpha's, the network's comes
     # from its training), so the mix beats either alone where the alpha is uncertain: on the
-    # post benchmark foreground MSE -59 % at 512x288 and -48 % at 1080p / 0.25 against the
-    # network, where the estimate alone gave -63 % and -13 % (docs/BENCHMARKS.md). 0: the
-    # estimate alone (the network's foreground is then not needed).
+    # post benchmark foreground MSE -59 % at 512x288 and -44 % at 1080p / 0.25 against the
+    # network (mixed in the soft band), where the estimate alone gave -63 % and -13 %
+    # (docs/BENCHMARKS.md). 0: the estimate alone (the network's foreground is then not
+    # needed).
     network_share: float = 0.35
 
 
