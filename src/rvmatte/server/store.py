@@ -24,7 +24,13 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED)
 # The job options that name an uploaded image the job needs (beside its video, ``upload_id``):
 # a background image, a clean background plate, a mask of the people to keep.
 IMAGE_UPLOADS = ("background_upload", "plate_upload", "select_mask_upload")
-_USES = " OR ".join(f"json_extract(options, '$.{k}')=?" for k in IMAGE_UPLOADS)
+
+
+def _uses(upload: str, jobs: str = "") -> str:
+    """SQL: a job (table alias ``jobs``) names ``upload`` (``?`` or a column) among its
+    image options."""
+    return " OR ".join(f"json_extract({jobs}options, '$.{k}') = {upload}"
+                       for k in IMAGE_UPLOADS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -162,7 +168,7 @@ class JobStore:
         False); one transaction, so no job can claim it in between."""
         with self._lock:
             if self._db.execute(
-                    f"SELECT 1 FROM jobs WHERE state IN (?,?) AND (upload_id=? OR {_USES})"
+                    f"SELECT 1 FROM jobs WHERE state IN (?,?) AND (upload_id=? OR {_uses('?')})"
                     " LIMIT 1", (QUEUED, RUNNING, upload_id, *[upload_id] * len(IMAGE_UPLOADS))
                     ).fetchone():
                 return False
@@ -171,10 +177,10 @@ class JobStore:
 
     def unreferenced_uploads(self, older_than: float) -> list[dict[str, Any]]:
         """Uploads created before ``older_than`` that no job still needs."""
-        uses = " OR ".join(f"json_extract(j.options, '$.{k}') = u.id" for k in IMAGE_UPLOADS)
         return self._all(
             "SELECT * FROM uploads u WHERE created_at < ? AND NOT EXISTS ("
-            f" SELECT 1 FROM jobs j WHERE j.upload_id = u.id OR {uses})", (older_than,))
+            f" SELECT 1 FROM jobs j WHERE j.upload_id = u.id OR {_uses('u.id', 'j.')})",
+            (older_than,))
 
     # -- jobs ----------------------------------------------------------------------------
     def add_job(self, *, id: str, upload_id: str, filename: str,
