@@ -56,7 +56,7 @@ def test_options_off_change_nothing(tmp_path):
     convert_video(clip, tmp_path / "a.mp4", alpha=tmp_path / "a", **kw)
     convert_video(clip, tmp_path / "b.mp4", alpha=tmp_path / "b", stabilize=False,
                   refine_foreground=False, **kw)
-    _same_video(tmp_path / "a.mp4", tmp_path / "b.mp4")
+    _same_video(tmp_path / "a.mp4", tmp_path / "b.mp4", segment=6)  # one encode of 6 frames
     _same_pngs(tmp_path / "a", tmp_path / "b", 6)
     convert_video(clip, tmp_path / "c.mp4", alpha=tmp_path / "c", stabilize=True,
                   refine_foreground=True, **kw)
