@@ -151,8 +151,9 @@ t, c, state = time.perf_counter(), cpu(), None
 for f in frames:
     state = step(f, state)
 wall, used = time.perf_counter() - t, cpu() - c
+# the backend that ran: auto's pick (after the first frame: "fused" where int8 fell back)
 print(json.dumps({"fps": len(frames) / wall, "cpu_ms": 1000 * used / len(frames),
-                  "path": "fused" if uint8 else "process"}))
+                  "backend": m.backend_for(ratio), "path": "uint8" if uint8 else "process"}))
 """
 
 
@@ -175,7 +176,8 @@ def model_only(clip: Path, ratio: float, frames: int, idle_wait: float) -> dict:
 def line(res: dict) -> str:
     if res["name"] == "model":
         return (f"  model only @ {res['ratio']:<4g} {res.get('fps', 0):5.1f} FPS, CPU "
-                f"{res.get('cpu_ms', 0):4.0f} ms/frame ({res.get('path')}, frames in memory)"
+                f"{res.get('cpu_ms', 0):4.0f} ms/frame ({res.get('backend')}, "
+                f"{res.get('path')} path, frames in memory)"
                 f"  load {res['load_before']} -> {res['load_after']} [{res['idle']}]"
                 + ("" if res["ok"] else "  FAILED"))
     stages = (f"  capture {res['capture_ms']} / model {res['model_ms']} / output "

@@ -19,6 +19,8 @@ runs again in a child process and reports its peak RSS growth (VmHWM - VmRSS at 
 
 ``int8`` (the fused path over the quantised network) always runs the bundled weights: its
 calibration is only meaningful for a trained network (quantised once, then cached).
+``auto`` is the backend ``backend="auto"`` picks for these weights, this device and each ratio
+(:func:`rvmatte.runtime.auto_backend`); the table names it ``auto=<picked>``.
     python benchmarks/speed.py --e2e --e2e-frames 60
     python benchmarks/speed.py --device cuda --dtypes fp32,fp16 --backends torch,torch-fast,compile
     python benchmarks/speed.py --json results.json
@@ -74,6 +76,23 @@ def machine() -> str:
     return s
 
 
+def picked(backend: str, dtype: str, ratio: float, args, device) -> str:
+    """``backend``, or for ``"auto"`` the backend ``backend="auto"`` picks for the weights of
+    ``args``, ``device``, ``dtype`` and ``ratio``, as :class:`rvmatte.Matter` does."""
+    if backend != "auto":
+        return backend
+    from rvmatte.bundled import uses_bundled
+    from rvmatte.runtime import auto_backend
+
+    bundled = uses_bundled(args.variant, args.weights, args.refiner)
+    return auto_backend(device.type, str(DTYPES[dtype]).removeprefix("torch."), ratio,
+                        bundled=bundled)
+
+
+def label(backend: str, resolved: str) -> str:
+    return f"auto={resolved}" if backend == "auto" else backend
+
+
 def build(backend: str, dtype: str, model, threads):
     dt = DTYPES[dtype]
     if backend == "torch" and dtype == "fp32":
@@ -99,10 +118,11 @@ def model_only(args, model, device) -> list[dict]:
         if args.chunk > 1:  # (1, T, 3, H, W): T frames per call, as Matter's chunks
             src = src.unsqueeze(1).expand(-1, args.chunk, -1, -1, -1).contiguous()
         runners, states, times, peaks = {}, {}, {}, {}
+        resolved = {c: picked(c[0], c[1], ratio, args, device) for c in combos}
         for combo in combos:
             try:
                 t0 = time.perf_counter()
-                r = build(*combo, model, args.threads)
+                r = build(resolved[combo], combo[1], model, args.threads)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 out = r(src, None, ratio)  # warm-up (compiles / allocates)
@@ -112,8 +132,8 @@ def model_only(args, model, device) -> list[dict]:
                     torch.cuda.synchronize()
                     peaks[combo] = torch.cuda.max_memory_allocated() / 2**20
                 runners[combo], states[combo], times[combo] = r, out.state, []
-                print(f"  [{size}] {combo[0]}/{combo[1]} ready in {time.perf_counter() - t0:.1f}s",
-                      file=sys.stderr)
+                print(f"  [{size}] {label(combo[0], resolved[combo])}/{combo[1]} ready in "
+                      f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
             except Exception as e:  # report and go on: a path may not exist on this machine
                 print(f"  [{size}] {combo[0]}/{combo[1]} unavailable: {str(e).splitlines()[0][:160]}",
                       file=sys.stderr)
@@ -132,8 +152,8 @@ def model_only(args, model, device) -> list[dict]:
         base = statistics.median(times[("torch", "fp32")]) if ("torch", "fp32") in times else None
         for combo in runners:
             t = statistics.median(times[combo])
-            rows.append({"kind": "model", "size": size, "ratio": ratio, "backend": combo[0],
-                         "dtype": combo[1], "chunk": args.chunk, "fps": 1 / t, "ms": 1000 * t,
+            rows.append({"kind": "model", "size": size, "ratio": ratio,
+                         "backend": label(combo[0], resolved[combo]), "dtype": combo[1], "chunk": args.chunk, "fps": 1 / t, "ms": 1000 * t,
                          "x_eager": (base / t) if base else None,
                          "peak_mib": peaks.get(combo), "rounds": [1 / x for x in times[combo]]})
         del runners, states
@@ -147,6 +167,7 @@ def memory_probe(args) -> None:
             return next(int(ln.split()[1]) for ln in f if ln.startswith(field)) / 1024
 
     backend, dtype, size = args.probe.split(",")
+    backend = backend.removeprefix("auto=")  # the backend auto picked
     h, w, ratio = parse_size(size)
     model = rvmatte.load_model(args.variant, refiner=args.refiner, weights=args.weights, device="cpu")
     src = torch.rand(1, 3, h, w)
@@ -200,6 +221,12 @@ def end_to_end(args, model, device) -> list[dict]:
             return Matter(model, downsample_ratio=args.e2e_ratio, backend=backend)
         if backend == "int8":  # the bundled weights (see the module docstring)
             return Matter(device="cpu", downsample_ratio=args.e2e_ratio, backend=backend)
+        if backend == "auto":  # as a user gets it: the bundled weights by name, else the model
+            from rvmatte.bundled import uses_bundled
+
+            if uses_bundled(args.variant, args.weights, args.refiner):
+                return Matter(device="cpu", downsample_ratio=args.e2e_ratio, backend="auto")
+            return Matter(model, downsample_ratio=args.e2e_ratio, backend="auto")
         if backend == "onnxruntime-pipe":
             # Matter has no switch for the pipelined runner yet: swap it in (benchmark only).
             from rvmatte.runtime.ort import OnnxRuntimeRunner
@@ -209,9 +236,10 @@ def end_to_end(args, model, device) -> list[dict]:
             return m
         raise ValueError(f"no end-to-end path for {backend}")
 
-    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe", "fused", "int8")
+    e2e_paths = ("torch-fast", "onnxruntime", "onnxruntime-pipe", "fused", "int8", "auto")
     names = ["torch"] + [b for b in args.backends if b in e2e_paths]
     matters = {n: matter(n) for n in names}
+    labels = {n: label(n, m.backend_for(args.e2e_ratio)) for n, m in matters.items()}
     times = {n: [] for n in names}
     frames = 0
     for rnd in range(args.e2e_rounds):
@@ -227,7 +255,7 @@ def end_to_end(args, model, device) -> list[dict]:
     for n in names:
         t = statistics.median(times[n])
         rows.append({"kind": "e2e", "size": "1920x1080" if not args.clip else clip.name,
-                     "ratio": args.e2e_ratio, "backend": n, "dtype": "fp32", "fps": frames / t,
+                     "ratio": args.e2e_ratio, "backend": labels[n], "dtype": "fp32", "fps": frames / t,
                      "ms": 1000 * t / frames, "x_eager": base / t, "peak_mib": None,
                      "rounds": [frames / x for x in times[n]]})
     return rows
@@ -290,11 +318,11 @@ def main(argv=None) -> int:
                 print(f"  memory probe failed for {row['backend']}: {e}", file=sys.stderr)
     if args.e2e or args.e2e_only:
         rows += end_to_end(args, model, device)
-    print(f"{'kind':5} {'size':>10} {'ratio':>6} {'backend':12} {'dtype':5} {'FPS':>8} "
+    print(f"{'kind':5} {'size':>10} {'ratio':>6} {'backend':16} {'dtype':5} {'FPS':>8} "
           f"{'ms/frame':>9} {'x eager':>8} {'peak MiB':>9}")
     for r in rows:
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
-        print(f"{r['kind']:5} {r['size']:>10} {r['ratio']:>6g} {r['backend']:12} {r['dtype']:5} "
+        print(f"{r['kind']:5} {r['size']:>10} {r['ratio']:>6g} {r['backend']:16} {r['dtype']:5} "
               f"{r['fps']:8.2f} {r['ms']:9.1f} {r['x_eager'] or 0:8.2f} {peak:>9}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
