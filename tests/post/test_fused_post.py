@@ -1,8 +1,10 @@
 """The post stage on the fused CPU path: the shortcuts the runner takes for it change no bit.
 
 A post stage that replaces the foreground (foreground estimation first) gets only the
-network's alpha (``Refiner.alpha_u8``, about half the work of ``floats_u8``); the outputs
-must be those of the full float outputs."""
+network's alpha (``Refiner.alpha_u8``, about half the work of ``floats_u8``); one that mixes
+the network's foreground into its estimate in the alpha's soft band (the default foreground
+estimation) gets the alpha and the foreground at the band's pixels only
+(``Refiner.foreground_at``); the outputs must be those of the full float outputs."""
 
 import numpy as np
 import pytest
@@ -54,15 +56,41 @@ def test_chain_says_whether_it_replaces_the_foreground():
     assert not PostChain({"stabilize": Stabilizer(), "foreground": _alone()}) \
         .replaces_foreground
     assert not PostChain({}).replaces_foreground
-    # the default estimator mixes in the network's foreground: it needs it
+    # the default estimator mixes in the network's foreground: it needs it, on demand
     assert not PostChain({"foreground": ForegroundEstimator()}).replaces_foreground
+    assert PostChain({"foreground": ForegroundEstimator(), "stabilize": Stabilizer()}) \
+        .foreground_on_demand
+    assert not PostChain({"stabilize": Stabilizer(), "foreground": ForegroundEstimator()}) \
+        .foreground_on_demand
+    assert not PostChain({"foreground": _alone()}).foreground_on_demand
+
+
+@pytest.mark.parametrize("h,w,hl,wl", [(270, 480, 67, 120), (101, 77, 50, 38)])
+def test_foreground_at_some_pixels_is_the_float_outputs_foreground(h, w, hl, wl):
+    frame = _frame(h, w, h + 1)
+    a, b = _coefficients(hl, wl, w + 1)
+    ref = kernels.Refiner(2)
+    pha, want = np.empty((h, w), np.float32), np.empty((h, w, 3), np.float32)
+    ref.floats_u8(frame, a, b, want, pha)
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, h, 500), rng.integers(0, w, 500)
+    ys[:4], xs[:4] = [0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1]  # the corners (edge clamps)
+    band = (ys.astype(np.int64) << 32) | xs
+    got = np.full((len(band), 3), 7, np.float32)
+    ref.foreground_at(frame, a, b, band, got)
+    ref.close()
+    np.testing.assert_allclose(got, want[ys, xs], rtol=0, atol=2e-6)
+    assert 0 < (got == 0).mean() < 1 and 0 < ((got > 0) & (got < 1)).mean()
 
 
 @pytest.mark.parametrize("options", [{"foreground": _alone},
-                                     {"foreground": _alone, "stabilize": Stabilizer}])
+                                     {"foreground": _alone, "stabilize": Stabilizer},
+                                     {"foreground": ForegroundEstimator},
+                                     {"foreground": ForegroundEstimator, "stabilize": Stabilizer}])
 def test_fused_finish_outputs_as_with_the_full_float_outputs(options):
-    """FusedRunner.finish with the chain (alpha only) and with the same processors behind a
-    plain function (no ``replaces_foreground``: the full float outputs): the same bytes."""
+    """FusedRunner.finish with the chain (alpha only, or alpha and the foreground on demand)
+    and with the same processors behind a plain function (no ``replaces_foreground`` or
+    ``foreground_on_demand``: the full float outputs): the same bytes."""
     from rvmatte.runtime.fused import FusedRunner
 
     runner = FusedRunner.__new__(FusedRunner)  # the full-resolution half only: no network
@@ -72,7 +100,8 @@ def test_fused_finish_outputs_as_with_the_full_float_outputs(options):
     outs = ("composite_yuv", "alpha_yuv", "rgba", "foreground")
     fast, full = (PostChain({k: make() for k, make in options.items()}) for _ in range(2))
     plain = lambda f, p, g: full(f, p, g)  # noqa: E731
-    assert fast.replaces_foreground and not hasattr(plain, "replaces_foreground")
+    assert fast.replaces_foreground or fast.foreground_on_demand
+    assert not hasattr(plain, "replaces_foreground") and not hasattr(plain, "foreground_on_demand")
     for t in range(3):
         got = runner.finish(frames[t:t + 1], coefs[t:t + 1], outputs=outs, post=fast)
         want = runner.finish(frames[t:t + 1], coefs[t:t + 1], outputs=outs, post=plain)

@@ -10,7 +10,12 @@ state (saved in conversion checkpoints, so a resumed job writes the same bytes).
 - ``proc.state_arrays()`` / ``proc.load_state(arrays, like=None)``; ``proc.reset()`` for a
   new clip;
 - optional ``proc.replaces_foreground``: true when the numpy call writes all of ``fgr``
-  before reading any (the fused CPU path then does not make the network's foreground).
+  before reading any (the fused CPU path then does not make the network's foreground);
+- optional ``proc.foreground_on_demand``: true when the numpy call also takes
+  ``network_foreground=f`` and then reads no value of ``fgr`` before writing it, asking
+  ``f(t, band, values)`` for the network's foreground of frame ``t`` at the pixels ``band``
+  (int64 ``(y << 32) | x``) into ``values`` (N,3) instead (the fused CPU path then makes it
+  only there).
 
 Processors: :class:`~rvmatte.post.stabilize.Stabilizer` (temporal stabilisation of alpha
 and foreground), :class:`ForegroundEstimator` (foreground colours from frame and alpha,
@@ -30,7 +35,7 @@ Live mode and other callers of :class:`~rvmatte.inference.session.Matter`::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -84,14 +89,21 @@ class ForegroundEstimator:
         share of the network's foreground kept: then the fused path skips making it)."""
         return self.p.network_share == 0
 
+    @property
+    def foreground_on_demand(self) -> bool:
+        """Whether the numpy call can take the network's foreground at the soft band's pixels
+        from a ``network_foreground`` callable (it mixes it in there only)."""
+        return self.p.network_share > 0
+
     def uses_torch(self, device_type: str) -> bool:
         """Whether :meth:`tensors` solves in PyTorch for tensors on ``device_type``."""
         return self.impl == "torch" or (self.impl == "auto" and device_type != "cpu")
 
     def __call__(self, frames: np.ndarray, pha: np.ndarray,
-                 fgr: Optional[np.ndarray] = None) -> None:
+                 fgr: Optional[np.ndarray] = None, *,
+                 network_foreground: Optional[Callable] = None) -> None:
         if fgr is not None:
-            estimate_foregrounds(frames, pha, fgr, self.p, self._buffers)
+            estimate_foregrounds(frames, pha, fgr, self.p, self._buffers, network_foreground)
 
     def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
         """In PyTorch on the tensors' device, or through the numba kernel on the CPU (a
@@ -140,13 +152,26 @@ class PostChain:
     def replaces_foreground(self) -> bool:
         """The first processor replaces the foreground (so the chain never reads the one it
         is given)."""
-        first = next(iter(self.processors.values()), None)
-        return bool(getattr(first, "replaces_foreground", False))
+        return bool(getattr(self._first, "replaces_foreground", False))
+
+    @property
+    def foreground_on_demand(self) -> bool:
+        """The first processor takes the network's foreground on demand (the protocol's
+        ``foreground_on_demand``); the call hands ``network_foreground`` to it alone."""
+        return bool(getattr(self._first, "foreground_on_demand", False))
+
+    @property
+    def _first(self) -> Any:
+        return next(iter(self.processors.values()), None)
 
     def __call__(self, frames: np.ndarray, pha: np.ndarray,
-                 fgr: Optional[np.ndarray] = None) -> None:
-        for p in self.processors.values():
-            p(frames, pha, fgr)
+                 fgr: Optional[np.ndarray] = None, *,
+                 network_foreground: Optional[Callable] = None) -> None:
+        for i, p in enumerate(self.processors.values()):
+            if i == 0 and network_foreground is not None:
+                p(frames, pha, fgr, network_foreground=network_foreground)
+            else:
+                p(frames, pha, fgr)
 
     def tensors(self, src: Any, fgr: Any, pha: Any) -> tuple:
         for p in self.processors.values():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -50,13 +51,16 @@ def _k():
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | None = None,
                         params: ForegroundParams = ForegroundParams(),
-                        buffers: Buffers | None = None, mix: bool = False) -> np.ndarray:
+                        buffers: Buffers | None = None, mix: bool = False,
+                        network: Callable | None = None) -> np.ndarray:
     """``image`` uint8 (H,W,3) RGB, ``alpha`` float (H,W) in [0, 1] -> foreground float32
     (H,W,3) in [0, 1] (written into ``out`` if given). ``buffers``: working arrays kept
-    from call to call (a stream of frames). ``mix``: ``out`` holds the network's foreground,
-    mixed into the estimate by ``params.network_share`` where the estimate is solved (the
-    soft band; elsewhere the estimate is the frame where alpha is 1, and unused where it is
-    0)."""
+    from call to call (a stream of frames). ``mix``: the network's foreground is mixed into
+    the estimate by ``params.network_share`` where the estimate is solved (the soft band;
+    elsewhere the estimate is the frame where alpha is 1, and unused where it is 0): ``out``
+    holds it, or, given ``network(band, values)``, that callable fills ``values`` float32
+    (N,3) with it at the band's pixels ``band`` (int64 ``(y << 32) | x``) and ``out``'s
+    contents are not read."""
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be uint8 (H,W,3), got {image.dtype} {image.shape}")
@@ -64,10 +68,10 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | 
     if alpha.shape != image.shape[:2]:
         raise ValueError(f"alpha {alpha.shape} does not match the image {image.shape[:2]}")
     if out is None:
-        if mix:
+        if mix and network is None:
             raise ValueError("mix needs the network's foreground in out")
         out = np.empty(image.shape, np.float32)
-    _estimate_ml(image, alpha, out, params, buffers or Buffers(), mix)
+    _estimate_ml(image, alpha, out, params, buffers or Buffers(), mix, network)
     return out
 
 
@@ -99,10 +103,12 @@ def _levels(H: int, W: int) -> list[tuple[int, int]]:
 
 
 def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
-                 p: ForegroundParams, buf: Buffers, mix: bool = False) -> None:
+                 p: ForegroundParams, buf: Buffers, mix: bool = False,
+                 network: Callable | None = None) -> None:
     """The coarse-to-fine loop; each level's passes are numba kernels (:mod:`._kernels`).
     At the last level the frame, alpha and ``out`` are used in place (no copies) and B is
-    made only where a solve can read it."""
+    made only where a solve can read it. The network's foreground for the mix is kept from
+    ``out`` before the last level overwrites it, or asked of ``network`` for the band."""
     k = _k()
     H, W = alpha.shape
     mean = image[::8, ::8].reshape(-1, 3).mean(0, dtype=np.float64) / 255.0  # the 1x1 start
@@ -125,12 +131,15 @@ def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
         small = h * w <= p.small_size ** 2
         cy, cx = _index_map(h, F.shape[0]), _index_map(w, F.shape[1])
         if last:
-            if mix:  # keep the network's foreground where the estimate will be solved
+            if mix and network is None:  # keep the network's foreground where it will solve
                 band = k._band(al, p.skip_flat and not small, idx)
                 keep = buf.get("keep", (H * W, 3), np.float32)[:len(band)]
                 k.gather_band(Fl, band, keep)
             band = k._last_level_start(img, al, F, B, Fl, Bl, cy, cx,
                                        p.skip_flat and not small, idx)
+            if mix and network is not None:
+                keep = buf.get("keep", (H * W, 3), np.float32)[:len(band)]
+                network(band, keep)
         else:
             band = k._band(al, p.skip_flat and not small, idx)
             k._level_start(img, al, F, B, Fl, Bl, cy, cx)
@@ -143,13 +152,20 @@ def _estimate_ml(image: np.ndarray, alpha: np.ndarray, out: np.ndarray,
 
 def estimate_foregrounds(frames: np.ndarray, pha: np.ndarray, fgr: np.ndarray,
                          params: ForegroundParams = ForegroundParams(),
-                         buffers: Buffers | None = None) -> None:
+                         buffers: Buffers | None = None,
+                         network_foreground: Callable | None = None) -> None:
     """``frames`` uint8 (T,H,W,3), ``pha`` float32 (T,H,W): ``fgr`` float32 (T,H,W,3), the
-    network's, replaced by the estimate mixed with it (``params.network_share``), in place."""
+    network's, replaced by the estimate mixed with it (``params.network_share``), in place.
+    ``network_foreground(t, band, values)``: where given, the network's foreground of frame
+    ``t`` at the band's pixels comes from it and ``fgr`` is only written (see
+    :func:`estimate_foreground`'s ``network``)."""
     buffers = buffers or Buffers()
+    mix = params.network_share > 0
     for t in range(frames.shape[0]):
+        network = (functools.partial(network_foreground, t)
+                   if mix and network_foreground is not None else None)
         estimate_foreground(frames[t], pha[t], out=fgr[t], params=params, buffers=buffers,
-                            mix=params.network_share > 0)
+                            mix=mix, network=network)
 
 
 # ---- the same method in PyTorch (GPU) ------------------------------------------------------------

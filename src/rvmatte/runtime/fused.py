@@ -19,6 +19,7 @@ take and return numpy arrays only.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -158,7 +159,9 @@ class FusedRunner:
         ``post(frames (1,H,W,3) uint8, pha (1,H,W), fgr (1,H,W,3))`` changing the network's
         float32 outputs in place before the uint8 outputs are made (:mod:`rvmatte.post`);
         where ``post.replaces_foreground`` is true (it writes all of ``fgr`` before reading
-        any), the network's foreground is not made for it."""
+        any), the network's foreground is not made for it; where ``post.foreground_on_demand``
+        is, it is made only where the post stage asks for it: the call gets
+        ``network_foreground(t, band, out)`` (:meth:`Refiner.foreground_at` of frame ``t``)."""
         unknown = set(outputs) - set(self._OUTPUTS)
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}")
@@ -166,7 +169,8 @@ class FusedRunner:
         out = {k: np.empty(self._shape(k, T, H, W), np.uint8) for k in outputs}
         if post is not None:
             pha, fgr = np.empty((1, H, W), np.float32), np.empty((1, H, W, 3), np.float32)
-            alpha_only = bool(getattr(post, "replaces_foreground", False))
+            on_demand = bool(getattr(post, "foreground_on_demand", False))
+            alpha_only = on_demand or bool(getattr(post, "replaces_foreground", False))
         for t, (a, b) in enumerate(coefs):
             frame = np.ascontiguousarray(frames[t])
             if post is None:
@@ -177,10 +181,19 @@ class FusedRunner:
                 self.refine.alpha_u8(frame, a, b, pha[0])
             else:
                 self.refine.floats_u8(frame, a, b, fgr[0], pha[0])
-            post(frame[None], pha, fgr)
+            if on_demand:
+                post(frame[None], pha, fgr, network_foreground=functools.partial(
+                    self._foreground_at, frame, a, b))
+            else:
+                post(frame[None], pha, fgr)
             self.refine.compose(pha[0], fgr[0], background=background,
                                 **{k: v[t] for k, v in out.items()})
         return out
+
+    def _foreground_at(self, frame: np.ndarray, a, b, t: int, band: np.ndarray,
+                       out: np.ndarray) -> None:
+        """A post stage's ``network_foreground(t, band, out)`` for one frame (``t`` is 0)."""
+        self.refine.foreground_at(frame, a, b, band, out)
 
     def matte_uint8(self, frames: np.ndarray, state, downsample_ratio: float, *,
                     outputs: Sequence[str], background: Sequence[float] = (0.0, 0.0, 0.0),

@@ -155,6 +155,18 @@ class Refiner:
         H, W = frame.shape[:2]
         self._run(self._k.refine_alpha_u8_rows, frame, H, W, a, b, (pha,))
 
+    def foreground_at(self, frame: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      band: np.ndarray, out: np.ndarray) -> None:
+        """The ``fgr`` of :meth:`floats_u8` at some pixels only: ``band`` int64 (N,), one
+        ``(y << 32) | x`` per pixel; fills ``out`` float32 (N,3) (the same values to within
+        float rounding). For a post stage that needs the network's foreground in the alpha's
+        soft band alone, next to :meth:`alpha_u8` (one thread: a few percent of a frame)."""
+        H, W = frame.shape[:2]
+        h, w = a.shape[1:]
+        self._k.foreground_at(frame, np.ascontiguousarray(a, np.float32),
+                              np.ascontiguousarray(b, np.float32), band, out,
+                              *_maps(W, w, w / W), *_maps(H, h, h / H))
+
     def compose(self, pha: np.ndarray, fgr: np.ndarray, *, background=None,
                 **outputs: Optional[np.ndarray]) -> None:
         """The uint8 outputs of :meth:`__call__` (same names, same arithmetic) from float32
