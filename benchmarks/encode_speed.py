@@ -17,6 +17,13 @@ alpha matte is flatter and cheaper to encode, so a conversion's alpha stream cos
 
     python benchmarks/encode_speed.py                          # 1080p, 300 frames, 2 outputs
     python benchmarks/encode_speed.py --configs 1:auto,4:2,8:1 --presets ultrafast,veryfast
+
+``--conversion`` measures instead what handing an RGB / gray / RGBA picture of ``--size`` to a
+4:2:0 encoder costs per frame on one thread: libswscale's conversion (what ``encode()`` does
+with an RGB frame, as rvmatte did) against :func:`rvmatte.io.yuv.image_to_yuv420` and the
+frame made from its planes (what ``SegmentWriter`` does now), interleaved rounds, median::
+
+    python benchmarks/encode_speed.py --conversion             # 1080p
 """
 
 from __future__ import annotations
@@ -118,6 +125,48 @@ def ceiling(clip: Path, tmp: Path, *, preset: str, outputs: int = 2, workers=1,
             "fps": n / dt, "bytes": size}
 
 
+def conversion_cost(size=(1920, 1080), rounds: int = 7, per_round: int = 20) -> list[dict]:
+    """Milliseconds per frame of making the encoder's 4:2:0 frame from a uint8 picture of
+    ``size``: ``libswscale`` (``VideoFrame.from_ndarray`` + ``reformat``, one thread, what
+    ``encode()`` does) against ``rvmatte`` (``SegmentWriter``'s conversion), for RGB ->
+    yuv420p, gray -> yuv420p and RGBA -> yuva420p. Interleaved rounds, median."""
+    import av
+    import numpy as np
+
+    from rvmatte.io.writers import _yuv420_frame
+
+    w, h = size
+    with av.open(str(SAMPLE)) as c:  # a real picture, not a flat one
+        rgba = next(c.decode(video=0)).reformat(width=w, height=h, format="rgba").to_ndarray()
+    pictures = {"rgb24 -> yuv420p": (np.ascontiguousarray(rgba[..., :3]), "rgb24", "yuv420p"),
+                "gray -> yuv420p": (np.ascontiguousarray(rgba[..., 1]), "gray", "yuv420p"),
+                "rgba -> yuva420p": (rgba, "rgba", "yuva420p")}
+
+    def swscale(image, fmt, target):
+        return av.VideoFrame.from_ndarray(image, format=fmt).reformat(format=target, threads=1)
+
+    ways = {"libswscale": swscale,
+            "rvmatte": lambda image, fmt, target: _yuv420_frame(image, target)}
+    for name, (image, fmt, target) in pictures.items():  # compile / warm up
+        for way in ways.values():
+            way(image, fmt, target)
+    times: dict = {}
+    for _ in range(rounds):
+        for name, (image, fmt, target) in pictures.items():
+            for way, fn in ways.items():
+                t0 = time.perf_counter()
+                for _ in range(per_round):
+                    fn(image, fmt, target)
+                times.setdefault((name, way), []).append((time.perf_counter() - t0) / per_round)
+    rows = []
+    for name in pictures:
+        ms = {way: 1000 * statistics.median(times[(name, way)]) for way in ways}
+        rows.append({"conversion": name, "size": f"{w}x{h}",
+                     **{f"{k}_ms": v for k, v in ms.items()},
+                     "ratio": ms["rvmatte"] / ms["libswscale"]})
+    return rows
+
+
 def _where(row: dict) -> str:
     """Where a configuration's encoders ran."""
     return "processes" if row["processes"] else ("threads" if row["threaded"] else "inline")
@@ -139,7 +188,20 @@ def main(argv=None) -> int:
                          "2 s with several)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--conversion", action="store_true",
+                    help="measure the RGB -> 4:2:0 conversion per frame instead (docstring)")
     args = ap.parse_args(argv)
+    if args.conversion:
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        rows = conversion_cost(size)
+        print(f"{os.cpu_count()} CPUs; one thread, ms per {size[0]}x{size[1]} frame (median)")
+        print(f"{'conversion':18} {'libswscale':>10} {'rvmatte':>8} {'ratio':>6}")
+        for r in rows:
+            print(f"{r['conversion']:18} {r['libswscale_ms']:10.2f} {r['rvmatte_ms']:8.2f} "
+                  f"{r['ratio']:6.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"cpus": os.cpu_count(), "rows": rows}, indent=1))
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="rvmatte-enc-"))
     clip = args.clip
     if clip is None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import OutputError, one_line
 from .readers import IMAGE_EXTS, is_pattern
+from .yuv import image_to_yuv420
 
 # user-facing codec name -> PyAV encoder
 CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvpx-vp9",
@@ -367,6 +368,12 @@ class SegmentWriter:
         self.stream = s
         if yuv and s.pix_fmt != "yuv420p":
             raise OutputError(f"{path}: {s.pix_fmt} output cannot be fed YUV 4:2:0 planes")
+        # Images for a 4:2:0 stream (even sizes) are converted here (rvmatte.io.yuv, the fused
+        # path's arithmetic), not by libswscale inside encode(): with libswscale's frames x264
+        # occasionally coded a frame differently from run to run for the same pixels
+        # (scripts/x264_determinism.py); with planes made here, never.
+        self._convert = (not yuv and s.pix_fmt in ("yuv420p", "yuva420p")
+                         and width % 2 == 0 and height % 2 == 0)
         self._fmt = "yuv420p" if yuv else _ndarray_format(spec.channels)
         self._last = None
         self.frames = 0
@@ -374,7 +381,10 @@ class SegmentWriter:
     def write(self, image: np.ndarray, pts: int) -> None:
         import av
 
-        frame = av.VideoFrame.from_ndarray(image, format=self._fmt)
+        if self._convert:
+            frame = _yuv420_frame(image, self.stream.pix_fmt)
+        else:
+            frame = av.VideoFrame.from_ndarray(image, format=self._fmt)
         if self.spec.codec == "prores":
             # prores_ks writes the colour tags of each frame (not the stream's) into the file:
             # convert here (what encode() would do) and tag the result as BT.601 limited.
@@ -410,6 +420,24 @@ class SegmentWriter:
             self.container.close()
         except Exception:  # noqa: BLE001 - best effort on an error path; the file is discarded
             pass
+
+
+def _yuv420_frame(image: np.ndarray, pix_fmt: str):
+    """A ``yuv420p`` frame of a uint8 RGB ``(H, W, 3)`` or gray ``(H, W)`` image, or a
+    ``yuva420p`` one of an RGBA ``(H, W, 4)`` image (alpha copied as it is), made by
+    :func:`~rvmatte.io.yuv.image_to_yuv420`. Even sizes."""
+    import av
+
+    planes = image_to_yuv420(image[..., :3] if image.ndim == 3 else image)
+    if pix_fmt == "yuv420p":
+        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    h, w = image.shape[:2]
+    chroma = planes[h:].reshape(2, h // 2, w // 2)
+    frame = av.VideoFrame(w, h, pix_fmt)
+    for plane, data in zip(frame.planes, (planes[:h], chroma[0], chroma[1], image[..., 3])):
+        rows = np.frombuffer(plane, np.uint8).reshape(data.shape[0], plane.line_size)
+        rows[:, :data.shape[1]] = data
+    return frame
 
 
 def _write_error(path, e) -> OutputError:

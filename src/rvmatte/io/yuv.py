@@ -12,11 +12,18 @@ the stream says full ("jpeg") range, and outputs written as BT.601 limited range
 ``to_ndarray()``/``from_ndarray(format="yuv420p")`` one: a ``(H * 3 / 2, W)`` uint8 array, the
 Y plane followed by the U and V planes (each ``H/2 x W/2``, stored row-major in ``H/4`` rows of
 ``W``). Sizes must be even.
+
+:func:`image_to_yuv420` makes the same planes on the CPU from a uint8 image (numba), for the
+video writer: libswscale's conversion inside the encoder occasionally made x264 code a frame
+differently from run to run for the same pixels (scripts/x264_determinism.py); planes made
+here never did.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
+
+import numpy as np
 
 from .readers import enum_int
 
@@ -123,3 +130,29 @@ def gray_to_yuv420(gray: torch.Tensor) -> torch.Tensor:
     y = gray.float().mul(219.0).add_(16.5).clamp_(0.0, 255.0).to(torch.uint8)
     chroma = torch.full((t, h // 2, w), 128, dtype=torch.uint8, device=gray.device)
     return torch.cat([y, chroma], 1)
+
+
+def image_to_yuv420(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """A uint8 image, RGB ``(H, W, 3)`` or gray ``(H, W)`` (even sizes), -> uint8 planes
+    ``(H*3/2, W)`` on the CPU, BT.601 limited range: what :func:`rgb_to_yuv420` /
+    :func:`gray_to_yuv420` and the fused kernel's ``composite_yuv`` / ``alpha_yuv`` make of
+    the same pixels (chroma: the 2x2 block mean; gray: neutral chroma). Fills ``out`` (a
+    C-contiguous ``(H*3/2, W)`` uint8 array) when given."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+            image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected a uint8 (H, W, 3) or (H, W) image, got {image.dtype} "
+                         f"{image.shape}")
+    h, w = image.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"4:2:0 planes need an even size, got {w}x{h}")
+    if out is None:
+        out = np.empty((h * 3 // 2, w), np.uint8)
+    elif out.shape != (h * 3 // 2, w) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"expected a C-contiguous uint8 ({h * 3 // 2}, {w}) array, got "
+                         f"{out.dtype} {out.shape}")
+    from . import _yuv_kernels
+
+    kernel = _yuv_kernels.gray_to_yuv420 if image.ndim == 2 else _yuv_kernels.rgb_to_yuv420
+    kernel(image, out.reshape(-1))  # any strides (an RGBA image's RGB)
+    return out
