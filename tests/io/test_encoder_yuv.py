@@ -1,8 +1,9 @@
 """The video writer makes the encoder's 4:2:0 frames itself (rvmatte.io.yuv.image_to_yuv420),
-not libswscale: the fused path's colour conventions, the same planes every time.
+not libswscale: the fused path's colour conventions; and opens x264 without its AVX-512 code.
 
-(No test encodes the same frames many times to catch libswscale's occasional difference: at
-0.03-0.3 % of 64x48 encodes it cannot fail reliably; scripts/x264_determinism.py measures it.)
+(No test encodes the same frames many times to catch x264's occasional difference with
+AVX-512: at about 0.1 % of 96x48 encodes it cannot fail reliably; scripts/x264_determinism.py
+measures it.)
 """
 
 from fractions import Fraction
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from rvm_clips import frame_image
-from rvmatte.io.writers import SegmentWriter, _yuv420_frame, pix_fmt_for, plan_output
+from rvmatte.io.writers import (SegmentWriter, _yuv420_frame, encoder_options, pix_fmt_for,
+                                plan_output, x264_cpu)
 from rvmatte.io.yuv import gray_to_yuv420, image_to_yuv420, rgb_to_yuv420
 
 TB, RATE = Fraction(1, 25), Fraction(25)
@@ -151,3 +153,31 @@ def test_rgb_path_and_fused_planes_give_the_same_colours_and_tags(tmp_path):
     assert np.abs(yuv_rgb - yuv_fused).max() <= 1
     assert np.abs(rgb - from_fused).max() <= 2
     assert np.abs(rgb - chart).max() <= 3 and np.abs(from_fused - chart).max() <= 3
+
+
+def test_x264_is_opened_without_its_avx512_code(tmp_path):
+    """H.264 outputs tell libx264 the CPU capabilities it detects here less AVX-512 (with it,
+    the same frames now and then encode differently); x264 takes them (its log line lists
+    them); where x264 uses no AVX-512 the options are left alone."""
+    import av.logging
+
+    cpu = x264_cpu()
+    for kind in ("composite", "alpha"):
+        opts = encoder_options(plan_output(kind, tmp_path / "o.mp4", codec=None,
+                                           transparent=False))
+        assert opts.get("x264-params") == (None if cpu is None else f"asm={cpu}")
+    if cpu is None:
+        return
+    assert "AVX2" in cpu and "AVX512" not in cpu.upper()
+    with av.logging.Capture() as logs:
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.INFO)
+        try:
+            cc = av.CodecContext.create("libx264", "w")
+            cc.width, cc.height, cc.pix_fmt, cc.time_base = 64, 48, "yuv420p", TB
+            cc.options = {"x264-params": f"asm={cpu}"}
+            cc.open()
+        finally:
+            av.logging.set_level(level)
+    line = next(m for _, _, m in logs if "using cpu capabilities" in m)
+    assert line.split(":", 1)[1].split() == cpu.split(",")

@@ -310,7 +310,10 @@ def encoder_options(spec: OutputSpec) -> dict:
         return {"preset": _NVENC_PRESET[spec.preset], "rc": "vbr", "cq": str(q), "b": "0",
                 "bf": "0"}
     if spec.codec == "h264":
-        return {"crf": str(q), "preset": spec.encode_preset, "bf": "0"}
+        opts = {"crf": str(q), "preset": spec.encode_preset, "bf": "0"}
+        if x264_cpu() is not None:
+            opts["x264-params"] = f"asm={x264_cpu()}"
+        return opts
     if spec.codec == "h265":
         return {"crf": str(q), "preset": spec.encode_preset,
                 "x265-params": "log-level=error:bframes=0"}
@@ -325,6 +328,39 @@ def encoder_options(spec: OutputSpec) -> dict:
             opts["qscale"] = str(max(1, min(32, int(spec.quality))))
         return opts
     return {}
+
+
+@functools.cache
+def x264_cpu() -> Optional[str]:
+    """The CPU capabilities libx264 is told to use (its ``asm`` option): the ones it detects
+    here, less AVX-512; ``None`` where it uses no AVX-512 (nothing to change) or does not say.
+
+    With its AVX-512 code, the x264 in PyAV 18.1 (core 165) now and then codes the same
+    frames a few levels differently from run to run (about 1 in 1000 encodes of 96x48
+    pictures on the reference AMD EPYC, one thread or several); without it, none in 22,500
+    (scripts/x264_determinism.py), at no measured cost in speed (docs/SPEED.md). The
+    capabilities are read from the "using cpu capabilities" line x264 logs when it opens,
+    once per process, so only names it detected here are passed back."""
+    import av
+    import av.logging
+
+    try:
+        with av.logging.Capture() as logs:
+            level = av.logging.get_level()
+            av.logging.set_level(av.logging.INFO)
+            try:
+                cc = av.CodecContext.create("libx264", "w")
+                cc.width, cc.height, cc.pix_fmt = 64, 48, "yuv420p"
+                cc.time_base = Fraction(1, 25)
+                cc.open()
+            finally:
+                av.logging.set_level(level)
+    except (av.error.FFmpegError, ValueError):
+        return None
+    prefix = "using cpu capabilities:"
+    names = next((m.split(prefix, 1)[1].split() for _, _, m in logs if prefix in m), [])
+    kept = [n for n in names if not n.upper().startswith("AVX512")]
+    return ",".join(kept) if kept and len(kept) < len(names) else None
 
 
 def _ndarray_format(channels: str) -> str:
@@ -368,10 +404,8 @@ class SegmentWriter:
         self.stream = s
         if yuv and s.pix_fmt != "yuv420p":
             raise OutputError(f"{path}: {s.pix_fmt} output cannot be fed YUV 4:2:0 planes")
-        # Images for a 4:2:0 stream (even sizes) are converted here (rvmatte.io.yuv, the fused
-        # path's arithmetic), not by libswscale inside encode(): with libswscale's frames x264
-        # occasionally coded a frame differently from run to run for the same pixels
-        # (scripts/x264_determinism.py); with planes made here, never.
+        # Images for a 4:2:0 stream (even sizes) are converted here (rvmatte.io.yuv: the fused
+        # path's arithmetic and colours, less CPU), not by libswscale inside encode().
         self._convert = (not yuv and s.pix_fmt in ("yuv420p", "yuva420p")
                          and width % 2 == 0 and height % 2 == 0)
         self._fmt = "yuv420p" if yuv else _ndarray_format(spec.channels)

@@ -13,10 +13,11 @@ the stream says full ("jpeg") range, and outputs written as BT.601 limited range
 Y plane followed by the U and V planes (each ``H/2 x W/2``, stored row-major in ``H/4`` rows of
 ``W``). Sizes must be even.
 
-:func:`image_to_yuv420` makes the same planes on the CPU from a uint8 image (numba), for the
-video writer: libswscale's conversion inside the encoder occasionally made x264 code a frame
-differently from run to run for the same pixels (scripts/x264_determinism.py); planes made
-here never did.
+:func:`image_to_yuv420` makes the same planes on the CPU from a uint8 image (numba, integer
+arithmetic: the same planes on every machine), for the video writer: its RGB pictures then
+get the fused path's colours (libswscale's chroma is sited differently: up to 14 levels apart
+at a sharp colour edge), for less CPU than libswscale's conversion (benchmarks/encode_speed.py
+--conversion).
 """
 
 from __future__ import annotations
