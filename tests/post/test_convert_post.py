@@ -20,9 +20,9 @@ BYTE_STABLE = dict(w=192, h=108)
 
 
 def _same_video(a, b):
-    """The same bytes (the writer makes the encoder's 4:2:0 frames itself, so the same frames
-    encode to the same packets: scripts/x264_determinism.py). A failure says which frames and
-    rows differ (decoded)."""
+    """The same bytes (x264 runs without its AVX-512 code, with which it now and then coded
+    the same frames differently: scripts/x264_determinism.py). A failure says which frames
+    and rows differ (decoded)."""
     if a.read_bytes() == b.read_bytes():
         return
     import av
