@@ -1,6 +1,6 @@
-"""The post stage in convert_video: options off change nothing; with stabilisation and
-foreground estimation on, a cancelled job resumed from its checkpoint writes the same bytes
-as an uninterrupted one, on the tensor path and on the fused CPU path."""
+"""The post stage in convert_video: foreground estimation on by default on the CPU; with
+stabilisation and foreground estimation on, a cancelled job resumed from its checkpoint writes
+the same bytes as an uninterrupted one, on the tensor path and on the fused CPU path."""
 
 import threading
 
@@ -45,17 +45,42 @@ def _same_pngs(d1, d2, n):
                               np.asarray(Image.open(d2 / f"{i:06d}.png")))
 
 
-def test_options_off_change_nothing(tmp_path):
-    clip = make_clip(tmp_path / "in.mp4", n=6, audio=False, **BYTE_STABLE)
+def test_foreground_estimation_is_on_by_default_on_the_cpu(tmp_path):
+    """convert_video's default on the CPU is foreground estimation on (it wins on the post
+    benchmark within the CPU budget): the same bytes as asking for it, other composites than
+    with it off, the same alpha either way (it changes only the foreground)."""
+    clip = make_clip(tmp_path / "in.mp4", n=4, audio=False, w=96, h=64)
     kw = dict(model=tiny_model(), seq_chunk=2, encode_workers=1)
-    convert_video(clip, tmp_path / "a.mp4", alpha=tmp_path / "a", **kw)
-    convert_video(clip, tmp_path / "b.mp4", alpha=tmp_path / "b", stabilize=False,
-                  refine_foreground=False, **kw)
-    _same_video(tmp_path / "a.mp4", tmp_path / "b.mp4")
-    _same_pngs(tmp_path / "a", tmp_path / "b", 6)
-    convert_video(clip, tmp_path / "c.mp4", alpha=tmp_path / "c", stabilize=True,
-                  refine_foreground=True, **kw)
-    assert (tmp_path / "a.mp4").read_bytes() != (tmp_path / "c.mp4").read_bytes()
+    for name, extra in (("default", {}), ("on", dict(refine_foreground=True)),
+                        ("off", dict(refine_foreground=False, stabilize=False))):
+        convert_video(clip, tmp_path / f"{name}_c", alpha=tmp_path / f"{name}_a", **kw,
+                      **extra)
+    _same_pngs(tmp_path / "default_c", tmp_path / "on_c", 4)
+    _same_pngs(tmp_path / "default_a", tmp_path / "off_a", 4)
+    differ = [not np.array_equal(np.asarray(Image.open(tmp_path / "default_c" / f"{i:06d}.png")),
+                                 np.asarray(Image.open(tmp_path / "off_c" / f"{i:06d}.png")))
+              for i in range(4)]
+    assert all(differ)
+
+
+def test_the_automatic_foreground_choice():
+    """ConvertRequest.for_device: on for a CPU network when an output shows the foreground;
+    off for alpha alone, with a background plate (it gives the colours) and on a GPU (cost
+    not measured there); an explicit choice stays."""
+    from rvmatte.inference.plan import ConvertRequest
+
+    def choice(device="cpu", **kw):
+        kw.setdefault("output", "o.mp4")
+        req = ConvertRequest.make("in.mp4", kw.pop("output"), **kw).for_device(device)
+        return req.refine_foreground, req.post_options.refine_foreground
+
+    assert choice() == (True, True)
+    assert choice(output=None, foreground="f.mov") == (True, True)
+    assert choice(output=None, alpha="a.mp4") == (False, False)
+    assert choice("cuda") == (False, False)
+    assert choice(plate="plate.png") == (False, False)
+    assert choice(refine_foreground=False) == (False, False)
+    assert choice("cuda", refine_foreground=True) == (True, True)
 
 
 def _fused_kw():

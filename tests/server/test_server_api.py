@@ -145,9 +145,14 @@ def test_quality_and_selection_options_reach_the_runner(make_client, clip):
     job = submit(c, clip, people="1").json()
     assert wait_state(c, job["id"])["state"] == "done"
     spec = runner.specs[-1]
-    assert not spec.stabilize and not spec.foreground_estimation
+    assert not spec.stabilize and spec.foreground_estimation is None  # convert's default
     assert spec.select == Selection(people=1)
     assert "stabilize" not in job["options"] and "select" in job["options"]
+    assert "foreground_estimation" not in job["options"]
+    job = submit(c, clip, foreground_estimation="false").json()
+    assert wait_state(c, job["id"])["state"] == "done"
+    assert job["options"]["foreground_estimation"] is False
+    assert runner.specs[-1].foreground_estimation is False
     job = submit(c, clip).json()
     assert wait_state(c, job["id"])["state"] == "done"
     assert runner.specs[-1].select is None

@@ -324,24 +324,28 @@ def test_api_docs_render_offline(open_page, make_server):
 
 
 def test_quality_boxes_reach_the_job(open_page, make_server, small_clip):
-    """The two quality options are sent with the job, shown on its row, and reach the runner;
-    left unticked they are off."""
+    """The two quality options are sent with the job, shown on its row, and reach the runner:
+    "Steady matte" starts unticked (off); "Clean edge colours" starts ticked, which leaves
+    the choice to the server's default (on where its network runs on the CPU), and unticked
+    turns it off."""
     runner = CopyRunner()
     page = open_page(make_server(runner, spec=FAST))
     upload(page, small_clip)
+    assert not page.is_checked("[data-testid=stabilize]")
+    assert page.is_checked("[data-testid=foreground-estimation]")
     page.check("[data-testid=stabilize]")
-    page.check("[data-testid=foreground-estimation]")
     page.click("#start")
     row = page.locator("#jobs li.job[data-state=done]").first
     row.wait_for(timeout=30_000)
-    assert "steady matte · clean edges" in row.inner_text()
-    assert runner.specs[-1].stabilize and runner.specs[-1].foreground_estimation
+    assert "steady matte" in row.inner_text() and "edge" not in row.inner_text()
+    assert runner.specs[-1].stabilize and runner.specs[-1].foreground_estimation is None
     page.uncheck("[data-testid=stabilize]")
     page.uncheck("[data-testid=foreground-estimation]")
     page.click("#start")
     page.locator("#jobs li.job[data-state=done]").nth(1).wait_for(timeout=30_000)
-    assert not runner.specs[-1].stabilize and not runner.specs[-1].foreground_estimation
-    assert "steady" not in page.locator("#jobs li.job").first.inner_text()
+    assert not runner.specs[-1].stabilize and runner.specs[-1].foreground_estimation is False
+    newest = page.locator("#jobs li.job").first.inner_text()
+    assert "steady" not in newest and "network's edge colours" in newest
     assert page.errors == []
 
 

@@ -171,14 +171,18 @@ def add_post_options(p) -> None:
                    help="temporal stabilisation: hold alpha and foreground where the image is "
                         "still (less flicker), the network's values where it moves")
     q.add_argument("--foreground-estimation", dest="refine_foreground",
-                   action=argparse.BooleanOptionalAction, default=False,
+                   action=argparse.BooleanOptionalAction, default=None,
                    help="estimate the foreground colours from the frame and the alpha "
-                        "(multi-level, Germer et al. 2020) instead of the network's")
+                        "(multi-level, Germer et al. 2020) and mix them with the network's. "
+                        "convert: on by default where the network runs on the CPU and an "
+                        "output shows the foreground; live: off by default (its CPU budget)")
 
 
 def post_kwargs(args) -> dict:
-    """The quality options for convert_video / run_live (only those switched on)."""
-    return {k: True for k in ("stabilize", "refine_foreground") if getattr(args, k, False)}
+    """The quality options for convert_video / run_live: those given (on or off); the
+    others keep the callee's default."""
+    return {k: bool(v) for k in ("stabilize", "refine_foreground")
+            if (v := getattr(args, k, None)) is not None}
 
 
 def add_selection_options(g, *, frame_note: str = "") -> None:

@@ -70,8 +70,8 @@ class ClusterRunner:
         # the quality, selection and plate options, where the job has them
         if getattr(job, "stabilize", False):
             options["stabilize"] = True
-        if getattr(job, "foreground_estimation", False):
-            options["refine_foreground"] = True
+        if getattr(job, "foreground_estimation", None) is not None:
+            options["refine_foreground"] = bool(job.foreground_estimation)
         select, plate = getattr(job, "select", None), getattr(job, "plate", None)
         if select is not None:
             options["select"] = select if select.mask is None else replace(

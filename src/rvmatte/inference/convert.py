@@ -52,7 +52,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
                   encoder_threads=None, encode_processes: bool = False,
                   strict: bool = False, select: Any = None,
                   background_plate: Any = None, stabilize: bool = False,
-                  refine_foreground: bool = False,
+                  refine_foreground: Optional[bool] = None,
                   alpha_format: Optional[str] = None) -> ConversionResult:
     """Matte ``input`` into ``output`` (composite), ``alpha`` and/or ``foreground``.
 
@@ -99,7 +99,11 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     stabilize: temporal stabilisation of alpha and foreground where the image is still
         (:mod:`rvmatte.post.stabilize`; streaming, exact on resume).
     refine_foreground: the foreground colours estimated from the frame and the alpha
-        (:mod:`rvmatte.post.foreground`) instead of the network's, for every output.
+        (:mod:`rvmatte.post.foreground`) and mixed with the network's, for every output.
+        ``None`` (default): on where the network runs on the CPU and an output shows the
+        foreground, without a background plate
+        (:meth:`~rvmatte.inference.plan.ConvertRequest.for_device`); ``False``: the
+        network's foreground as it is.
     """
     t_start = time.perf_counter()
     _tune_malloc()
@@ -118,6 +122,7 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
     matter = None
     try:
         matter = model if isinstance(model, Matter) else Matter(spec, model=model)
+        request = request.for_device(matter.device_type)
         plan = plan_outputs(request, targets, device_type=matter.device_type,
                             uint8_path=matter.uint8_path)
         return _convert(request, plan, matter, model_label=_model_label(model),

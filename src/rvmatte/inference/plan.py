@@ -67,7 +67,8 @@ class ConvertRequest:
     selection / plate: guidance (:mod:`rvmatte.post.people` ``Selection``; a background
         plate's path), None when not used.
     stabilize / refine_foreground: the post stage's quality options
-        (:class:`rvmatte.post.PostOptions`).
+        (:class:`rvmatte.post.PostOptions`); ``refine_foreground=None``: automatic, decided
+        by :meth:`for_device` once the network's device is known.
     """
 
     input: Path
@@ -93,7 +94,7 @@ class ConvertRequest:
     selection: Any = None
     plate: Optional[Path] = None
     stabilize: bool = False
-    refine_foreground: bool = False
+    refine_foreground: Optional[bool] = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise the frozen fields once, in the old check order
@@ -131,6 +132,19 @@ class ConvertRequest:
                 "alpha_bits": self.alpha_bits, "alpha_format": self.alpha_format,
                 "seq_chunk": self.seq_chunk, "segment_frames": self.segment_frames, "spec": self.spec.fingerprint(),
                 **self._guidance_identity(), **self.post_options.identity()}
+
+    def for_device(self, device_type: str) -> "ConvertRequest":
+        """The request with its automatic choices made for a network on ``device_type``:
+        foreground estimation (``refine_foreground=None``) is on where the network runs on
+        the CPU and an output shows the foreground (composite or foreground), without a
+        background plate (which gives the foreground colours itself). On the CPU it wins on
+        the post benchmark for +12 % CPU per 1080p frame (docs/BENCHMARKS.md); its GPU cost
+        is not measured yet, so a GPU conversion keeps the network's foreground."""
+        if self.refine_foreground is not None:
+            return self
+        on = (device_type == "cpu" and self.plate is None
+              and any(kind != "alpha" for kind, _ in self.outputs))
+        return dataclasses.replace(self, refine_foreground=on)
 
     @property
     def post_options(self):

@@ -43,7 +43,7 @@ def is_id(value: str) -> bool:
 
 def parse_options(*, outputs: str | None, background: str | None, format: str | None,
                   ratio: str | None, background_upload: str | None = None,
-                  stabilize: bool = False, foreground_estimation: bool = False,
+                  stabilize: bool = False, foreground_estimation: bool | None = None,
                   select: str | None = None, select_box: str | None = None,
                   people: int | None = None, select_frame: int | None = None,
                   select_mask_upload: str | None = None,
@@ -55,7 +55,8 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
     ``image`` together with ``background_upload`` (an uploaded image's id).
     ``format``: mp4, webm or mov (default mp4, or webm for a transparent background).
     ``ratio``: ``auto`` or a downsample ratio in (0, 1].
-    ``stabilize``, ``foreground_estimation``: the quality options of ``rvmatte convert``.
+    ``stabilize``, ``foreground_estimation``: the quality options of ``rvmatte convert``
+    (``foreground_estimation`` None: its default, on where the network runs on the CPU).
     ``select`` (``"X,Y"``, several separated by ``;``), ``select_box`` (``"X0,Y0,X1,Y1"``),
     ``people`` (N), ``select_frame`` (N), ``select_mask_upload`` (an uploaded mask image's
     id, as ``--select-mask``): who is matted, as ``--select`` and its kin (pixels of the
@@ -99,7 +100,7 @@ def parse_options(*, outputs: str | None, background: str | None, format: str | 
             "format": fmt, "ratio": "auto" if r is None else r, **post}
 
 
-def _post_options(stabilize: bool, foreground_estimation: bool, select: str | None,
+def _post_options(stabilize: bool, foreground_estimation: bool | None, select: str | None,
                   select_box: str | None, people: int | None, select_frame: int | None,
                   select_mask_upload: str | None = None,
                   plate_upload: str | None = None) -> dict[str, Any]:
@@ -112,8 +113,8 @@ def _post_options(stabilize: bool, foreground_estimation: bool, select: str | No
     out: dict[str, Any] = {}
     if stabilize:
         out["stabilize"] = True
-    if foreground_estimation:
-        out["foreground_estimation"] = True
+    if foreground_estimation is not None:
+        out["foreground_estimation"] = bool(foreground_estimation)
     if sel is not None:
         out["select"] = {"points": [list(p) for p in sel.points], "box": sel.box,
                          "people": sel.people, "frame": sel.frame}
@@ -147,7 +148,7 @@ class JobSpec:
     downsample_ratio: str | float
     workdir: Path
     stabilize: bool = False
-    foreground_estimation: bool = False
+    foreground_estimation: Optional[bool] = None  # None: convert_video's default
     select: Any = None                # a rvmatte.post.people.Selection, or None: everyone
     plate: Optional[Path] = None      # a clean background plate (image), or None
 
@@ -449,7 +450,7 @@ class JobManager:
         return JobSpec(id=job["id"], input=self.data_dir / upload["path"], outputs=outputs,
                        background=background, downsample_ratio=opts["ratio"], workdir=workdir,
                        stabilize=bool(opts.get("stabilize")),
-                       foreground_estimation=bool(opts.get("foreground_estimation")),
+                       foreground_estimation=opts.get("foreground_estimation"),
                        select=_selection(opts.get("select"), mask),
                        plate=self._image(opts, "plate_upload", "background plate"))
 

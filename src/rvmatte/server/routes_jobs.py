@@ -54,9 +54,10 @@ async def create_job(
     ratio: str = Form("auto", description="downsample ratio: auto or (0, 1]"),
     stabilize: bool = Form(False, description="temporal stabilisation of the matte "
                            "(convert --stabilize)"),
-    foreground_estimation: bool = Form(False, description="re-estimate the foreground "
-                                       "colours from the frame and the matte "
-                                       "(convert --foreground-estimation)"),
+    foreground_estimation: Optional[bool] = Form(
+        None, description="re-estimate the foreground colours from the frame and the matte "
+        "(convert --foreground-estimation; default: on where the server's network runs on "
+        "the CPU)"),
     select: Optional[str] = Form(None, description="keep the person at X,Y (pixels of the "
                                  "video); several: X,Y;X,Y"),
     select_box: Optional[str] = Form(None, description="keep the people mostly inside "

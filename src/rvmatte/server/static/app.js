@@ -277,7 +277,10 @@ async function startJob() {
   const form = new FormData();
   form.append("upload_id", state.upload.id);
   for (const k of ["outputs", "background", "format", "ratio"]) form.append(k, o[k]);
-  for (const k of o.quality) form.append(k, "true");  // stabilize, foreground_estimation
+  // stabilize: on when ticked; foreground_estimation: the server's default (on where it
+  // runs on the CPU) when ticked, off when not
+  if (o.quality.includes("stabilize")) form.append("stabilize", "true");
+  if (!o.quality.includes("foreground_estimation")) form.append("foreground_estimation", "false");
   if (state.select) form.append("select", state.select.join(","));
   if (o.background === "image") form.append("background_upload", state.bgUpload);
   if (state.plateUpload) form.append("plate_upload", state.plateUpload);
@@ -332,6 +335,7 @@ function updateJobView(view, job) {
   if (job.error) st.title = job.error; else st.removeAttribute("title");
   const o = job.options;
   const extras = [o.stabilize && "steady matte", o.foreground_estimation && "clean edges",
+                  o.foreground_estimation === false && "network's edge colours",
                   o.plate_upload && "empty-scene photo", o.select && "selected people"];
   setText(view.querySelector(".opts"),
           [`${o.outputs.join(", ")}`, o.background, o.format, `ratio ${o.ratio}`,
