@@ -319,6 +319,9 @@ def main(argv=None) -> int:
                          "as 'rvmatte baseline', and print rvmatte's ratio to it")
     ap.add_argument("--rvmatte-presets", default="",
                     help="comma list of extra rvmatte runs with --preset P (e.g. medium,ultrafast)")
+    ap.add_argument("--rvmatte-args", default="",
+                    help="extra rvmatte runs with other convert options: 'NAME=ARGS;NAME=ARGS' "
+                         "(e.g. 'no-fgest=--no-foreground-estimation')")
     ap.add_argument("--rvmatte-backends", default="",
                     help="comma list of extra rvmatte runs with --backend B (e.g. onnxruntime)")
     ap.add_argument("--rvmatte-cache", choices=("fresh", "user"), default="fresh",
@@ -449,6 +452,11 @@ def run(args, variants: list[dict], work: Path) -> int:
         jobs.append({"name": f"rvmatte {preset}", "env": rv_env, "cmd": lambda comp, pha, p=preset:
                      rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
                                "--downsample", "0.25", "--preset", p]})
+    for item in filter(None, (x.strip() for x in args.rvmatte_args.split(";"))):
+        name, _, extra = item.partition("=")
+        jobs.append({"name": f"rvmatte {name}", "env": rv_env, "cmd": lambda comp, pha, e=extra:
+                     rv_cmd + ["convert", str(clip), "-o", str(comp), "--alpha", str(pha),
+                               "--downsample", "0.25", *e.split()]})
     rv_names = [j["name"] for j in jobs if j["name"].startswith("rvmatte")]
 
     print(f"load average at start: {load()}")
