@@ -24,6 +24,12 @@ with an RGB frame, as rvmatte did) against :func:`rvmatte.io.yuv.image_to_yuv420
 frame made from its planes (what ``SegmentWriter`` does now), interleaved rounds, median::
 
     python benchmarks/encode_speed.py --conversion             # 1080p
+
+``--avx512`` measures what opening x264 without its AVX-512 code (as rvmatte does:
+:func:`rvmatte.io.writers.x264_cpu`) costs: ms per frame of one-thread libx264 encodes of the
+same ``--size`` frames with and without it, per preset, interleaved rounds, median::
+
+    python benchmarks/encode_speed.py --avx512 --presets ultrafast,veryfast
 """
 
 from __future__ import annotations
@@ -167,6 +173,50 @@ def conversion_cost(size=(1920, 1080), rounds: int = 7, per_round: int = 20) -> 
     return rows
 
 
+def avx512_cost(presets, size=(1920, 1080), frames: int = 30, rounds: int = 5) -> list[dict]:
+    """Milliseconds per frame of a one-thread libx264 encode (CRF 18, no B-frames: a
+    segment's settings) of ``frames`` frames of the sample at ``size``, with x264's own CPU
+    choice and without AVX-512 (``asm=`` :func:`~rvmatte.io.writers.x264_cpu`). Interleaved
+    rounds, median. Empty where x264 uses no AVX-512 here."""
+    import av
+
+    from rvmatte.io.writers import x264_cpu
+
+    cpu = x264_cpu()
+    if cpu is None:
+        return []
+    w, h = size
+    with av.open(str(SAMPLE)) as c:
+        planes = [f.reformat(width=w, height=h, format="yuv420p").to_ndarray()
+                  for _, f in zip(range(frames), c.decode(video=0))]
+
+    def encode(preset, params):
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
+        cc.time_base, cc.framerate, cc.thread_count = Fraction(1, 30), Fraction(30), 1
+        cc.options = {"crf": "18", "preset": preset, "bf": "0", **params}
+        todo = [av.VideoFrame.from_ndarray(p, format="yuv420p") for p in planes]
+        t0 = time.perf_counter()
+        for i, f in enumerate(todo):
+            f.pts = i
+            cc.encode(f)
+        cc.encode(None)
+        return (time.perf_counter() - t0) / len(todo)
+
+    ways = {"x264's choice": {}, "without AVX-512": {"x264-params": f"asm={cpu}"}}
+    times: dict = {}
+    for _ in range(rounds):
+        for preset in presets:
+            for way, params in ways.items():
+                times.setdefault((preset, way), []).append(encode(preset, params))
+    rows = []
+    for preset in presets:
+        ms = [1000 * statistics.median(times[(preset, way)]) for way in ways]
+        rows.append({"preset": preset, "size": f"{w}x{h}", "auto_ms": ms[0],
+                     "no_avx512_ms": ms[1], "ratio": ms[1] / ms[0]})
+    return rows
+
+
 def _where(row: dict) -> str:
     """Where a configuration's encoders ran."""
     return "processes" if row["processes"] else ("threads" if row["threaded"] else "inline")
@@ -190,7 +240,20 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--conversion", action="store_true",
                     help="measure the RGB -> 4:2:0 conversion per frame instead (docstring)")
+    ap.add_argument("--avx512", action="store_true",
+                    help="measure x264 with and without its AVX-512 code instead (docstring)")
     args = ap.parse_args(argv)
+    if args.avx512:
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        rows = avx512_cost(args.presets.split(","), size)
+        print(f"{os.cpu_count()} CPUs; one-thread libx264, ms per {size[0]}x{size[1]} frame "
+              f"(median)" if rows else "x264 uses no AVX-512 here: nothing to compare")
+        for r in rows:
+            print(f"{r['preset']:9} x264's choice {r['auto_ms']:6.1f}  without AVX-512 "
+                  f"{r['no_avx512_ms']:6.1f}  ratio {r['ratio']:.3f}")
+        if args.json:
+            args.json.write_text(json.dumps({"cpus": os.cpu_count(), "rows": rows}, indent=1))
+        return 0
     if args.conversion:
         size = tuple(int(v) for v in args.size.lower().split("x"))
         rows = conversion_cost(size)

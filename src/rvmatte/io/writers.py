@@ -338,9 +338,10 @@ def x264_cpu() -> Optional[str]:
     With its AVX-512 code, the x264 in PyAV 18.1 (core 165) now and then codes the same
     frames a few levels differently from run to run (about 1 in 1000 encodes of 96x48
     pictures on the reference AMD EPYC, one thread or several); without it, none in 22,500
-    (scripts/x264_determinism.py), at no measured cost in speed (docs/SPEED.md). The
-    capabilities are read from the "using cpu capabilities" line x264 logs when it opens,
-    once per process, so only names it detected here are passed back."""
+    (scripts/x264_determinism.py), for no measurable speed (1080p, one thread: 9.2 against
+    9.4 ms a frame ultrafast, 20.2 against 20.3 veryfast; benchmarks/encode_speed.py
+    --avx512). The capabilities are read from the "using cpu capabilities" line x264 logs
+    when it opens, once per process, so only names it detected here are passed back."""
     import av
     import av.logging
 
