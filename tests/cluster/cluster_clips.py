@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_talking_head_640x360.mp4"
 # The bundled model, one thread (the CI machine has 2 cores and a cluster of two 1-CPU nodes
 # here), half resolution: the fused CPU path, fast on these tiny clips. Tests that compare
-# decoded H.264 of two runs use clips of 128x64 or more: at 64x48 and 96x48 x264 is not
-# run-to-run exact (scripts/x264_determinism.py).
+# decoded H.264 of two runs use clips of 128x64 or more: at 64x48 and 96x48 x264 with its
+# AVX-512 code was not run-to-run exact (scripts/x264_determinism.py; now opened without it).
 SPEC = ModelSpec(threads=1, downsample=0.5)
 
 

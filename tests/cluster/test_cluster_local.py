@@ -61,8 +61,9 @@ def test_batch_here_manifest_skip_and_bad_clip(tmp_path):
 def test_rerun_resumes_a_partial_clip(tmp_path):
     """A batch stopped mid-clip keeps the clip's checkpoint; the same call again resumes it
     and gives the uninterrupted run's output."""
-    # 128x64, not 64x48: x264 differs from run to run on up to 1 % of 64x48 encodes
-    # (scripts/x264_determinism.py), and this compares 80 segments' bytes with one run's
+    # 128x64, not 64x48: x264 with its AVX-512 code differed from run to run on up to 1 % of
+    # 64x48 encodes (scripts/x264_determinism.py; rvmatte now opens it without that code),
+    # and this compares 80 segments' bytes with one run's
     clip = make_clip(tmp_path / "c.mp4", w=128, h=64, n=400, audio=False)
     out = tmp_path / "out"
     stop = threading.Event()

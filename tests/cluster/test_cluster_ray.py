@@ -108,8 +108,8 @@ def test_a_worker_killed_mid_task_is_retried_and_resumed(cluster, tmp_path, acto
     half-written was ever at the output's path."""
     clip = make_clip(tmp_path / "long.mp4", w=128, h=64, n=600, audio=True)
     out = tmp_path / "out"
-    # lossless (FFV1): a resumed H.264 segment re-encoded from planes converted in the
-    # encoder's thread is not always byte-stable (scripts/x264_determinism.py)
+    # lossless (FFV1): written when x264 with its AVX-512 code was not always byte-stable
+    # (scripts/x264_determinism.py); the alpha's values are what this checks
     ckpt = out / "long_alpha.mkv.rvmatte-resume" / "job.json"
     killed: dict = {}
 

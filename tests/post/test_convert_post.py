@@ -13,9 +13,9 @@ from rvm_clips import make_clip, tiny_model
 from rvmatte.errors import Cancelled
 from rvmatte.inference.convert import convert_video
 
-# x264 (core 165 in PyAV 18.1) now and then codes the same 64x48 or 96x48 frames differently
-# (docs/SPEED.md, "x264 is not always bit-reproducible here, at tiny frame sizes"; it failed
-# CI once here): byte comparisons use a size it was measured reproducible at.
+# x264 (core 165 in PyAV 18.1) with its AVX-512 code now and then coded the same 64x48 or
+# 96x48 frames differently (docs/SPEED.md, "The cause"); rvmatte opens it without that code
+# now. Byte comparisons still use a size that was reproducible even with it.
 BYTE_STABLE = dict(w=192, h=108)
 
 
