@@ -7,13 +7,15 @@ runs below ratio 1, and the ``full`` graph for ratio 1. The full-resolution step
 numba kernel of ``fused``.
 
 What stays in float, measured (docs/SPEED.md, "INT8"): the refiner (the guided filter's box
-statistics, ``var = E[x^2] - E[x]^2``, do not survive 8 bits) and the MobileNetV3 encoder.
-Of the encoder, the first convolution lost the most by far, then the early and the late
-blocks; quantised but for its first convolution the encoder saved about 10 % more time but
-took the benchmark's dtSSD at ratio 1 to +2.6 % of float's (the whole encoder in float:
-+1.2 %). LR-ASPP, the recurrent decoder (its ConvGRUs included) and the projection -- most of
-the network's time at these working sizes -- run in int8. Only the network's own nodes
-(``/low/...``) are candidates; anything else in a graph stays float.
+statistics, ``var = E[x^2] - E[x]^2``, do not survive 8 bits) and the MobileNetV3 encoder's
+stem and first three blocks (``features.0-3``, at 1/2 and 1/4 of the working size: of the
+encoder, the first convolution lost the most by far, then these early blocks). The rest --
+the encoder's blocks 4-16, LR-ASPP, the recurrent decoder (its ConvGRUs included) and the
+projection -- runs in int8. Recipe 1 (until issue 22's profile) kept the whole encoder in
+float; recipe 2 takes 7-16 % less CPU time in the network (6-10 % in the whole fused step) at
+the working sizes of 720p and 1080p, and its benchmark MAD and dtSSD stay within 1.1 % of
+float's. Only the network's own nodes (``/low/...``) are candidates; anything else in a graph
+stays float.
 
 The calibration runs the float graph over real frames, frame after frame, carrying the
 recurrent state as in use, and records every tensor's range. Its frames are the sample clip
@@ -48,8 +50,9 @@ from . import cache, kernels
 from .fused import FusedRunner
 
 # Bump when anything below changes the quantised file (frames, sequences, kept-float nodes,
-# quantisation options): cached files of an older recipe are then made again.
-RECIPE_VERSION = 1
+# quantisation options): cached files of an older recipe are then made again. The recipes of
+# the versions before stay in RECIPES, for benchmarks/int8_recipes.py to compare against.
+RECIPE_VERSION = 2
 CALIBRATION_CLIP = "sample_talking_head_640x360.mp4"  # in rvmatte/assets (and examples/)
 CALIBRATION_SHA256 = "9de303e99917935dc80efa59975fc3db5b0febbbd043547bc4cdf6ec7f1dbc6b"
 SEED = 20250522
@@ -73,9 +76,29 @@ class CalibrationSequence:
 
 SEQUENCES = (CalibrationSequence(512, 288, 3, False, (1.0, 1.0)),
              CalibrationSequence(320, 180, 3, True, (0.8, 1.2)))
-# The nodes that may be quantised, and those of them kept in float (see the docstring).
+# The nodes that may be quantised (the network's own; not the refiner's).
 QUANTISABLE = re.compile(r"^/low/")
-KEPT_FLOAT = re.compile(r"^/low/backbone/")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What is quantised: the nodes of :data:`QUANTISABLE` but those ``kept_float`` matches
+    (a regular expression over node names). Its ``version`` is in the cached file's key."""
+
+    version: int
+    kept_float: str
+
+    def keeps(self, name: str) -> bool:
+        return re.search(self.kept_float, name) is not None
+
+
+RECIPES = {
+    # 2026-12-04: the whole MobileNetV3 encoder in float
+    1: Recipe(1, r"^/low/backbone/"),
+    # issue 22: the encoder's stem and first three blocks only
+    2: Recipe(2, r"^/low/backbone/features\.[0-3]/"),
+}
+RECIPE = RECIPES[RECIPE_VERSION]
 
 
 def _quantization():
@@ -237,16 +260,16 @@ def calibration_feeds(float_onnx: Path, graph: str) -> list[dict]:
 
 
 # -- quantisation --------------------------------------------------------------------------
-def nodes_to_quantize(model_proto) -> list[str]:
-    """The names of the nodes the recipe quantises in ``model_proto`` (an rvmatte export).
+def nodes_to_quantize(model_proto, recipe: Recipe = RECIPE) -> list[str]:
+    """The names of the nodes ``recipe`` quantises in ``model_proto`` (an rvmatte export).
     A graph where the recipe finds nothing to keep in float (renamed nodes) is an error, not
     a silently worse network."""
     names = [n.name for n in model_proto.graph.node if QUANTISABLE.search(n.name)]
-    kept = [n for n in names if KEPT_FLOAT.search(n)]
+    kept = [n for n in names if recipe.keeps(n)]
     if not kept or len(kept) == len(names):
         raise RvmatteError("the exported graph's node names are not those the int8 recipe "
-                           "knows (rvmatte.runtime.int8.KEPT_FLOAT); use --backend fused")
-    return [n for n in names if not KEPT_FLOAT.search(n)]
+                           "knows (rvmatte.runtime.int8.RECIPES); use --backend fused")
+    return [n for n in names if not recipe.keeps(n)]
 
 
 @contextlib.contextmanager
@@ -268,16 +291,18 @@ def _quiet() -> Iterator[None]:
         ort.set_default_logger_severity(2)
 
 
-def quantize(float_onnx: str | os.PathLike, path: str | os.PathLike, *, graph: str) -> Path:
+def quantize(float_onnx: str | os.PathLike, path: str | os.PathLike, *, graph: str,
+             recipe: Recipe = RECIPE) -> Path:
     """Quantise ``float_onnx`` (rvmatte's float32 export of ``graph``, ``"coefficients"`` or
-    ``"full"``) into ``path`` by the recipe of this module; written atomically."""
+    ``"full"``) into ``path`` by ``recipe`` (default: this module's, :data:`RECIPE`); written
+    atomically."""
     q = _quantization()
     import onnx
 
     float_onnx, path = Path(float_onnx), Path(path)
     if graph not in ("coefficients", "full"):
         raise ValueError(f"unknown graph {graph!r}")
-    nodes = nodes_to_quantize(onnx.load(str(float_onnx)))
+    nodes = nodes_to_quantize(onnx.load(str(float_onnx)), recipe)
     feeds = calibration_feeds(float_onnx, graph)
 
     class Reader(q.CalibrationDataReader):
