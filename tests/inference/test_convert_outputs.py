@@ -124,8 +124,8 @@ def test_composite_pixels_over_every_background(tmp_path, bg_clip, kind, monkeyp
     _, frames = video_frames(bg_clip)
     spec, bg, kw = _background(kind, tmp_path, frames)
     calls = []
-    fused = FusedRunner.matte_uint8
-    monkeypatch.setattr(FusedRunner, "matte_uint8",
+    fused = FusedRunner.network
+    monkeypatch.setattr(FusedRunner, "network",
                         lambda self, *a, **k: calls.append(1) or fused(self, *a, **k))
     kw.setdefault("refine_foreground", False)
     r = convert_video(bg_clip, tmp_path / "comp.mkv", codec="ffv1", alpha=tmp_path / "a",

@@ -210,8 +210,9 @@ def run(args) -> int:
         say(f"  note: {note}")
     if res.bottleneck:
         st = res.stages
-        say(f"  busy: decode {st['decode_s']:.1f} s, model {st['model_s']:.1f} s, encode "
-            f"{st['encode_s']:.1f} s (the {res.bottleneck} stage set the pace)")
+        finish = f"finish {st['finish_s']:.1f} s, " if st.get("finish_s") else ""
+        say(f"  busy: decode {st['decode_s']:.1f} s, model {st['model_s']:.1f} s, {finish}"
+            f"encode {st['encode_s']:.1f} s (the {res.bottleneck} stage set the pace)")
     return 0
 
 

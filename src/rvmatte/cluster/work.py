@@ -137,11 +137,10 @@ class WarmSession(Matter):
         self.last = out.state
         return out
 
-    def matte_uint8(self, frames, state, ratio, **kwargs):
-        made, new = super().matte_uint8(frames, self.seed if state is None else state, ratio,
-                                        **kwargs)
+    def network_uint8(self, frames, state, ratio):
+        coefs, new = super().network_uint8(frames, self.seed if state is None else state, ratio)
         self.last = new
-        return made, new
+        return coefs, new
 
 
 _SESSIONS: dict = {}

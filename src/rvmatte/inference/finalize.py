@@ -41,9 +41,11 @@ class ConversionResult:
 
     @property
     def bottleneck(self) -> Optional[str]:
-        """The pipeline stage that bounded this run's speed: ``"decode"``, ``"model"`` or
-        ``"encode"`` (the one busy for the largest share of the run), None if not timed."""
-        busy = {k: self.stages.get(f"{k}_s", 0.0) for k in ("decode", "model", "encode")}
+        """The pipeline stage that bounded this run's speed: ``"decode"``, ``"model"``,
+        ``"finish"`` (the uint8 path's full-resolution outputs and post stage) or ``"encode"``
+        (the one busy for the largest share of the run), None if not timed."""
+        busy = {k: self.stages.get(f"{k}_s", 0.0)
+                for k in ("decode", "model", "finish", "encode")}
         return max(busy, key=busy.get) if any(busy.values()) else None
 
     def as_dict(self) -> dict:

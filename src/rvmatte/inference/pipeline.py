@@ -87,12 +87,14 @@ class _Job:
 class _Stages:
     """Where a conversion's time goes, one accumulator per thread (each written by its own
     thread only): the decode thread's time decoding, the model thread's time matting and
-    transferring, the encode thread's time handing frames to the encoders (which includes
+    transferring (on the uint8 path the network alone), the finish thread's time making the
+    full-resolution outputs from the network's coefficients (the uint8 path), the encode thread's time handing frames to the encoders (which includes
     waiting for a free encoder), and the time each spent waiting for its neighbour. A stage
     busy for nearly the whole run is the one that bounds the speed."""
 
     KEYS = ("decode_s", "decode_blocked_s", "model_s", "model_waited_for_input_s",
-            "model_blocked_s", "encode_s", "encode_waited_for_input_s")
+            "model_blocked_s", "finish_s", "finish_waited_for_input_s", "finish_blocked_s",
+            "encode_s", "encode_waited_for_input_s")
 
     def __init__(self) -> None:
         self.t = dict.fromkeys(self.KEYS, 0.0)
@@ -161,7 +163,14 @@ class Pipeline:
     ``src``/``fgr`` (T,3,H,W), ``pha`` (T,1,H,W); ``state_arrays()`` / ``load_state(arrays)``
     carry its state through checkpoints; an optional ``warnings`` list reaches the result.
     On the uint8 (fused) path the processors' numpy call runs on each frame's float outputs
-    before the uint8 outputs are made (``Matter.matte_uint8(post=...)``).
+    before the uint8 outputs are made (``Matter.finish_uint8(post=...)``).
+
+    Threads: decode -> ``q_in`` -> model (the caller's thread) -> ``q_out`` -> encode. On the
+    uint8 path the model thread runs the recurrent network alone (``Matter.network_uint8``)
+    and a finish thread between it and the encoder makes the full-resolution outputs, the
+    post stage included (``Matter.finish_uint8``), so the next frame's network overlaps them:
+    model -> ``q_mid`` -> finish -> ``q_out``. Checkpoints pass through the finish thread,
+    which adds the post stage's state as of the same frame.
     """
 
     def __init__(self, plan: OutputPlan, matter: Any, checkpoints: CheckpointDir,
@@ -187,6 +196,8 @@ class Pipeline:
         self.halt = threading.Event()  # cancel: stop decoding, let the encoder finish
         self.q_in: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.q_out: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.split_finish = bool(plan.uint8)  # a finish thread (see the class docstring)
+        self.q_mid: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.video = {s.kind: s for s in plan.video_specs}
         self.notes: list[str] = []
         self.outs: Optional[SegmentedOutputs] = None
@@ -212,6 +223,9 @@ class Pipeline:
         reporter, bar = self._reporter()
         threads = [threading.Thread(target=self._decode, name="rvmatte-decode", daemon=True),
                    threading.Thread(target=self._encode, name="rvmatte-encode", daemon=True)]
+        if self.split_finish:
+            threads.append(threading.Thread(target=self._finish, name="rvmatte-finish",
+                                            daemon=True))
         for t in threads:
             t.start()
         t_run = time.perf_counter()
@@ -223,6 +237,8 @@ class Pipeline:
         finally:
             if self.job.error is not None:
                 self.job.stop.set()
+            for t in threads[2:]:
+                t.join()        # the finish thread passes on what was matted (cancel)
             threads[1].join()   # the encoder first: it drains what was matted (cancel)
             if cancelled:
                 self.job.stop.set()
@@ -308,37 +324,78 @@ class Pipeline:
         """Matte each chunk from ``q_in`` into ``q_out``, with the state at segment ends.
         Returns True when cancelled."""
         job, seg = self.job, self.plan.segment_frames
+        q_next = self.q_mid if self.split_finish else self.q_out
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 self.halt.set()
-                _put(self.q_out, ("cancel",), job)
+                _put(q_next, ("cancel",), job)
                 return True
             t = time.perf_counter()
             item = _get(self.q_in, job)
             t = self.stages.add("model_waited_for_input_s", t)
             if item is None:
                 if not job.stop.is_set():
-                    _put(self.q_out, ("end",), job)
+                    _put(q_next, ("end",), job)
                 return False
             idx, pts, frames = item
             if self.range_offset is None:
                 rng = self.plan.range
                 self.range_offset = pts[0] if not rng.empty and rng.start else 0
-            arrays = self._matte(idx, frames)
+            if self.split_finish:
+                coefs, self.state = self.matter.network_uint8(frames, self.state,
+                                                              self.plan.ratio)
+                made = ("coefs", idx, pts, (frames, coefs))
+            else:
+                made = ("frames", idx, pts, self._matte(idx, frames))
             t = self.stages.add("model_s", t)
-            if not _put(self.q_out, ("frames", idx, pts, arrays), job):
+            if not _put(q_next, made, job):
                 return False
             t = self.stages.add("model_blocked_s", t)
             self.done, self.last_pts = idx[-1] + 1, pts[-1]
             if self.done % seg == 0:
                 state = self.matter.state_arrays(self.state)
-                post = {name: p.state_arrays() for name, p in self.post.items()}
+                post = None if self.split_finish else self._post_state()
                 t = self.stages.add("model_s", t)
-                if not _put(self.q_out, ("checkpoint", self.done, pts[-1], state, post), job):
+                if not _put(q_next, ("checkpoint", self.done, pts[-1], state, post), job):
                     return False
                 self.stages.add("model_blocked_s", t)
             if reporter is not None:
                 reporter(self._progress_info(t_run))
+
+    def _post_state(self) -> dict:
+        return {name: p.state_arrays() for name, p in self.post.items()}
+
+    # ---- finish stage (the uint8 path) ---------------------------------------------------
+    def _finish(self) -> None:
+        """The network's coefficients from ``q_mid`` -> the outputs into ``q_out``;
+        checkpoints get the post stage's state here (as of their frame); the end and cancel
+        items are passed on, and end the thread."""
+        job, plan, stages = self.job, self.plan, self.stages
+        kw = {"post": self.post_chain} if self.post_chain is not None else {}
+        try:
+            while True:
+                t = time.perf_counter()
+                item = _get(self.q_mid, job)
+                t = stages.add("finish_waited_for_input_s", t)
+                if item is None:
+                    return
+                if item[0] == "coefs":
+                    _, idx, pts, (frames, coefs) = item
+                    made = self.matter.finish_uint8(frames, coefs, plan.ratio,
+                                                    outputs=plan.uint8_outputs,
+                                                    background=plan.uint8_background, **kw)
+                    item = ("frames", idx, pts,
+                            {key: made[UINT8_NAMES[key]] for key in plan.keys.values()})
+                elif item[0] == "checkpoint":
+                    item = (*item[:4], self._post_state())
+                t = stages.add("finish_s", t)
+                if not _put(self.q_out, item, job):
+                    return
+                stages.add("finish_blocked_s", t)
+                if item[0] in ("end", "cancel"):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the caller thread
+            job.fail(e)
 
     def _progress_info(self, t_run: float) -> ProgressInfo:
         total, done = self.plan.expected_frames, self.done
@@ -348,16 +405,11 @@ class Pipeline:
         return ProgressInfo(done, total, fps, eta)
 
     def _matte(self, idx: list, frames: np.ndarray) -> dict:
-        """One chunk -> ``{key: uint8 array}`` for each key of ``plan.keys``."""
+        """One chunk on the tensor path -> ``{key: uint8 array}`` for each key of
+        ``plan.keys`` (the uint8 path: the model thread and :meth:`_finish`)."""
         plan, m = self.plan, self.matter
         h, w = plan.info.height, plan.info.width
         try:
-            if plan.uint8:
-                kw = {"post": self.post_chain} if self.post_chain is not None else {}
-                made, self.state = m.matte_uint8(frames, self.state, plan.ratio,
-                                                 outputs=plan.uint8_outputs,
-                                                 background=plan.uint8_background, **kw)
-                return {key: made[UINT8_NAMES[key]] for key in plan.keys.values()}
             if plan.yuv_in:
                 matrix, full = plan.yuv_matrix
                 src = m.yuv_to_tensor(frames, h, w, matrix=matrix, full_range=full)

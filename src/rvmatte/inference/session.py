@@ -161,11 +161,25 @@ class Matter:
         ``outputs`` (see :meth:`rvmatte.runtime.fused.FusedRunner.finish`); where
         :meth:`uint8_path` is true. ``post``: a callable run on each frame's float outputs
         before the uint8 ones are made (the post stage, :mod:`rvmatte.post`)."""
+        coefs, state = self.network_uint8(frames, state, ratio)
+        return self.finish_uint8(frames, coefs, ratio, outputs=outputs, background=background,
+                                 post=post), state
+
+    def network_uint8(self, frames: np.ndarray, state, ratio: float):
+        """The recurrent half of :meth:`matte_uint8`: ``(coefficients per frame, state)``
+        (:meth:`rvmatte.runtime.fused.FusedRunner.network`); :meth:`finish_uint8` makes the
+        outputs from them, and may run in another thread."""
         if not self.uint8_path(ratio):
             raise ValueError(f"no uint8 path for backend {self.backend_for(ratio)!r} at "
                              f"ratio {ratio}")
-        return self._runner_for(ratio).matte_uint8(frames, state, ratio, outputs=outputs,
-                                                   background=background, post=post)
+        return self._runner_for(ratio).network(frames, state, ratio)
+
+    def finish_uint8(self, frames: np.ndarray, coefs, ratio: float, *, outputs: Sequence[str],
+                     background: Sequence[float] = (0.0, 0.0, 0.0), post=None) -> dict:
+        """The full-resolution half of :meth:`matte_uint8` (refine, ``post``, the outputs)
+        from :meth:`network_uint8`'s coefficients: ``{name: uint8 array}``."""
+        return self._runner_for(ratio).finish(frames, coefs, outputs=outputs,
+                                              background=background, post=post)
 
     def keep_post(self, states: dict) -> None:
         """Called when a conversion through this session ends with its post stage's last
