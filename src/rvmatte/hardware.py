@@ -110,6 +110,13 @@ def default_threads() -> int:
     return min(n, cores) if n else cores
 
 
+def threads_chosen() -> bool:
+    """Whether the model's threads were chosen (``--threads`` / :func:`set_threads`, or
+    ``MKL_NUM_THREADS`` / ``OMP_NUM_THREADS``) rather than left to the default."""
+    return _threads is not None or bool(_env_threads("MKL_NUM_THREADS")
+                                        or _env_threads("OMP_NUM_THREADS"))
+
+
 def set_threads(n: int) -> None:
     """The model's CPU threads (``--threads``): for the torch-free path, and for torch now or,
     through :func:`apply_threads`, when it is used."""

@@ -125,6 +125,8 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
         request = request.for_device(matter.device_type)
         plan = plan_outputs(request, targets, device_type=matter.device_type,
                             uint8_path=matter.uint8_path)
+        if matter is not model and one_model_thread(spec, plan.uint8):
+            matter.runner_threads = 1
         return _convert(request, plan, matter, model_label=_model_label(model),
                         progress=progress, cancel=cancel, t_start=t_start)
     finally:
@@ -132,6 +134,17 @@ def convert_video(input, output=None, *, alpha=None, foreground=None, background
             matter.close()  # this conversion's own session: stop its runners' threads
         if isinstance(targets.parsed_background, Background):
             targets.parsed_background.close()
+
+
+def one_model_thread(spec: ModelSpec, uint8: bool) -> bool:
+    """Whether a conversion's own session gives the network one CPU thread: on the uint8 path
+    (the CPU's fused / int8 backends) of a machine with at most 2 cores, where the threads
+    were not chosen. There the decode, finish and encode threads keep the other core busy, and
+    a second intra-op thread for the network costs more than it brings (1080p / 0.25, 300
+    frames, 2-core EPYC: 21.8 s against 25.0 s, 40 s of CPU against 47; docs/SPEED.md)."""
+    from ..hardware import physical_cores, threads_chosen
+
+    return uint8 and spec.threads is None and not threads_chosen() and physical_cores() <= 2
 
 
 def _selection(select: Any):

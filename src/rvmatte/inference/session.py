@@ -130,6 +130,11 @@ class Matter:
             return auto_backend(self.device_type, self._dtype_name, ratio, bundled=self._bundled)
         return self.backend
 
+    #: CPU threads of the runners built from now on, where not None, instead of the spec's
+    #: (without setting them process-wide): a file conversion's own session on a 2-core CPU
+    #: gives the network one (``convert_video``).
+    runner_threads: Optional[int] = None
+
     def _runner_for(self, ratio: float):
         name = self.backend_for(ratio)
         if name == "fused" and ratio >= 1:
@@ -144,7 +149,9 @@ class Matter:
                 if model is not None:
                     apply_threads()
                 make = make_auto_runner if self.backend == "auto" else make_runner
-                runner = make(name, model, spec=self.spec)
+                spec = self.spec if self.runner_threads is None \
+                    else self.spec.replace(threads=self.runner_threads)
+                runner = make(name, model, spec=spec)
                 if self.backend == "auto":
                     name = self.backend_for(ratio)  # "fused" where auto's int8 fell back
                 self._runners[name] = runner
