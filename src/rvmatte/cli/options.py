@@ -74,8 +74,9 @@ MODEL_ARGS: dict[str, dict] = {
                        help="downsample ratio in (0, 1] for the network's low-resolution pass; "
                             "auto = longest side of the working image at most 512 px"),
     "threads": dict(type=int, default=None, metavar="N",
-                    help="CPU threads for the model (default: PyTorch's choice, all cores; 1 "
-                         "helps on a machine busy with other work)"),
+                    help="CPU threads for the model (default: all cores; 1 for the network "
+                         "of a conversion on a 2-core CPU's fused/int8 path; 1 helps on a "
+                         "machine busy with other work)"),
 }
 SEQ_CHUNK_ARGS = dict(type=int, default=None, metavar="N",
                       help="frames per model call (default: 1 on the CPU, where it lets decode, "
