@@ -82,9 +82,15 @@ def version_env(pythonpath: Path | None) -> dict:
 
 
 def which_rvmatte(env: dict) -> str:
-    """Where the ``rvmatte`` a run imports lives (checks that the baseline is the old tree)."""
-    return subprocess.run([sys.executable, "-c", "import rvmatte; print(rvmatte.__file__)"],
-                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    """Where the ``rvmatte`` a run imports lives (checks that the baseline is the old tree):
+    relative to this checkout when inside it, so saved logs name no machine's paths."""
+    path = Path(subprocess.run([sys.executable, "-c", "import rvmatte; print(rvmatte.__file__)"],
+                               env=env, capture_output=True, text=True,
+                               check=True).stdout.strip())
+    try:
+        return f"{path.relative_to(HERE.parent)} (this checkout)"
+    except ValueError:
+        return str(path)
 
 
 def parse_summary(log: Path) -> dict:
