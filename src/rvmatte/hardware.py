@@ -110,6 +110,23 @@ def default_threads() -> int:
     return min(n, cores) if n else cores
 
 
+def import_kernels(module: str):
+    """Import the numba kernel module ``module`` (their compiled code is cached on disk).
+    Where numba finds no writable place for that cache (a read-only install and home), it
+    sets ``RVMATTE_NUMBA_CACHE=0`` (each kernel module's ``cache=`` flag reads it) and imports
+    the module again: the kernels are then compiled in each process (a second or two)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        os.environ["RVMATTE_NUMBA_CACHE"] = "0"
+        sys.modules.pop(module, None)
+        return importlib.import_module(module)
+
+
 def threads_chosen() -> bool:
     """Whether the model's threads were chosen (``--threads`` / :func:`set_threads`, or
     ``MKL_NUM_THREADS`` / ``OMP_NUM_THREADS``) rather than left to the default."""

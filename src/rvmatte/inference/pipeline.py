@@ -88,8 +88,9 @@ class _Stages:
     """Where a conversion's time goes, one accumulator per thread (each written by its own
     thread only): the decode thread's time decoding, the model thread's time matting and
     transferring (on the uint8 path the network alone), the finish thread's time making the
-    full-resolution outputs from the network's coefficients (the uint8 path), the encode thread's time handing frames to the encoders (which includes
-    waiting for a free encoder), and the time each spent waiting for its neighbour. A stage
+    full-resolution outputs from the network's coefficients (the uint8 path), the encode
+    thread's time handing frames to the encoders (which includes waiting for a free
+    encoder), and the time each spent waiting for its neighbour. A stage
     busy for nearly the whole run is the one that bounds the speed."""
 
     KEYS = ("decode_s", "decode_blocked_s", "model_s", "model_waited_for_input_s",
@@ -196,7 +197,7 @@ class Pipeline:
         self.halt = threading.Event()  # cancel: stop decoding, let the encoder finish
         self.q_in: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.q_out: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
-        self.split_finish = bool(plan.uint8)  # a finish thread (see the class docstring)
+        # the uint8 path's finish thread takes the network's coefficients from here
         self.q_mid: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
         self.video = {s.kind: s for s in plan.video_specs}
         self.notes: list[str] = []
@@ -223,7 +224,7 @@ class Pipeline:
         reporter, bar = self._reporter()
         threads = [threading.Thread(target=self._decode, name="rvmatte-decode", daemon=True),
                    threading.Thread(target=self._encode, name="rvmatte-encode", daemon=True)]
-        if self.split_finish:
+        if self.plan.uint8:
             threads.append(threading.Thread(target=self._finish, name="rvmatte-finish",
                                             daemon=True))
         for t in threads:
@@ -324,7 +325,7 @@ class Pipeline:
         """Matte each chunk from ``q_in`` into ``q_out``, with the state at segment ends.
         Returns True when cancelled."""
         job, seg = self.job, self.plan.segment_frames
-        q_next = self.q_mid if self.split_finish else self.q_out
+        q_next = self.q_mid if self.plan.uint8 else self.q_out
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 self.halt.set()
@@ -341,7 +342,7 @@ class Pipeline:
             if self.range_offset is None:
                 rng = self.plan.range
                 self.range_offset = pts[0] if not rng.empty and rng.start else 0
-            if self.split_finish:
+            if self.plan.uint8:
                 coefs, self.state = self.matter.network_uint8(frames, self.state,
                                                               self.plan.ratio)
                 made = ("coefs", idx, pts, (frames, coefs))
@@ -354,7 +355,7 @@ class Pipeline:
             self.done, self.last_pts = idx[-1] + 1, pts[-1]
             if self.done % seg == 0:
                 state = self.matter.state_arrays(self.state)
-                post = None if self.split_finish else self._post_state()
+                post = None if self.plan.uint8 else self._post_state()
                 t = self.stages.add("model_s", t)
                 if not _put(q_next, ("checkpoint", self.done, pts[-1], state, post), job):
                     return False

@@ -1,8 +1,9 @@
 """numba kernel behind :func:`rvmatte.io.yuv.image_to_yuv420` (imported only when needed).
 
 Integer arithmetic (16-bit fixed point): the same pixels give the same planes on every run
-and every machine, whatever the compiler vectorises. A module-level function, so that numba's
-on-disk cache finds it again.
+and every machine, whatever the compiler vectorises. Module-level functions, so that numba's
+on-disk cache finds them again; imported through :func:`rvmatte.hardware.import_kernels`
+(``RVMATTE_NUMBA_CACHE=0``: compiled in each process instead).
 """
 
 from __future__ import annotations
@@ -29,16 +30,8 @@ C_0 = round(128.5 * _ONE)
 A_Y = round(_LY)  # a gray value's Y: (A_Y * v + Y_0) >> 16 == int(v / 255 * 219 + 16.5), all v
 
 
-def _jit(fn):
-    """``njit``, cached on disk where numba finds a writable place for its cache (and
-    ``RVMATTE_NUMBA_CACHE`` is not ``0``), else compiled in each process (about 1 s)."""
-    if os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0":
-        try:
-            return njit(nogil=True, cache=True, boundscheck=False)(fn)
-        except RuntimeError as e:
-            if "cannot cache" not in str(e):
-                raise
-    return njit(nogil=True, cache=False, boundscheck=False)(fn)
+_CACHE = os.environ.get("RVMATTE_NUMBA_CACHE", "1") != "0"
+_jit = njit(nogil=True, cache=_CACHE, boundscheck=False)
 
 
 @_jit

@@ -152,8 +152,9 @@ def image_to_yuv420(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.n
     elif out.shape != (h * 3 // 2, w) or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"expected a C-contiguous uint8 ({h * 3 // 2}, {w}) array, got "
                          f"{out.dtype} {out.shape}")
-    from . import _yuv_kernels
+    from ..hardware import import_kernels
 
-    kernel = _yuv_kernels.gray_to_yuv420 if image.ndim == 2 else _yuv_kernels.rgb_to_yuv420
+    k = import_kernels(f"{__package__}._yuv_kernels")
+    kernel = k.gray_to_yuv420 if image.ndim == 2 else k.rgb_to_yuv420
     kernel(image, out.reshape(-1))  # any strides (an RGBA image's RGB)
     return out

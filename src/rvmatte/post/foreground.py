@@ -44,9 +44,9 @@ class ForegroundParams:
 
 @functools.lru_cache(maxsize=None)
 def _k():
-    from . import _kernels
+    from ..hardware import import_kernels
 
-    return _kernels
+    return import_kernels(f"{__package__}._kernels")
 
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, out: np.ndarray | None = None,

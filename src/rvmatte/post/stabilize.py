@@ -44,9 +44,9 @@ class StabilizeParams:
 
 @functools.lru_cache(maxsize=None)
 def _k():
-    from . import _kernels
+    from ..hardware import import_kernels
 
-    return _kernels
+    return import_kernels(f"{__package__}._kernels")
 
 
 class Stabilizer:

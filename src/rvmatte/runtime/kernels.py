@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from ..downsample import working_size
-from ..hardware import BandPool
+from ..hardware import BandPool, import_kernels
 
 _EMPTY3 = np.zeros((0, 0, 3), np.uint8)
 _EMPTY4 = np.zeros((0, 0, 4), np.uint8)
@@ -42,21 +42,10 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _compiled():
-    """The numba kernels (:mod:`rvmatte._numba_kernels`), imported on first use. Where numba
-    finds no writable place for its cache (a read-only install and home), they are compiled
-    in each process instead (about 2 s)."""
-    import os
-    import sys
-
-    try:
-        from . import _numba_kernels
-    except RuntimeError as e:
-        if "cannot cache" not in str(e):
-            raise
-        os.environ["RVMATTE_NUMBA_CACHE"] = "0"
-        sys.modules.pop(f"{__package__}._numba_kernels", None)
-        from . import _numba_kernels
-    return _numba_kernels
+    """The numba kernels (:mod:`rvmatte._numba_kernels`), imported on first use (compiled in
+    each process, about 2 s, where numba cannot cache them:
+    :func:`~rvmatte.hardware.import_kernels`)."""
+    return import_kernels(f"{__package__}._numba_kernels")
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,6 +58,13 @@ def _maps(n_out: int, n_in: int, scale: float):
     i0 = np.minimum(f.astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, (f - i0.astype(np.float32)).astype(np.float32)
+
+
+def _coefficient_maps(H: int, W: int, a: np.ndarray) -> tuple:
+    """The bilinear taps from the ``(4, h, w)`` coefficients ``a`` to an ``H`` x ``W`` frame:
+    ``(xi0, xi1, xl, yi0, yi1, yl)``, the kernels' argument order."""
+    h, w = a.shape[1:]
+    return (*_maps(W, w, w / W), *_maps(H, h, h / H))
 
 
 def warm_up() -> None:
@@ -161,11 +157,9 @@ class Refiner:
         ``(y << 32) | x`` per pixel; fills ``out`` float32 (N,3) (the same values to within
         float rounding). For a post stage that needs the network's foreground in the alpha's
         soft band alone, next to :meth:`alpha_u8` (one thread: a few percent of a frame)."""
-        H, W = frame.shape[:2]
-        h, w = a.shape[1:]
         self._k.foreground_at(frame, np.ascontiguousarray(a, np.float32),
                               np.ascontiguousarray(b, np.float32), band, out,
-                              *_maps(W, w, w / W), *_maps(H, h, h / H))
+                              *_coefficient_maps(*frame.shape[:2], a))
 
     def compose(self, pha: np.ndarray, fgr: np.ndarray, *, background=None,
                 **outputs: Optional[np.ndarray]) -> None:
@@ -193,8 +187,7 @@ class Refiner:
              rest: tuple) -> None:
         """``kernel(src, a, b, *rest, *maps, r0, r1)`` over ``self.threads`` bands of rows of
         the ``H`` x ``W`` output (``a``, ``b``: the (4,h,w) coefficients)."""
-        h, w = a.shape[1:]
-        maps = (*_maps(W, w, w / W), *_maps(H, h, h / H))
+        maps = _coefficient_maps(H, W, a)
         args = (src, np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32),
                 *rest)
         bands = np.linspace(0, H, self.threads + 1).astype(int) // 2 * 2  # even: 4:2:0 rows
